@@ -1,0 +1,3 @@
+//! phonefleet: schedules auto-provisioning and firmware rollouts for fleets of IP desk phones.
+
+pub mod api;
