@@ -1,0 +1,42 @@
+# phonefleet developer tasks. `make` alone lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and helm from source (cached).
+	tests/cluster/build.sh
+
+cluster: ## Start the local control plane in .cluster/ and print how to use it.
+	@tests/cluster/up.sh >/dev/null
+	@echo "Control plane running. Point kubectl at it with:"
+	@echo "  source .cluster/env    # sets KUBECONFIG and puts kubectl/helm on PATH"
+	@echo "Stop it with: make cluster-down"
+
+cluster-down: ## Stop the local control plane started by `make cluster`.
+	tests/cluster/down.sh
+
+cluster-status: ## Say whether the local control plane is up.
+	tests/cluster/status.sh .cluster
+
+fmt: ## Format the Rust code.
+	$(CARGO) fmt
+
+lint: ## Check formatting and run clippy with warnings as errors.
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+generate: ## Regenerate the CRD YAML in crds/ from the Rust types.
+	$(CARGO) run --quiet -- crd --out-dir crds
+
+test: lint ## Lint, unit and property tests, then integration tests on a fresh local control plane.
+	tests/cluster/build.sh >/dev/null
+	tests/cluster/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
+
+bench: ## Run the criterion benchmarks.
+	$(CARGO) bench
+
+.PHONY: help tools cluster cluster-down cluster-status fmt lint generate test bench
