@@ -47,7 +47,8 @@ fn start_or_reuse() -> TestCluster {
             .expect("run tests/cluster/build.sh"),
         "build.sh",
     );
-    let kubeconfig = match std::env::var_os("PHONEFLEET_TEST_KUBECONFIG").filter(|p| !p.is_empty()) {
+    let kubeconfig = match std::env::var_os("PHONEFLEET_TEST_KUBECONFIG").filter(|p| !p.is_empty())
+    {
         Some(path) => PathBuf::from(path),
         None => {
             let dir = std::env::temp_dir().join(format!("phonefleet-test-{}", std::process::id()));
