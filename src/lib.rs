@@ -1,8 +1,5 @@
 //! phonefleet: schedules auto-provisioning and firmware rollouts for fleets of IP desk phones.
 
 pub mod api;
-pub mod children;
-pub mod clock;
 pub mod core;
 pub mod validate;
-pub mod render;
