@@ -27,14 +27,14 @@ fmt: ## Format the Rust code.
 
 lint: ## Check formatting and run clippy with warnings as errors.
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 generate: ## Regenerate the CRD YAML in crds/ from the Rust types.
 	$(CARGO) run --quiet -- crd --out-dir crds
 
 test: lint ## Lint, unit and property tests, then integration tests on a fresh local control plane.
 	tests/cluster/build.sh >/dev/null
-	tests/cluster/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
+	tests/cluster/with-cluster.sh $(CARGO) test --all-targets --features simulated-time --no-fail-fast
 
 bench: ## Run the criterion benchmarks.
 	$(CARGO) bench

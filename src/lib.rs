@@ -1,5 +1,8 @@
 //! phonefleet: schedules auto-provisioning and firmware rollouts for fleets of IP desk phones.
 
 pub mod api;
+pub mod children;
+pub mod clock;
 pub mod core;
+pub mod render;
 pub mod validate;

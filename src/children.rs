@@ -1,0 +1,220 @@
+//! The objects a PhoneSchedule owns, and their wire format: the contract between the controller,
+//! which writes rendered configs, and the provisioning server, which serves them and writes
+//! progress back.
+//!
+//! Rendered configs live in ConfigMaps named `<schedule>-<site>-<n>`, one site per ConfigMap and
+//! as many shards as keep each under [`MAX_SHARD_BYTES`] (ConfigMap data is capped at 1 MiB by
+//! the API server). Each shard carries one file per phone (its name as the phone requests it,
+//! the exact bytes served) and an index, [`INDEX_KEY`], telling the server which site, cap,
+//! firmware and slot each phone has. Progress from the phones lives in `<shard name>-progress`
+//! ConfigMaps (one key per phone), written by the provisioning server; all of them are owned by
+//! the schedule, so deleting the schedule removes them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Label naming the owning PhoneSchedule.
+pub const LABEL_SCHEDULE: &str = "phonefleet.io/schedule";
+/// Label naming the PhoneSite whose phones a ConfigMap is for.
+pub const LABEL_SITE: &str = "phonefleet.io/site";
+/// Label telling rendered configs from progress (`rendered-config` | `progress`).
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Standard label marking what phonefleet manages.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "phonefleet";
+/// [`LABEL_COMPONENT`] of rendered-config ConfigMaps.
+pub const COMPONENT_CONFIG: &str = "rendered-config";
+/// [`LABEL_COMPONENT`] of progress ConfigMaps.
+pub const COMPONENT_PROGRESS: &str = "progress";
+/// Annotation holding a hash of a ConfigMap's data, so the controller can tell from metadata
+/// alone (without caching every file) whether a shard needs writing.
+pub const ANNOTATION_CONTENT_HASH: &str = "phonefleet.io/content-hash";
+/// Data key of a shard's index (not a file name any phone requests: phones ask for their MAC).
+pub const INDEX_KEY: &str = "phonefleet-index.json";
+/// Budget for one shard's data, below the API server's 1 MiB ConfigMap limit with room for
+/// metadata and the index.
+pub const MAX_SHARD_BYTES: usize = 768 * 1024;
+
+/// What the provisioning server needs to know about the phones of one shard.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardIndex {
+    /// `namespace/name` of the schedule.
+    pub schedule: String,
+    pub site: String,
+    pub time_zone: String,
+    /// Effective cap of concurrent firmware downloads for the site.
+    pub cap: u32,
+    /// The rollout's firmware, if a rollout is running (not paused, not halted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<IndexFirmware>,
+    /// Phones of this shard by bare lower-case MAC (`000b82123456`).
+    pub phones: BTreeMap<String, IndexPhone>,
+}
+
+/// The firmware of a running rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexFirmware {
+    pub version: String,
+    pub file: String,
+    /// Models it applies to; empty means all.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// One phone in a shard index.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexPhone {
+    pub model: String,
+    /// Data key of the phone's rendered file in the same ConfigMap.
+    pub file: String,
+    /// The phone's current slot, when it has one: downloads are allowed only inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<IndexSlot>,
+}
+
+/// A slot, in UTC.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSlot {
+    pub stage: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A phone's rollout state as learnt from its requests.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum PhoneState {
+    /// Not yet downloaded the target firmware.
+    Pending,
+    /// Downloading the image now.
+    Downloading,
+    /// Downloaded the image; expected back with the new version before a deadline.
+    Rebooting,
+    /// Came back reporting the target version.
+    Upgraded,
+    /// Did not come back with the target version in time, or came back with the old one.
+    Failed,
+}
+
+/// One phone's progress record, the value of its key in a progress ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneProgress {
+    pub state: PhoneState,
+    /// Last firmware version the phone reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The target firmware version this record is about.
+    pub target: String,
+    /// When the phone entered `state`.
+    pub since: DateTime<Utc>,
+}
+
+/// Name of shard `n` of a site's rendered configs; a DNS subdomain name as ConfigMaps require.
+pub fn config_map_name(schedule: &str, site: &str, shard: usize) -> String {
+    let name = format!("{schedule}-{site}-{shard}");
+    if name.len() <= 253 {
+        return name;
+    }
+    // Both parts are already valid names; only overlong combinations need shortening, by a
+    // stable hash so the name never changes between reconciles.
+    let digest = fnv1a(name.as_bytes());
+    format!(
+        "{}-{digest:016x}-{shard}",
+        &schedule[..schedule.len().min(200)]
+    )
+}
+
+/// Name of the progress ConfigMap that goes with a rendered-config shard.
+pub fn progress_map_name(config_map: &str) -> String {
+    format!("{config_map}-progress")
+}
+
+/// Splits `(key, bytes)` items, already sorted by key, into consecutive shards of at most
+/// `budget` bytes each (an item larger than the budget gets a shard of its own). Sorting by key
+/// (the file name, so the MAC) keeps a phone's shard stable while the inventory grows at the
+/// end of the range.
+pub fn shard_by_size<T>(items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut shards: Vec<Vec<T>> = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let bytes = size(&item);
+        match shards.last_mut() {
+            Some(shard) if used + bytes <= budget => shard.push(item),
+            _ => {
+                shards.push(vec![item]);
+                used = 0;
+            }
+        }
+        used += bytes;
+    }
+    shards
+}
+
+/// A content hash for [`ANNOTATION_CONTENT_HASH`]: FNV-1a over keys and values in order.
+pub fn content_hash<'a>(data: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut bytes = Vec::new();
+    for (k, v) in data {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(v.as_bytes());
+        bytes.push(0);
+    }
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_respect_the_budget_and_keep_order() {
+        let items: Vec<(u32, usize)> = (0..10).map(|i| (i, 300)).collect();
+        let shards = shard_by_size(items, 1000, |(_, n)| *n);
+        assert_eq!(shards.len(), 4);
+        assert!(
+            shards
+                .iter()
+                .all(|s| s.iter().map(|(_, n)| n).sum::<usize>() <= 1000)
+        );
+        let flat: Vec<u32> = shards.into_iter().flatten().map(|(i, _)| i).collect();
+        assert_eq!(flat, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_oversized_item_gets_a_shard_of_its_own() {
+        let shards = shard_by_size(vec![10, 5000, 10], 1000, |n| *n);
+        assert_eq!(shards, vec![vec![10], vec![5000], vec![10]]);
+    }
+
+    #[test]
+    fn long_names_are_shortened_stably() {
+        let long = "s".repeat(250);
+        let a = config_map_name(&long, "site", 3);
+        assert!(a.len() <= 253, "{}", a.len());
+        assert_eq!(a, config_map_name(&long, "site", 3));
+        assert_ne!(a, config_map_name(&long, "other", 3));
+        assert_eq!(config_map_name("fw", "paris", 0), "fw-paris-0");
+    }
+
+    #[test]
+    fn content_hash_changes_with_any_byte() {
+        let a = content_hash([("a", "1"), ("b", "2")]);
+        assert_eq!(a, content_hash([("a", "1"), ("b", "2")]));
+        assert_ne!(a, content_hash([("a", "1"), ("b", "3")]));
+        assert_ne!(a, content_hash([("a1", ""), ("b", "2")]));
+    }
+}
