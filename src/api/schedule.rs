@@ -13,6 +13,8 @@ pub const FILE_NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._+-]*$";
 
 /// When the phones of the selected sites may provision, which firmware they should run, and
 /// how a firmware change is rolled out.
+// Each `printcolumn(...)` repeats `type_`; clippy takes the repeats for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "phonefleet.io",

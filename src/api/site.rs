@@ -16,6 +16,8 @@ pub const TIME_ZONE_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*
 /// The phone list lives in the spec (about 60 bytes a phone), so one PhoneSite holds a
 /// site of well over 10,000 phones inside the API server's 1.5 MiB object limit; larger
 /// locations are split into several sites, which also matches how their links are split.
+// Each `printcolumn(...)` repeats `type_`; clippy takes the repeats for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "phonefleet.io",

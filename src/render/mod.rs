@@ -1,0 +1,516 @@
+//! The configuration files phones fetch, rendered from a schedule's provisioning policy and,
+//! during a rollout, the phone's own slot.
+//!
+//! Pure: the same input gives the same bytes, so the controller can compare a rendered file with
+//! what it stored and write nothing when nothing changed. Three formats exist because phones in
+//! the field read three (see [`Format`]); they carry the same knobs, computed once in
+//! [`Knobs`], and differ only in spelling.
+//!
+//! During a rollout slot the file narrows the phone's checks to its own slot: weekly on, every
+//! week (interval 0), only the slot's weekday, the slot's check window, flexible and "repeatedly"
+//! off (either would let the phone fetch firmware outside its slot), and a firmware location.
+//! Outside a slot, or once the phone is done, the file carries the operator's policy unchanged
+//! and no firmware location, so firmware only ever goes out inside planned slots.
+
+mod file_name;
+mod format;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::Weekday;
+
+pub use file_name::{FileNameError, parse_file_name};
+
+use crate::core::{CheckWindow, DaySet, LocalWindow, Mac, ProvisioningPolicy};
+
+/// "Check for upgrade every" when "Repeatedly" is off: the phone's own default (one week), so
+/// the file never leaves the value undefined.
+const DEFAULT_REPEAT_MINUTES: u32 = 10080;
+
+/// A configuration file format, with the file name phones of that family request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Format {
+    /// Grandstream-style XML P-values (`<gs_provision>`), served as `cfg<mac>.xml`.
+    Xml,
+    /// Plain `P25020 = 1` lines, served as `cfg<mac>`.
+    Text,
+    /// Yealink-style `static.auto_provision.*` keys, served as `<mac>.cfg`.
+    Yealink,
+}
+
+impl Format {
+    /// Every format, in a fixed order.
+    pub const ALL: [Format; 3] = [Format::Xml, Format::Text, Format::Yealink];
+
+    /// The file name a phone with this MAC requests for this format (MAC lower case, bare).
+    pub fn file_name(self, mac: Mac) -> String {
+        let mac = mac.bare();
+        match self {
+            Format::Xml => format!("cfg{mac}.xml"),
+            Format::Text => format!("cfg{mac}"),
+            Format::Yealink => format!("{mac}.cfg"),
+        }
+    }
+
+    /// The `Content-Type` the provisioning server sends with the file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Xml => "application/xml; charset=utf-8",
+            Format::Text | Format::Yealink => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Xml => "xml",
+            Format::Text => "text",
+            Format::Yealink => "yealink",
+        })
+    }
+}
+
+impl FromStr for Format {
+    type Err = RenderError;
+
+    fn from_str(s: &str) -> Result<Self, RenderError> {
+        match s {
+            "xml" => Ok(Format::Xml),
+            "text" => Ok(Format::Text),
+            "yealink" => Ok(Format::Yealink),
+            other => Err(RenderError::UnknownFormat(other.to_owned())),
+        }
+    }
+}
+
+/// Why a renderer input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("unknown format '{0}': expected xml, text or yealink")]
+    UnknownFormat(String),
+    #[error("provisioning server URL '{0}' must start with http:// or https:// and name a host")]
+    ServerUrl(String),
+    #[error(
+        "firmware file '{0}' must be a plain file name (letters, digits, '.', '_', '+', '-'; no '/' or '..')"
+    )]
+    FirmwareFile(String),
+    #[error(
+        "site name '{0}' must be a Kubernetes object name (lower-case letters, digits, '-', '.')"
+    )]
+    SiteName(String),
+}
+
+/// The provisioning server's base URL as phones reach it, e.g. `http://prov.voice.example:8080`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerUrl {
+    https: bool,
+    /// Host, port and path prefix, without scheme or trailing `/`.
+    rest: String,
+}
+
+impl FromStr for ServerUrl {
+    type Err = RenderError;
+
+    fn from_str(s: &str) -> Result<Self, RenderError> {
+        let bad = || RenderError::ServerUrl(s.to_owned());
+        let (https, rest) = if let Some(rest) = s.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = s.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad());
+        };
+        let rest = rest.trim_end_matches('/');
+        // The URL ends up inside line-based files: nothing that could end a line or a value.
+        let plain = |c: char| {
+            c.is_ascii_graphic() && !matches!(c, '"' | '<' | '>' | '&' | '\'' | '#' | '?')
+        };
+        if rest.is_empty() || rest.starts_with('/') || !rest.chars().all(plain) {
+            return Err(bad());
+        }
+        Ok(Self {
+            https,
+            rest: rest.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.rest)
+    }
+}
+
+/// Where a site's firmware image lives on the provisioning server: `firmware/<site>/<file>`.
+///
+/// One directory per site lets the server count downloads against the right site's cap from
+/// the path alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwarePath {
+    site: String,
+    file: String,
+}
+
+impl FirmwarePath {
+    /// Checks both parts, since they end up in URLs and inside the phones' files.
+    pub fn new(site: &str, file: &str) -> Result<Self, RenderError> {
+        let site_ok = !site.is_empty()
+            && site.len() <= 253
+            && site
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !site.starts_with(['-', '.']);
+        if !site_ok {
+            return Err(RenderError::SiteName(site.to_owned()));
+        }
+        if !is_plain_file_name(file) {
+            return Err(RenderError::FirmwareFile(file.to_owned()));
+        }
+        Ok(Self {
+            site: site.to_owned(),
+            file: file.to_owned(),
+        })
+    }
+
+    /// The PhoneSite name.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// The firmware image's file name.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The directory, relative to the server's base URL: `firmware/<site>`.
+    pub fn dir(&self) -> String {
+        format!("firmware/{}", self.site)
+    }
+}
+
+impl fmt::Display for FirmwarePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "firmware/{}/{}", self.site, self.file)
+    }
+}
+
+/// Whether `name` is a file name that cannot leave its directory: `[A-Za-z0-9_][A-Za-z0-9._+-]*`
+/// without `..` (the CRD's own rule for `firmware.file`).
+pub fn is_plain_file_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    first_ok
+        && name.len() <= 253
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+        && !name.contains("..")
+}
+
+/// A phone's part of a running rollout, as the controller maps it from the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutSlot {
+    /// The version the phone should report once upgraded (shown in the file's comment).
+    pub firmware_version: String,
+    /// Where the phone fetches the image.
+    pub firmware: FirmwarePath,
+    /// When the phone checks: the weekday and local window of its slot
+    /// ([`crate::core::Slot::check_window`]).
+    pub window: CheckWindow,
+}
+
+/// Everything one phone's file depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct PhoneConfig<'a> {
+    pub mac: Mac,
+    /// The model as in the inventory (shown in the file's comment).
+    pub model: &'a str,
+    /// The schedule's steady-state policy.
+    pub provisioning: &'a ProvisioningPolicy,
+    /// The phone's slot while it takes part in a rollout and is not done; `None` otherwise.
+    pub slot: Option<&'a RolloutSlot>,
+}
+
+/// One rendered file: the name the phone requests and the exact bytes served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub name: String,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// Renders one phone's file in one format.
+pub fn render(phone: &PhoneConfig<'_>, server: &ServerUrl, format: Format) -> RenderedFile {
+    let knobs = Knobs::new(phone, server);
+    let body = match format {
+        Format::Xml => format::xml(&knobs),
+        Format::Text => format::text(&knobs),
+        Format::Yealink => format::yealink(&knobs),
+    };
+    RenderedFile {
+        name: format.file_name(phone.mac),
+        content_type: format.content_type(),
+        body,
+    }
+}
+
+/// The phone's knobs with the slot applied: what every format writes, in its own spelling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Knobs {
+    mac: Mac,
+    /// One line for humans, control characters removed.
+    comment: String,
+    power_on: bool,
+    repeat: bool,
+    repeat_minutes: u32,
+    weekly: bool,
+    interval_weeks: u32,
+    inactivity_minutes: u32,
+    weekly_window: LocalWindow,
+    days: DaySet,
+    flexible: bool,
+    interval_days: u32,
+    flexible_window: LocalWindow,
+    firmware: Option<FirmwareLocation>,
+}
+
+/// The firmware location in the two shapes phones take it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FirmwareLocation {
+    https: bool,
+    /// Directory without scheme (Grandstream's P192 "Firmware Server Path").
+    dir_without_scheme: String,
+    /// Full URL of the image (Yealink's `static.firmware.url`).
+    url: String,
+}
+
+impl Knobs {
+    fn new(phone: &PhoneConfig<'_>, server: &ServerUrl) -> Self {
+        let p = phone.provisioning;
+        let steady = Knobs {
+            mac: phone.mac,
+            comment: String::new(),
+            power_on: p.power_on,
+            repeat: p.repeatedly.is_some(),
+            repeat_minutes: p.repeatedly.map_or(DEFAULT_REPEAT_MINUTES, |m| m.get()),
+            weekly: p.weekly.enabled,
+            interval_weeks: u32::from(p.weekly.interval_weeks),
+            inactivity_minutes: u32::from(p.weekly.inactivity_minutes),
+            weekly_window: p.weekly.window,
+            days: p.weekly.days,
+            flexible: p.flexible.enabled,
+            interval_days: u32::from(p.flexible.interval_days),
+            flexible_window: p.flexible.window,
+            firmware: None,
+        };
+        let model = one_line(phone.model);
+        let mac = phone.mac.bare();
+        match phone.slot {
+            None => Knobs {
+                comment: format!("phonefleet: {mac} ({model}), steady-state schedule"),
+                ..steady
+            },
+            Some(slot) => Knobs {
+                comment: format!(
+                    "phonefleet: {mac} ({model}), rollout slot {} {}-{}, firmware {} from {}",
+                    weekday_name(slot.window.weekday),
+                    slot.window.window.start,
+                    slot.window.window.end,
+                    one_line(&slot.firmware_version),
+                    slot.firmware,
+                ),
+                repeat: false,
+                weekly: true,
+                interval_weeks: 0,
+                // The planner sized the slot for the idle time of the windows it planned in.
+                inactivity_minutes: p.rollout_windows().map_or(0, |w| w.inactivity_minutes),
+                weekly_window: slot.window.window,
+                days: [slot.window.weekday].into_iter().collect(),
+                flexible: false,
+                firmware: Some(FirmwareLocation {
+                    https: server.https,
+                    dir_without_scheme: format!("{}/{}", server.rest, slot.firmware.dir()),
+                    url: format!("{server}/{}", slot.firmware),
+                }),
+                ..steady
+            },
+        }
+    }
+}
+
+/// Three-letter English day name, as in the CRD.
+fn weekday_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Sun => "Sun",
+        Weekday::Mon => "Mon",
+        Weekday::Tue => "Tue",
+        Weekday::Wed => "Wed",
+        Weekday::Thu => "Thu",
+        Weekday::Fri => "Fri",
+        Weekday::Sat => "Sat",
+    }
+}
+
+/// `s` with control characters replaced, so it cannot end a comment line; `--` is broken up so
+/// it cannot end an XML comment either.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect::<String>()
+        .replace("--", "-_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{FlexiblePolicy, WeeklyPolicy};
+
+    fn window(start: &str, end: &str) -> LocalWindow {
+        LocalWindow {
+            start: start.parse().expect("HH:MM"),
+            end: end.parse().expect("HH:MM"),
+        }
+    }
+
+    fn policy() -> ProvisioningPolicy {
+        ProvisioningPolicy {
+            power_on: true,
+            repeatedly: std::num::NonZeroU32::new(60),
+            weekly: WeeklyPolicy {
+                enabled: true,
+                interval_weeks: 2,
+                inactivity_minutes: 15,
+                window: window("01:00", "05:00"),
+                days: DaySet::ALL,
+            },
+            flexible: FlexiblePolicy {
+                enabled: true,
+                interval_days: 7,
+                window: window("02:00", "03:00"),
+            },
+        }
+    }
+
+    fn slot() -> RolloutSlot {
+        RolloutSlot {
+            firmware_version: "1.2.3".into(),
+            firmware: FirmwarePath::new("site-a", "fw.bin").expect("valid"),
+            window: CheckWindow {
+                weekday: Weekday::Wed,
+                window: window("02:30", "02:55"),
+            },
+        }
+    }
+
+    fn knobs(slot: Option<&RolloutSlot>) -> Knobs {
+        let policy = policy();
+        let phone = PhoneConfig {
+            mac: "000b82123456".parse().expect("MAC"),
+            model: "GXP2170",
+            provisioning: &policy,
+            slot,
+        };
+        Knobs::new(&phone, &"http://prov:8080/".parse().expect("URL"))
+    }
+
+    #[test]
+    fn steady_state_carries_the_policy_unchanged_and_no_firmware() {
+        let k = knobs(None);
+        assert!(k.power_on && k.repeat && k.weekly && k.flexible);
+        assert_eq!(
+            (k.repeat_minutes, k.interval_weeks, k.inactivity_minutes),
+            (60, 2, 15)
+        );
+        assert_eq!(
+            (k.weekly_window, k.days),
+            (window("01:00", "05:00"), DaySet::ALL)
+        );
+        assert_eq!(
+            (k.interval_days, k.flexible_window),
+            (7, window("02:00", "03:00"))
+        );
+        assert_eq!(k.firmware, None);
+    }
+
+    #[test]
+    fn a_slot_narrows_checks_to_its_weekday_and_window() {
+        let k = knobs(Some(&slot()));
+        assert!(k.weekly && k.interval_weeks == 0);
+        assert_eq!(k.days.iter().collect::<Vec<_>>(), vec![Weekday::Wed]);
+        assert_eq!(k.weekly_window, window("02:30", "02:55"));
+    }
+
+    #[test]
+    fn a_slot_turns_off_every_check_that_could_fetch_firmware_outside_it() {
+        let k = knobs(Some(&slot()));
+        assert!(!k.repeat && !k.flexible);
+        // Power-on checks stay as the operator set them: the server's run-time cap covers them.
+        assert!(k.power_on);
+    }
+
+    #[test]
+    fn a_slot_points_at_the_sites_firmware_directory() {
+        let fw = knobs(Some(&slot())).firmware.expect("firmware location");
+        assert_eq!(fw.dir_without_scheme, "prov:8080/firmware/site-a");
+        assert_eq!(fw.url, "http://prov:8080/firmware/site-a/fw.bin");
+        assert!(!fw.https);
+    }
+
+    #[test]
+    fn server_urls_need_a_scheme_and_a_host() {
+        for bad in [
+            "prov:8080",
+            "ftp://prov",
+            "http://",
+            "https:///x",
+            "http://a b",
+            "http://p/\n",
+        ] {
+            assert!(bad.parse::<ServerUrl>().is_err(), "{bad:?}");
+        }
+        let url: ServerUrl = "https://prov.example/base/".parse().expect("valid");
+        assert_eq!(url.to_string(), "https://prov.example/base");
+    }
+
+    #[test]
+    fn firmware_paths_cannot_leave_their_directory() {
+        for file in [
+            "",
+            "../fw.bin",
+            "a/b.bin",
+            ".hidden",
+            "a..b",
+            "fw bin",
+            "fw\n.bin",
+        ] {
+            assert_eq!(
+                FirmwarePath::new("site-a", file),
+                Err(RenderError::FirmwareFile(file.into())),
+                "{file:?}"
+            );
+        }
+        for site in ["", "Site", "a/b", "-a", "a b"] {
+            assert!(FirmwarePath::new(site, "fw.bin").is_err(), "{site:?}");
+        }
+        assert_eq!(
+            FirmwarePath::new("site-a", "gxp2170fw_1.0+b-2.bin").map(|p| p.to_string()),
+            Ok("firmware/site-a/gxp2170fw_1.0+b-2.bin".into())
+        );
+    }
+
+    #[test]
+    fn comments_cannot_break_out_of_their_line() {
+        assert_eq!(one_line("a\nb--c"), "a?b-_c");
+    }
+
+    #[test]
+    fn formats_parse_from_their_names() {
+        for f in Format::ALL {
+            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
+        }
+        assert!("json".parse::<Format>().is_err());
+    }
+}
