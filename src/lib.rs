@@ -5,4 +5,6 @@ pub mod children;
 pub mod clock;
 pub mod core;
 pub mod render;
+pub mod manifest;
+pub mod selector;
 pub mod validate;
