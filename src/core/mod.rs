@@ -9,6 +9,6 @@ pub mod window;
 
 pub use mac::Mac;
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
-pub use planner::plan;
+pub use planner::{plan, stage_ranking};
 pub use policy::*;
 pub use window::{DaySet, LocalTime, LocalWindow, Occurrence};

@@ -151,6 +151,34 @@ impl Horizon {
     }
 }
 
+/// The stage of every phone of `site` that `schedule`'s firmware applies to: phones in stable
+/// hash order, and stage `i` holding ranks `bounds[i]..bounds[i + 1]`. Stage `i` takes ranks
+/// `[ceil(p_{i-1}·n/100), ceil(p_i·n/100))`: a canary of any percent gets at least one phone,
+/// and a phone keeps its stage as the inventory grows.
+pub fn stage_ranking(site: &Site, schedule: &Schedule) -> (Vec<Mac>, Vec<usize>) {
+    let mut ranked: Vec<(u64, Mac)> = match &schedule.firmware {
+        Some(fw) => site
+            .phones
+            .iter()
+            .filter(|p| fw.applies_to(p.model))
+            .map(|p| (p.mac.stable_hash(), p.mac))
+            .collect(),
+        None => Vec::new(),
+    };
+    ranked.sort_unstable();
+    let macs: Vec<Mac> = ranked.into_iter().map(|(_, m)| m).collect();
+    let n = macs.len();
+    let mut bounds = vec![0];
+    bounds.extend(
+        schedule
+            .rollout
+            .stages
+            .iter()
+            .map(|s| (s.percent as usize * n).div_ceil(100).min(n)),
+    );
+    (macs, bounds)
+}
+
 /// A site's plan under construction.
 struct SiteWork {
     plan: SitePlan,
@@ -175,21 +203,30 @@ impl SiteWork {
         let download_minutes = download_minutes(site, schedule, cap, warnings);
         let slot_minutes = check_minutes.saturating_add(download_minutes);
 
-        let mut ranked: Vec<(u64, Mac)> = match &schedule.firmware {
-            Some(fw) => site
-                .phones
-                .iter()
-                .filter(|p| fw.applies_to(p.model))
-                .filter(|p| upgraded.is_empty() || !upgraded.contains(&p.mac))
-                .map(|p| (p.mac.stable_hash(), p.mac))
-                .collect(),
-            None => Vec::new(),
+        // Stages are assigned over every phone the firmware applies to, upgraded or not, so a
+        // phone's stage never changes as others finish; only then are the excluded phones
+        // (already upgraded, or held back by the controller) left out of placement.
+        let (ranked, all_bounds) = stage_ranking(site, schedule);
+        let applicable = ranked.len();
+        let (macs, bounds) = if upgraded.is_empty() {
+            (ranked, all_bounds)
+        } else {
+            let mut macs = Vec::with_capacity(ranked.len());
+            let mut bounds = vec![0];
+            for stage in all_bounds.windows(2) {
+                macs.extend(
+                    ranked[stage[0]..stage[1]]
+                        .iter()
+                        .filter(|m| !upgraded.contains(m)),
+                );
+                bounds.push(macs.len());
+            }
+            (macs, bounds)
         };
-        ranked.sort_unstable();
-        let macs: Vec<Mac> = ranked.into_iter().map(|(_, m)| m).collect();
         let n = macs.len();
 
-        if schedule.firmware.is_some() && n == 0 {
+        // Warn when the firmware applies to no phone of the site, not when all are done.
+        if schedule.firmware.is_some() && applicable == 0 {
             warnings.push(Warning::NoPhones {
                 site: site.name.clone(),
             });
@@ -205,16 +242,6 @@ impl SiteWork {
             }
             fits
         });
-
-        // Stage i takes ranks [ceil(p_{i-1}·n/100), ceil(p_i·n/100)): a canary of any percent
-        // gets at least one phone, and a phone keeps its stage as the inventory grows.
-        let mut bounds = vec![0];
-        bounds.extend(
-            rollout
-                .stages
-                .iter()
-                .map(|s| (s.percent as usize * n).div_ceil(100).min(n)),
-        );
 
         SiteWork {
             plan: SitePlan {
