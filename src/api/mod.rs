@@ -26,6 +26,8 @@ use kube::CustomResourceExt;
 /// `uint32`/`uint64`, which the API server does not know (every `kubectl apply` would warn).
 /// They are dropped, and a `uint32` field gets the matching `maximum` so that a value the
 /// controller could not deserialize is rejected at the door instead of breaking its watch.
+/// Doc comments are wrapped at 100 columns; their line breaks are joined so that `kubectl
+/// explain` can wrap the text to the terminal.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [PhoneSchedule::crd(), PhoneSite::crd()]
         .into_iter()
@@ -36,7 +38,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                     .as_mut()
                     .and_then(|s| s.open_api_v3_schema.as_mut())
                 {
-                    tidy_unsigned_formats(schema);
+                    tidy_schema(schema);
                 }
             }
             crd
@@ -57,7 +59,10 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng:
     ))
 }
 
-fn tidy_unsigned_formats(schema: &mut JSONSchemaProps) {
+fn tidy_schema(schema: &mut JSONSchemaProps) {
+    if let Some(description) = &mut schema.description {
+        *description = join_wrapped_lines(description);
+    }
     match schema.format.as_deref() {
         Some("uint32") => {
             schema.format = None;
@@ -67,13 +72,43 @@ fn tidy_unsigned_formats(schema: &mut JSONSchemaProps) {
         _ => {}
     }
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
-        tidy_unsigned_formats(child);
+        tidy_schema(child);
     }
     match &mut schema.items {
-        Some(JSONSchemaPropsOrArray::Schema(item)) => tidy_unsigned_formats(item),
-        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
-            items.iter_mut().for_each(tidy_unsigned_formats)
-        }
+        Some(JSONSchemaPropsOrArray::Schema(item)) => tidy_schema(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(tidy_schema),
         None => {}
+    }
+}
+
+/// Joins the lines of each paragraph (paragraphs are separated by a blank line).
+fn join_wrapped_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_doc_lines_become_one_line_per_paragraph() {
+        assert_eq!(join_wrapped_lines("a b\nc\n\nd\n e"), "a b c\n\nd e");
+    }
+
+    #[test]
+    fn crds_carry_no_format_the_api_server_does_not_know() {
+        for crd in crds() {
+            let yaml = crd_yaml(&crd).expect("serializes");
+            assert!(!yaml.contains("format: uint"), "{}", crd_file_name(&crd));
+        }
     }
 }
