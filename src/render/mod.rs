@@ -14,6 +14,7 @@
 
 mod file_name;
 mod format;
+pub mod offline;
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +51,26 @@ impl Format {
             Format::Xml => format!("cfg{mac}.xml"),
             Format::Text => format!("cfg{mac}"),
             Format::Yealink => format!("{mac}.cfg"),
+        }
+    }
+
+    /// The format a phone model reads, for phones whose format nobody chose: Yealink's key
+    /// files for Yealink models (`SIP-T46U`, `T54W`, `CP920`, `VP59`, `W60B`), Grandstream XML
+    /// for everything else (`GXP2170`, `GRP2614`, `DP750`, …), since XML is what
+    /// Grandstream firmwares ask for first.
+    pub fn for_model(model: &str) -> Format {
+        let m = model.to_ascii_uppercase();
+        let family_digit = |prefix: &str| {
+            m.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        };
+        if m.starts_with("SIP-")
+            || m.starts_with("YEALINK")
+            || ["T", "CP", "VP", "W"].into_iter().any(family_digit)
+        {
+            Format::Yealink
+        } else {
+            Format::Xml
         }
     }
 
@@ -504,6 +525,16 @@ mod tests {
     #[test]
     fn comments_cannot_break_out_of_their_line() {
         assert_eq!(one_line("a\nb--c"), "a?b-_c");
+    }
+
+    #[test]
+    fn yealink_models_get_yealink_files_and_the_rest_xml() {
+        for model in ["SIP-T46U", "T54W", "t46s", "CP920", "VP59", "W60B"] {
+            assert_eq!(Format::for_model(model), Format::Yealink, "{model}");
+        }
+        for model in ["GXP2170", "GRP2614", "DP750", "HT802", "", "Tx"] {
+            assert_eq!(Format::for_model(model), Format::Xml, "{model}");
+        }
     }
 
     #[test]
