@@ -19,6 +19,19 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Preview a rollout offline: which phones of which site download when, from the same
+    /// YAML you would `kubectl apply` (one PhoneSchedule and its PhoneSites). Needs no cluster.
+    Plan {
+        /// Multi-document YAML with one PhoneSchedule and the PhoneSites it may select.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Plan as of this instant (RFC 3339, e.g. 2026-12-01T08:00:00Z); default: now.
+        #[arg(long)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        /// Output: a table, the JSON plan, or an SVG timeline.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: phonefleet::plan_report::Format,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +48,10 @@ fn main() -> anyhow::Result<()> {
                     None => print!("---\n{yaml}"),
                 }
             }
+        }
+        Command::Plan { file, now, output } => {
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            phonefleet::plan_report::run(&file, now, output, &mut std::io::stdout().lock())?;
         }
     }
     Ok(())

@@ -19,23 +19,45 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("document {index}: not valid YAML: {source}")]
-    Yaml { index: usize, source: serde_yaml_ng::Error },
+    Yaml {
+        index: usize,
+        source: serde_yaml_ng::Error,
+    },
     #[error("document {index}: expected a Kubernetes object with apiVersion and kind")]
     NotAnObject { index: usize },
     #[error("document {index}: unknown kind {kind:?} with apiVersion {api_version:?}; expected PhoneSchedule or PhoneSite of {group}/{version}", group = api::GROUP, version = api::VERSION)]
-    UnknownKind { index: usize, api_version: String, kind: String },
+    UnknownKind {
+        index: usize,
+        api_version: String,
+        kind: String,
+    },
     #[error("{document}: {field}: {message}")]
-    Field { document: String, field: String, message: String },
+    Field {
+        document: String,
+        field: String,
+        message: String,
+    },
     #[error("no PhoneSchedule in the manifest: `plan` needs exactly one")]
     NoSchedule,
     #[error("{second}: a second PhoneSchedule (the first is {first}); `plan` takes exactly one")]
     SeveralSchedules { first: String, second: String },
     #[error("{second}: PhoneSite {name} is defined twice (also {first})")]
-    DuplicateSite { name: String, first: String, second: String },
+    DuplicateSite {
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error("{second}: phone {mac} is also listed in {first}; a phone belongs to one site")]
-    MacInTwoSites { mac: Mac, first: String, second: String },
+    MacInTwoSites {
+        mac: Mac,
+        first: String,
+        second: String,
+    },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
 }
@@ -77,12 +99,21 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             "PhoneSchedule" if ours => {
                 let (label, obj) = typed::<PhoneSchedule>(index, &kind, value)?;
                 if let Some((first, _)) = &schedule {
-                    return Err(ManifestError::SeveralSchedules { first: first.clone(), second: label });
+                    return Err(ManifestError::SeveralSchedules {
+                        first: first.clone(),
+                        second: label,
+                    });
                 }
                 schedule = Some((label, obj));
             }
             "PhoneSite" if ours => sites.push(typed::<PhoneSite>(index, &kind, value)?),
-            _ => return Err(ManifestError::UnknownKind { index, api_version, kind }),
+            _ => {
+                return Err(ManifestError::UnknownKind {
+                    index,
+                    api_version,
+                    kind,
+                });
+            }
         }
     }
     let schedule = schedule.ok_or(ManifestError::NoSchedule)?;
@@ -90,7 +121,11 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
 }
 
 /// Deserializes one document, naming the field path of a type error.
-fn typed<T>(index: usize, kind: &str, value: serde_yaml_ng::Value) -> Result<(String, T), ManifestError>
+fn typed<T>(
+    index: usize,
+    kind: &str,
+    value: serde_yaml_ng::Value,
+) -> Result<(String, T), ManifestError>
 where
     T: for<'de> Deserialize<'de> + kube::Resource,
 {
@@ -125,7 +160,10 @@ impl Manifest {
     pub fn fleet(&self) -> Result<Fleet, ManifestError> {
         let (schedule_doc, schedule) = &self.schedule;
         let namespace = namespace_of(&schedule.metadata);
-        let name = format!("{namespace}/{}", schedule.metadata.name.as_deref().unwrap_or_default());
+        let name = format!(
+            "{namespace}/{}",
+            schedule.metadata.name.as_deref().unwrap_or_default()
+        );
         let mut models = ModelTable::default();
         let checked = validate::schedule(schedule_doc, &name, &schedule.spec, &mut models)?;
         let selector = Selector::parse(&schedule.spec.site_selector).map_err(|e| {
@@ -230,23 +268,42 @@ spec:
 
     #[test]
     fn unknown_kind_names_the_document() {
-        let text = format!("{SCHEDULE}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n");
+        let text =
+            format!("{SCHEDULE}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n");
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.starts_with("document 2: unknown kind \"ConfigMap\""), "{e}");
+        assert!(
+            e.starts_with("document 2: unknown kind \"ConfigMap\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn type_errors_name_the_field_path() {
-        let text = format!("{SCHEDULE}---\n{}", site("paris", "voice", "eu", "x").replace("maxConcurrentDownloads: 2", "maxConcurrentDownloads: -2"));
+        let text = format!(
+            "{SCHEDULE}---\n{}",
+            site("paris", "voice", "eu", "x")
+                .replace("maxConcurrentDownloads: 2", "maxConcurrentDownloads: -2")
+        );
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("document 2 (PhoneSite voice/paris): spec.maxConcurrentDownloads:"), "{e}");
+        assert!(
+            e.contains("document 2 (PhoneSite voice/paris): spec.maxConcurrentDownloads:"),
+            "{e}"
+        );
     }
 
     #[test]
     fn invalid_values_name_document_field_and_value() {
-        let text = format!("{SCHEDULE}---\n{}", site("paris", "voice", "eu", "00:0b:82:00:00:zz"));
+        let text = format!(
+            "{SCHEDULE}---\n{}",
+            site("paris", "voice", "eu", "00:0b:82:00:00:zz")
+        );
         let e = parse(&text).unwrap().fleet().unwrap_err().to_string();
-        assert!(e.contains("document 2 (PhoneSite voice/paris): spec.phones[0].mac: \"00:0b:82:00:00:zz\""), "{e}");
+        assert!(
+            e.contains(
+                "document 2 (PhoneSite voice/paris): spec.phones[0].mac: \"00:0b:82:00:00:zz\""
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -258,13 +315,22 @@ spec:
         ]
         .join("---\n");
         let e = parse(&text).unwrap().fleet().unwrap_err().to_string();
-        assert!(e.contains("phone 00:0b:82:00:00:01 is also listed in"), "{e}");
+        assert!(
+            e.contains("phone 00:0b:82:00:00:01 is also listed in"),
+            "{e}"
+        );
     }
 
     #[test]
     fn needs_exactly_one_schedule() {
-        assert!(matches!(parse(&site("a", "voice", "eu", "000b82000001")), Err(ManifestError::NoSchedule)));
+        assert!(matches!(
+            parse(&site("a", "voice", "eu", "000b82000001")),
+            Err(ManifestError::NoSchedule)
+        ));
         let two = format!("{SCHEDULE}---\n{SCHEDULE}");
-        assert!(matches!(parse(&two), Err(ManifestError::SeveralSchedules { .. })));
+        assert!(matches!(
+            parse(&two),
+            Err(ManifestError::SeveralSchedules { .. })
+        ));
     }
 }

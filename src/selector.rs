@@ -22,7 +22,9 @@ enum Requirement {
 /// A selector the API server would refuse too.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
-    #[error("matchExpressions[{index}].operator: {operator:?} is not one of In, NotIn, Exists, DoesNotExist")]
+    #[error(
+        "matchExpressions[{index}].operator: {operator:?} is not one of In, NotIn, Exists, DoesNotExist"
+    )]
     Operator { index: usize, operator: String },
     #[error("matchExpressions[{index}].values: must not be empty for {operator}")]
     MissingValues { index: usize, operator: String },
@@ -78,7 +80,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -114,7 +119,10 @@ mod tests {
         let l = labels(&[("region", "eu")]);
         assert!(selector(&[], vec![expr("region", "In", &["eu", "us"])]).matches(&l));
         assert!(!selector(&[], vec![expr("region", "NotIn", &["eu"])]).matches(&l));
-        assert!(selector(&[], vec![expr("tier", "NotIn", &["shop"])]).matches(&l), "NotIn holds when the key is absent");
+        assert!(
+            selector(&[], vec![expr("tier", "NotIn", &["shop"])]).matches(&l),
+            "NotIn holds when the key is absent"
+        );
         assert!(selector(&[], vec![expr("region", "Exists", &[])]).matches(&l));
         assert!(selector(&[], vec![expr("tier", "DoesNotExist", &[])]).matches(&l));
         assert!(!selector(&[], vec![expr("tier", "Exists", &[])]).matches(&l));
@@ -122,9 +130,23 @@ mod tests {
 
     #[test]
     fn malformed_expressions_are_refused() {
-        let parse = |e| Selector::parse(&LabelSelector { match_labels: None, match_expressions: Some(vec![e]) });
-        assert!(matches!(parse(expr("a", "Gt", &["1"])), Err(SelectorError::Operator { .. })));
-        assert!(matches!(parse(expr("a", "In", &[])), Err(SelectorError::MissingValues { .. })));
-        assert!(matches!(parse(expr("a", "Exists", &["x"])), Err(SelectorError::UnexpectedValues { .. })));
+        let parse = |e| {
+            Selector::parse(&LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![e]),
+            })
+        };
+        assert!(matches!(
+            parse(expr("a", "Gt", &["1"])),
+            Err(SelectorError::Operator { .. })
+        ));
+        assert!(matches!(
+            parse(expr("a", "In", &[])),
+            Err(SelectorError::MissingValues { .. })
+        ));
+        assert!(matches!(
+            parse(expr("a", "Exists", &["x"])),
+            Err(SelectorError::UnexpectedValues { .. })
+        ));
     }
 }

@@ -122,14 +122,24 @@ pub fn site(
         at.err(
             "spec.maxConcurrentDownloads",
             spec.max_concurrent_downloads,
-            Reason::OutOfRange { min: 1, max: u64::from(u32::MAX) },
+            Reason::OutOfRange {
+                min: 1,
+                max: u64::from(u32::MAX),
+            },
         )
     })?;
     let uplink_mbps = spec
         .uplink_mbps
         .map(|m| {
             NonZeroU32::new(m).ok_or_else(|| {
-                at.err("spec.uplinkMbps", m, Reason::OutOfRange { min: 1, max: u64::from(u32::MAX) })
+                at.err(
+                    "spec.uplinkMbps",
+                    m,
+                    Reason::OutOfRange {
+                        min: 1,
+                        max: u64::from(u32::MAX),
+                    },
+                )
             })
         })
         .transpose()?;
@@ -151,7 +161,10 @@ pub fn site(
         if entry.model.is_empty() {
             return Err(at.err(format!("spec.phones[{i}].model"), quote(""), Reason::Empty));
         }
-        phones.push(Phone { mac, model: models.intern(&entry.model) });
+        phones.push(Phone {
+            mac,
+            model: models.intern(&entry.model),
+        });
     }
     Ok(Site {
         name: name.to_owned(),
@@ -168,7 +181,12 @@ struct At<'a> {
 }
 
 impl At<'_> {
-    fn err(&self, field: impl Into<String>, value: impl fmt::Display, reason: Reason) -> ValidationError {
+    fn err(
+        &self,
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: Reason,
+    ) -> ValidationError {
         ValidationError {
             document: self.document.to_owned(),
             field: field.into(),
@@ -181,12 +199,21 @@ impl At<'_> {
         if (min..=max).contains(&value) {
             Ok(value)
         } else {
-            Err(self.err(field, value, Reason::OutOfRange { min: min.into(), max: max.into() }))
+            Err(self.err(
+                field,
+                value,
+                Reason::OutOfRange {
+                    min: min.into(),
+                    max: max.into(),
+                },
+            ))
         }
     }
 
     fn time(&self, field: &str, value: &str) -> Result<LocalTime, ValidationError> {
-        value.parse().map_err(|e| self.err(field, quote(value), Reason::Time(e)))
+        value
+            .parse()
+            .map_err(|e| self.err(field, quote(value), Reason::Time(e)))
     }
 
     fn window(&self, field: &str, w: &api::TimeWindow) -> Result<LocalWindow, ValidationError> {
@@ -211,7 +238,12 @@ fn provisioning(at: &At, p: &api::Provisioning) -> Result<ProvisioningPolicy, Va
     let w = &p.weekly;
     let weekly = WeeklyPolicy {
         enabled: w.enabled,
-        interval_weeks: at.range("spec.provisioning.weekly.intervalWeeks", w.interval_weeks, 0, 12)? as u8,
+        interval_weeks: at.range(
+            "spec.provisioning.weekly.intervalWeeks",
+            w.interval_weeks,
+            0,
+            12,
+        )? as u8,
         inactivity_minutes: at.range(
             "spec.provisioning.weekly.inactivityMinutes",
             w.inactivity_minutes,
@@ -224,12 +256,21 @@ fn provisioning(at: &At, p: &api::Provisioning) -> Result<ProvisioningPolicy, Va
     let f = &p.flexible;
     let flexible = FlexiblePolicy {
         enabled: f.enabled,
-        interval_days: at.range("spec.provisioning.flexible.intervalDays", f.interval_days, 1, 1000)? as u16,
+        interval_days: at.range(
+            "spec.provisioning.flexible.intervalDays",
+            f.interval_days,
+            1,
+            1000,
+        )? as u16,
         window: at.window("spec.provisioning.flexible.window", &f.window)?,
     };
     Ok(ProvisioningPolicy {
         power_on: p.power_on,
-        repeatedly: p.repeatedly.enabled.then(|| NonZeroU32::new(every)).flatten(),
+        repeatedly: p
+            .repeatedly
+            .enabled
+            .then(|| NonZeroU32::new(every))
+            .flatten(),
         weekly,
         flexible,
     })
@@ -248,7 +289,11 @@ fn weekday(d: api::Weekday) -> chrono::Weekday {
     }
 }
 
-fn firmware(at: &At, fw: &api::Firmware, models: &mut ModelTable) -> Result<FirmwareTarget, ValidationError> {
+fn firmware(
+    at: &At,
+    fw: &api::Firmware,
+    models: &mut ModelTable,
+) -> Result<FirmwareTarget, ValidationError> {
     if fw.version.is_empty() {
         return Err(at.err("spec.firmware.version", quote(""), Reason::Empty));
     }
@@ -258,12 +303,23 @@ fn firmware(at: &At, fw: &api::Firmware, models: &mut ModelTable) -> Result<Firm
     if let Some(size) = fw.size_bytes
         && size == 0
     {
-        return Err(at.err("spec.firmware.sizeBytes", 0, Reason::OutOfRange { min: 1, max: u64::MAX }));
+        return Err(at.err(
+            "spec.firmware.sizeBytes",
+            0,
+            Reason::OutOfRange {
+                min: 1,
+                max: u64::MAX,
+            },
+        ));
     }
     let mut set = BTreeSet::new();
     for (i, m) in fw.models.iter().enumerate() {
         if m.is_empty() {
-            return Err(at.err(format!("spec.firmware.models[{i}]"), quote(""), Reason::Empty));
+            return Err(at.err(
+                format!("spec.firmware.models[{i}]"),
+                quote(""),
+                Reason::Empty,
+            ));
         }
         set.insert(models.intern(m));
     }
@@ -278,13 +334,24 @@ fn firmware(at: &At, fw: &api::Firmware, models: &mut ModelTable) -> Result<Firm
 fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> {
     let positive = |field: &str, v: Option<u32>| -> Result<Option<NonZeroU32>, ValidationError> {
         v.map(|v| {
-            NonZeroU32::new(v)
-                .ok_or_else(|| at.err(field, v, Reason::OutOfRange { min: 1, max: u64::from(u32::MAX) }))
+            NonZeroU32::new(v).ok_or_else(|| {
+                at.err(
+                    field,
+                    v,
+                    Reason::OutOfRange {
+                        min: 1,
+                        max: u64::from(u32::MAX),
+                    },
+                )
+            })
         })
         .transpose()
     };
-    let cap = positive("spec.rollout.maxConcurrentDownloads", r.max_concurrent_downloads)?
-        .and_then(|c| SiteCap::new(c.get()));
+    let cap = positive(
+        "spec.rollout.maxConcurrentDownloads",
+        r.max_concurrent_downloads,
+    )?
+    .and_then(|c| SiteCap::new(c.get()));
     let download_minutes = positive("spec.rollout.downloadMinutes", r.download_minutes)?;
     let spread = positive("spec.rollout.checkSpreadMinutes", r.check_spread_minutes)?
         .unwrap_or(NonZeroU32::MIN.saturating_add(DEFAULT_CHECK_SPREAD_MINUTES - 1));
@@ -309,13 +376,17 @@ fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> 
         });
     }
     if stages.is_empty() {
-        stages.push(StagePolicy { name: "stage-1".into(), percent: 100 });
+        stages.push(StagePolicy {
+            name: "stage-1".into(),
+            percent: 100,
+        });
     }
 
-    let threshold = |field: &str, v: Option<u32>, default: u32| -> Result<Percent, ValidationError> {
-        let v = v.unwrap_or(default);
-        Percent::new(v).ok_or_else(|| at.err(field, v, Reason::OutOfRange { min: 0, max: 100 }))
-    };
+    let threshold =
+        |field: &str, v: Option<u32>, default: u32| -> Result<Percent, ValidationError> {
+            let v = v.unwrap_or(default);
+            Percent::new(v).ok_or_else(|| at.err(field, v, Reason::OutOfRange { min: 0, max: 100 }))
+        };
     let success_threshold = threshold(
         "spec.rollout.successThresholdPercent",
         r.success_threshold_percent,
@@ -342,7 +413,13 @@ fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> 
         let date = NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .ok()
             .filter(|_| d.len() == 10)
-            .ok_or_else(|| at.err(format!("spec.rollout.blackoutDates[{i}]"), quote(d), Reason::Date))?;
+            .ok_or_else(|| {
+                at.err(
+                    format!("spec.rollout.blackoutDates[{i}]"),
+                    quote(d),
+                    Reason::Date,
+                )
+            })?;
         blackout_dates.insert(date);
     }
 
@@ -371,23 +448,36 @@ mod tests {
             uplink_mbps: None,
             phones: macs
                 .iter()
-                .map(|m| api::PhoneEntry { mac: (*m).into(), model: "GXP2170".into() })
+                .map(|m| api::PhoneEntry {
+                    mac: (*m).into(),
+                    model: "GXP2170".into(),
+                })
                 .collect(),
         }
     }
 
     fn site_err(spec: &api::PhoneSiteSpec) -> String {
-        site("PhoneSite voice/paris", "paris", spec, &mut ModelTable::default())
-            .unwrap_err()
-            .to_string()
+        site(
+            "PhoneSite voice/paris",
+            "paris",
+            spec,
+            &mut ModelTable::default(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     fn schedule_err(edit: impl FnOnce(&mut api::PhoneScheduleSpec)) -> String {
         let mut spec: api::PhoneScheduleSpec = serde_json::from_str("{}").unwrap();
         edit(&mut spec);
-        schedule("PhoneSchedule voice/s", "voice/s", &spec, &mut ModelTable::default())
-            .unwrap_err()
-            .to_string()
+        schedule(
+            "PhoneSchedule voice/s",
+            "voice/s",
+            &spec,
+            &mut ModelTable::default(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
@@ -400,7 +490,11 @@ mod tests {
 
     #[test]
     fn malformed_mac_names_document_field_and_value() {
-        let spec = site_spec("Europe/Paris", 4, &["00:0b:82:00:00:01", "00:0b:82:00:00:0z"]);
+        let spec = site_spec(
+            "Europe/Paris",
+            4,
+            &["00:0b:82:00:00:01", "00:0b:82:00:00:0z"],
+        );
         assert_eq!(
             site_err(&spec),
             "PhoneSite voice/paris: spec.phones[1].mac: \"00:0b:82:00:00:0z\" is not a MAC address: 'z' is not a hex digit"
@@ -418,57 +512,110 @@ mod tests {
 
     #[test]
     fn unknown_zone_and_zero_cap_are_refused() {
-        assert!(site_err(&site_spec("Europe/Atlantis", 4, &[])).contains("spec.timeZone: \"Europe/Atlantis\""));
-        assert!(site_err(&site_spec("UTC", 0, &[])).contains("spec.maxConcurrentDownloads: 0 is out of range"));
+        assert!(
+            site_err(&site_spec("Europe/Atlantis", 4, &[]))
+                .contains("spec.timeZone: \"Europe/Atlantis\"")
+        );
+        assert!(
+            site_err(&site_spec("UTC", 0, &[]))
+                .contains("spec.maxConcurrentDownloads: 0 is out of range")
+        );
     }
 
     #[test]
     fn out_of_range_knobs_are_refused() {
         let e = schedule_err(|s| s.provisioning.weekly.interval_weeks = 13);
-        assert!(e.contains("spec.provisioning.weekly.intervalWeeks: 13 is out of range 0–12"), "{e}");
+        assert!(
+            e.contains("spec.provisioning.weekly.intervalWeeks: 13 is out of range 0–12"),
+            "{e}"
+        );
         let e = schedule_err(|s| s.provisioning.weekly.inactivity_minutes = 121);
-        assert!(e.contains("spec.provisioning.weekly.inactivityMinutes: 121"), "{e}");
+        assert!(
+            e.contains("spec.provisioning.weekly.inactivityMinutes: 121"),
+            "{e}"
+        );
         let e = schedule_err(|s| s.provisioning.flexible.interval_days = 0);
-        assert!(e.contains("spec.provisioning.flexible.intervalDays: 0"), "{e}");
+        assert!(
+            e.contains("spec.provisioning.flexible.intervalDays: 0"),
+            "{e}"
+        );
         let e = schedule_err(|s| s.provisioning.flexible.interval_days = 1001);
-        assert!(e.contains("spec.provisioning.flexible.intervalDays: 1001"), "{e}");
+        assert!(
+            e.contains("spec.provisioning.flexible.intervalDays: 1001"),
+            "{e}"
+        );
         let e = schedule_err(|s| s.rollout.max_concurrent_downloads = Some(0));
         assert!(e.contains("spec.rollout.maxConcurrentDownloads: 0"), "{e}");
         let e = schedule_err(|s| s.rollout.success_threshold_percent = Some(101));
-        assert!(e.contains("spec.rollout.successThresholdPercent: 101"), "{e}");
+        assert!(
+            e.contains("spec.rollout.successThresholdPercent: 101"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_times_name_the_window_field() {
         let e = schedule_err(|s| s.provisioning.weekly.window.start = "24:00".into());
-        assert!(e.contains("spec.provisioning.weekly.window.start: \"24:00\""), "{e}");
+        assert!(
+            e.contains("spec.provisioning.weekly.window.start: \"24:00\""),
+            "{e}"
+        );
         let e = schedule_err(|s| s.provisioning.flexible.window.end = "7:5".into());
-        assert!(e.contains("spec.provisioning.flexible.window.end: \"7:5\""), "{e}");
+        assert!(
+            e.contains("spec.provisioning.flexible.window.end: \"7:5\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn stages_must_increase_and_end_at_100() {
-        let stage = |p| api::Stage { name: None, percent: p };
+        let stage = |p| api::Stage {
+            name: None,
+            percent: p,
+        };
         let e = schedule_err(|s| s.rollout.stages = vec![stage(10), stage(10), stage(100)]);
-        assert!(e.contains("spec.rollout.stages[1].percent: 10 is not above"), "{e}");
+        assert!(
+            e.contains("spec.rollout.stages[1].percent: 10 is not above"),
+            "{e}"
+        );
         let e = schedule_err(|s| s.rollout.stages = vec![stage(1), stage(50)]);
-        assert!(e.contains("spec.rollout.stages[1].percent: 50 is the last stage"), "{e}");
+        assert!(
+            e.contains("spec.rollout.stages[1].percent: 50 is the last stage"),
+            "{e}"
+        );
         let e = schedule_err(|s| s.rollout.stages = vec![stage(0), stage(100)]);
-        assert!(e.contains("spec.rollout.stages[0].percent: 0 is out of range 1–100"), "{e}");
+        assert!(
+            e.contains("spec.rollout.stages[0].percent: 0 is out of range 1–100"),
+            "{e}"
+        );
     }
 
     #[test]
     fn blackout_dates_must_be_dates() {
-        let e = schedule_err(|s| s.rollout.blackout_dates = vec!["2026-12-25".into(), "2026-13-01".into()]);
-        assert!(e.contains("spec.rollout.blackoutDates[1]: \"2026-13-01\" is not a YYYY-MM-DD date"), "{e}");
+        let e = schedule_err(|s| {
+            s.rollout.blackout_dates = vec!["2026-12-25".into(), "2026-13-01".into()]
+        });
+        assert!(
+            e.contains("spec.rollout.blackoutDates[1]: \"2026-13-01\" is not a YYYY-MM-DD date"),
+            "{e}"
+        );
     }
 
     #[test]
     fn defaults_give_one_full_stage_and_documented_thresholds() {
         let spec: api::PhoneScheduleSpec = serde_json::from_str("{}").unwrap();
         let s = schedule("d", "ns/s", &spec, &mut ModelTable::default()).unwrap();
-        assert_eq!(s.rollout.stages, vec![StagePolicy { name: "stage-1".into(), percent: 100 }]);
-        assert_eq!(s.rollout.check_spread_minutes.get(), DEFAULT_CHECK_SPREAD_MINUTES);
+        assert_eq!(
+            s.rollout.stages,
+            vec![StagePolicy {
+                name: "stage-1".into(),
+                percent: 100
+            }]
+        );
+        assert_eq!(
+            s.rollout.check_spread_minutes.get(),
+            DEFAULT_CHECK_SPREAD_MINUTES
+        );
         assert_eq!(s.rollout.success_threshold.get(), 95);
         assert_eq!(s.rollout.failure_threshold.get(), 5);
     }

@@ -1,0 +1,65 @@
+//! Renders a [`crate::core::Plan`] for people and tools: a table, the JSON contract, or an SVG timeline.
+
+mod json;
+mod svg;
+mod table;
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+
+use crate::manifest::{self, ManifestError};
+
+pub use json::{to_json, write_json};
+pub use svg::{MAX_ROWS, to_svg};
+pub use table::to_table;
+
+/// Output format of `phonefleet plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Svg,
+}
+
+/// Why `phonefleet plan` produced no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("drawing the timeline: {0}")]
+    Svg(String),
+}
+
+/// The offline `plan` command: load the manifest at `path`, plan as of `now` with no phone
+/// upgraded yet, and write the report to `out`.
+pub fn run(
+    path: &Path,
+    now: DateTime<Utc>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), ReportError> {
+    let fleet = manifest::load(path)?.fleet()?;
+    let plan = crate::core::plan(&fleet, now, &Default::default());
+    match format {
+        Format::Table => out.write_all(to_table(&plan).as_bytes())?,
+        Format::Json => write_json(&plan, &mut *out)?,
+        Format::Svg => out.write_all(to_svg(&plan)?.as_bytes())?,
+    }
+    Ok(out.flush()?)
+}
+
+/// RFC 3339 in UTC with `Z`, whole seconds.
+pub(crate) fn utc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// RFC 3339 with the local offset, whole seconds.
+pub(crate) fn local(t: DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
