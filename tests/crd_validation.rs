@@ -79,18 +79,37 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Applies every valid manifest with `apply_args`, then reads each object back and compares
-/// its spec, read as the controller reads it (API-server defaults are the serde defaults).
+/// The valid manifests: `tests/valid/` and the operator examples of `examples/`.
+fn valid_manifests() -> Vec<PathBuf> {
+    let mut files = yaml_files("tests/valid");
+    files.extend(yaml_files("examples"));
+    files
+}
+
+/// Applies every valid manifest with `apply_args` (moved into the test's namespace), then
+/// reads each object back and compares its spec, read as the controller reads it (API-server
+/// defaults are the serde defaults).
 async fn valid_manifests_round_trip(apply_args: &[&str], prefix: &str) {
     let cluster = support::cluster().await;
     cluster.apply_crds().await;
     let ns = cluster.namespace(prefix).await;
-    for file in yaml_files("tests/valid") {
-        let path = file.to_str().expect("utf-8 path");
-        let mut args = vec!["apply", "-f", path, "-n", &ns.name];
+    let scratch = tempfile::tempdir().expect("temp dir");
+    for file in valid_manifests() {
+        let label = file.display().to_string();
+        let mut docs = documents(&file);
+        let mut yaml = String::new();
+        for doc in &mut docs {
+            doc["metadata"]["namespace"] = Value::String(ns.name.clone());
+            yaml.push_str("---\n");
+            yaml.push_str(&serde_yaml_ng::to_string(doc).expect("YAML"));
+        }
+        let moved = scratch.path().join(file.file_name().expect("file name"));
+        std::fs::write(&moved, yaml).expect("write manifest");
+        let path = moved.to_str().expect("utf-8 path");
+        let mut args = vec!["apply", "-f", path];
         args.extend_from_slice(apply_args);
         cluster.kubectl_ok(&args);
-        for doc in documents(&file) {
+        for doc in &docs {
             let kind = doc["kind"].as_str().expect("kind");
             let name = doc["metadata"]["name"].as_str().expect("metadata.name");
             let got: Value = serde_json::from_str(
@@ -102,21 +121,21 @@ async fn valid_manifests_round_trip(apply_args: &[&str], prefix: &str) {
                 "PhoneSchedule" => assert_eq!(
                     serde_json::from_value::<PhoneScheduleSpec>(got).expect("stored spec"),
                     serde_json::from_value::<PhoneScheduleSpec>(want).expect("applied spec"),
-                    "{path}: {name}"
+                    "{label}: {name}"
                 ),
                 "PhoneSite" => assert_eq!(
                     serde_json::from_value::<PhoneSiteSpec>(got).expect("stored spec"),
                     serde_json::from_value::<PhoneSiteSpec>(want).expect("applied spec"),
-                    "{path}: {name}"
+                    "{label}: {name}"
                 ),
-                other => panic!("{path}: unexpected kind {other}"),
+                other => panic!("{label}: unexpected kind {other}"),
             }
         }
         // Applying the same file again changes nothing.
         let again = cluster.kubectl_ok(&args);
         assert!(
             !again.contains("configured"),
-            "{path}: re-apply changed something:\n{again}"
+            "{label}: re-apply changed something:\n{again}"
         );
     }
     ns.delete().await;
