@@ -32,6 +32,30 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: phonefleet::plan_report::Format,
     },
+    /// Print one phone's configuration file exactly as the provisioning server serves it,
+    /// from the same YAML you would `kubectl apply`. Needs no cluster.
+    Render {
+        /// Multi-document YAML with one PhoneSchedule and the PhoneSites it may select.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The phone's MAC address (any of 000b82123456, 00:0b:82:12:34:56, 00-0B-82-12-34-56).
+        #[arg(long)]
+        mac: phonefleet::core::Mac,
+        /// File format: xml (cfg<mac>.xml), text (cfg<mac>) or yealink (<mac>.cfg); default:
+        /// the one the phone's model reads.
+        #[arg(long)]
+        format: Option<phonefleet::render::Format>,
+        /// Render as of this instant (RFC 3339, e.g. 2026-12-01T08:00:00Z); default: now.
+        #[arg(long)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        /// Base URL under which the provisioning server serves `firmware/<site>/<file>`.
+        #[arg(
+            long,
+            env = "PHONEFLEET_SERVER_URL",
+            default_value = "http://phonefleet-provisioning"
+        )]
+        server_url: phonefleet::render::ServerUrl,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +76,24 @@ fn main() -> anyhow::Result<()> {
         Command::Plan { file, now, output } => {
             let now = now.unwrap_or_else(chrono::Utc::now);
             phonefleet::plan_report::run(&file, now, output, &mut std::io::stdout().lock())?;
+        }
+        Command::Render {
+            file,
+            mac,
+            format,
+            now,
+            server_url,
+        } => {
+            let manifest = phonefleet::manifest::load(&file)?;
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            let rendered = phonefleet::render::offline::render_phone(
+                &manifest,
+                mac,
+                format,
+                &server_url,
+                now,
+            )?;
+            print!("{}", rendered.body);
         }
     }
     Ok(())
