@@ -108,5 +108,6 @@ pub struct PhoneSiteStatus {
     /// Standard conditions, e.g. `Valid=False` for an unknown time zone or a MAC listed twice
     /// in two written forms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
