@@ -436,3 +436,365 @@ fn download_minutes(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::num::NonZeroU32;
+
+    use chrono::Weekday;
+
+    use super::*;
+    use crate::core::policy::*;
+    use crate::core::window::{DaySet, LocalWindow};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn window(start: &str, end: &str) -> LocalWindow {
+        LocalWindow {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        }
+    }
+
+    fn site(name: &str, tz: Tz, cap: u32, phones: u64) -> Site {
+        Site {
+            name: name.into(),
+            time_zone: tz,
+            cap: SiteCap::new(cap).unwrap(),
+            uplink_mbps: None,
+            phones: (1..=phones)
+                .map(|m| Phone {
+                    mac: Mac::from_u64(0x000b_8200_0000 + m).unwrap(),
+                    model: ModelId(0),
+                })
+                .collect(),
+        }
+    }
+
+    /// Weekly 01:00–03:00 every day, 10 min spread + 20 min download: 30-minute slots.
+    fn fleet(sites: Vec<Site>) -> Fleet {
+        Fleet {
+            schedule: Schedule {
+                name: "voice/test".into(),
+                provisioning: ProvisioningPolicy {
+                    power_on: true,
+                    repeatedly: None,
+                    weekly: WeeklyPolicy {
+                        enabled: true,
+                        interval_weeks: 1,
+                        inactivity_minutes: 0,
+                        window: window("01:00", "03:00"),
+                        days: DaySet::ALL,
+                    },
+                    flexible: FlexiblePolicy {
+                        enabled: false,
+                        interval_days: 1,
+                        window: window("00:00", "05:00"),
+                    },
+                },
+                firmware: Some(FirmwareTarget {
+                    version: "1.2".into(),
+                    file: "fw.bin".into(),
+                    size_bytes: None,
+                    models: None,
+                }),
+                rollout: RolloutPolicy {
+                    cap: None,
+                    download_minutes: NonZeroU32::new(20),
+                    check_spread_minutes: NonZeroU32::new(10).unwrap(),
+                    stages: vec![StagePolicy {
+                        name: "all".into(),
+                        percent: 100,
+                    }],
+                    success_threshold: Percent::new(95).unwrap(),
+                    failure_threshold: Percent::new(5).unwrap(),
+                    not_before: None,
+                    deadline: None,
+                    blackout_dates: BTreeSet::new(),
+                    paused: false,
+                },
+            },
+            sites,
+            models: vec!["GXP2170".into()],
+        }
+    }
+
+    fn run(f: &Fleet, now: &str) -> Plan {
+        plan(f, t(now), &HashSet::new())
+    }
+
+    fn starts(p: &SitePlan) -> Vec<(String, u32)> {
+        p.slots
+            .iter()
+            .map(|s| (s.start.format("%m-%d %H:%M").to_string(), s.len()))
+            .collect()
+    }
+
+    #[test]
+    fn fills_grid_slots_with_at_most_cap_phones() {
+        let p = run(
+            &fleet(vec![site("a", chrono_tz::UTC, 2, 5)]),
+            "2026-06-01T00:00:00Z",
+        );
+        let s = &p.sites[0];
+        assert_eq!(s.slot_minutes, 30);
+        assert_eq!(
+            starts(s),
+            [
+                ("06-01 01:00".into(), 2),
+                ("06-01 01:30".into(), 2),
+                ("06-01 02:00".into(), 1)
+            ]
+        );
+        assert_eq!(s.completion, Some(t("2026-06-01T02:30:00Z")));
+        assert_eq!(p.completion, s.completion);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn first_slot_is_the_next_grid_slot_after_now() {
+        let p = run(
+            &fleet(vec![site("a", chrono_tz::UTC, 2, 5)]),
+            "2026-06-01T01:10:00Z",
+        );
+        assert_eq!(
+            starts(&p.sites[0]),
+            [
+                ("06-01 01:30".into(), 2),
+                ("06-01 02:00".into(), 2),
+                ("06-01 02:30".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn not_before_holds_slots_back() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 5, 1)]);
+        f.schedule.rollout.not_before = Some(t("2026-06-03T00:00:00Z"));
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(starts(&p.sites[0]), [("06-03 01:00".into(), 1)]);
+        assert_eq!(p.start, t("2026-06-03T00:00:00Z"));
+    }
+
+    #[test]
+    fn window_shorter_than_a_slot_is_named_and_its_phones_unplaced() {
+        let mut f = fleet(vec![site("kiosk", chrono_tz::UTC, 2, 3)]);
+        f.schedule.provisioning.weekly.window = window("00:00", "00:20");
+        f.schedule.rollout.download_minutes = NonZeroU32::new(25);
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(p.sites[0].unplaced.len(), 3);
+        assert_eq!(p.completion, None);
+        let texts: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            texts.iter().any(|w| w
+                .starts_with("site kiosk: window 00:00–00:20 is shorter than one slot of 35 min")),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
+    fn a_canary_gets_at_least_one_phone_per_site() {
+        let mut f = fleet(vec![
+            site("a", chrono_tz::UTC, 3, 7),
+            site("b", chrono_tz::UTC, 3, 150),
+        ]);
+        f.schedule.rollout.stages = vec![
+            StagePolicy {
+                name: "canary".into(),
+                percent: 1,
+            },
+            StagePolicy {
+                name: "all".into(),
+                percent: 100,
+            },
+        ];
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(p.stages[0].phones, 1 + 2, "ceil(1% of 7) + ceil(1% of 150)");
+        assert_eq!(p.stages[1].phones, 6 + 148);
+    }
+
+    #[test]
+    fn next_stage_waits_for_the_fleet_wide_end_of_the_previous() {
+        // Tokyo's night comes first; its second stage must wait for New York's canary.
+        let mut f = fleet(vec![
+            site("tokyo", chrono_tz::Asia::Tokyo, 1, 4),
+            site("new-york", chrono_tz::America::New_York, 1, 4),
+        ]);
+        f.schedule.rollout.stages = vec![
+            StagePolicy {
+                name: "canary".into(),
+                percent: 25,
+            },
+            StagePolicy {
+                name: "all".into(),
+                percent: 100,
+            },
+        ];
+        let p = run(&f, "2026-06-01T15:00:00Z");
+        let canary_end = p.stages[0].end.unwrap();
+        assert_eq!(
+            canary_end,
+            t("2026-06-02T05:30:00Z"),
+            "New York 01:00–01:30 EDT"
+        );
+        for s in &p.sites {
+            for slot in s.slots.iter().filter(|s| s.stage == 1) {
+                assert!(
+                    slot.start >= canary_end,
+                    "{} starts {} before the canary ended",
+                    s.name,
+                    slot.start
+                );
+            }
+        }
+        assert_eq!(
+            p.sites[1].slots[0].start,
+            t("2026-06-01T16:00:00Z"),
+            "Tokyo's canary"
+        );
+        assert_eq!(
+            p.sites[1].slots[1].start,
+            t("2026-06-02T16:00:00Z"),
+            "Tokyo's next night"
+        );
+    }
+
+    #[test]
+    fn blackout_dates_and_days_are_skipped() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 4, 1)]);
+        f.schedule.provisioning.weekly.days = [Weekday::Mon, Weekday::Wed].into_iter().collect();
+        f.schedule.rollout.blackout_dates = ["2026-06-01".parse().unwrap()].into();
+        // 2026-06-01 is a Monday, blacked out; Wednesday the 3rd is next.
+        let p = run(&f, "2026-05-31T12:00:00Z");
+        assert_eq!(starts(&p.sites[0]), [("06-03 01:00".into(), 1)]);
+    }
+
+    #[test]
+    fn download_time_comes_from_size_and_shared_uplink() {
+        let mut s = site("a", chrono_tz::UTC, 3, 1);
+        s.uplink_mbps = NonZeroU32::new(10);
+        let mut f = fleet(vec![s, site("b", chrono_tz::UTC, 3, 1)]);
+        f.schedule.rollout.download_minutes = None;
+        f.schedule.firmware.as_mut().unwrap().size_bytes = Some(40 * 1024 * 1024);
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        // 335,544,320 bits over 10 Mbit/s shared by 3 downloads: 100.7 s → 2 min.
+        assert_eq!(p.sites[0].download_minutes, 2);
+        assert_eq!(p.sites[1].download_minutes, DEFAULT_DOWNLOAD_MINUTES);
+        assert!(p.warnings.contains(&Warning::NoUplink {
+            site: "b".into(),
+            minutes: 15
+        }));
+    }
+
+    #[test]
+    fn no_firmware_is_the_steady_state() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.firmware = None;
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert!(p.sites[0].slots.is_empty());
+        assert_eq!(p.completion, None);
+        assert_eq!(p.warnings, [Warning::NoFirmware]);
+    }
+
+    #[test]
+    fn paused_rollouts_are_planned_and_flagged() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.rollout.paused = true;
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert!(p.paused);
+        assert_eq!(p.sites[0].slots.len(), 3);
+        assert!(p.warnings.contains(&Warning::Paused));
+    }
+
+    #[test]
+    fn a_missed_deadline_is_reported() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 1, 10)]);
+        f.schedule.rollout.deadline = Some(t("2026-06-02T00:00:00Z"));
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(
+            p.warnings,
+            [Warning::DeadlineMissed {
+                deadline: t("2026-06-02T00:00:00Z"),
+                completion: Some(t("2026-06-03T02:00:00Z"))
+            }]
+        );
+    }
+
+    #[test]
+    fn the_horizon_bounds_the_search() {
+        // One 30-minute slot a week for one phone at a time: 58 slots in 400 days.
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 1, 100)]);
+        f.schedule.provisioning.weekly.window = window("01:00", "01:30");
+        f.schedule.provisioning.weekly.days = [Weekday::Mon].into_iter().collect();
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(p.sites[0].slots.len(), 58);
+        assert_eq!(p.sites[0].unplaced.len(), 42);
+        assert!(p.warnings.contains(&Warning::Unplaced {
+            site: "a".into(),
+            phones: 42,
+            horizon_days: HORIZON_DAYS
+        }));
+    }
+
+    #[test]
+    fn without_weekly_or_flexible_nothing_is_scheduled() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.provisioning.weekly.enabled = false;
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(p.sites[0].unplaced.len(), 5);
+        assert_eq!(p.warnings, [Warning::NoWindows]);
+    }
+
+    #[test]
+    fn flexible_window_opens_every_day() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 1, 2)]);
+        f.schedule.provisioning.weekly.enabled = false;
+        f.schedule.provisioning.flexible = FlexiblePolicy {
+            enabled: true,
+            interval_days: 3,
+            window: window("23:00", "23:30"),
+        };
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert_eq!(
+            starts(&p.sites[0]),
+            [("06-01 23:00".into(), 1), ("06-02 23:00".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn slots_skip_a_check_window_the_phone_could_read_twice() {
+        // Berlin falls back at 03:00 CEST on 2026-10-25: 02:00–03:00 happens twice. A
+        // 02:00–04:00 window's grid slots whose check window is in that hour are not used.
+        let mut f = fleet(vec![site("berlin", chrono_tz::Europe::Berlin, 1, 3)]);
+        f.schedule.provisioning.weekly.window = window("02:00", "04:00");
+        let p = run(&f, "2026-10-24T12:00:00Z");
+        let local: Vec<String> = p.sites[0]
+            .slots
+            .iter()
+            .map(|s| s.local_start.to_rfc3339())
+            .collect();
+        assert_eq!(
+            local,
+            [
+                "2026-10-25T03:00:00+01:00",
+                "2026-10-25T03:30:00+01:00",
+                "2026-10-26T02:00:00+01:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn check_window_is_the_slot_start_on_its_local_weekday() {
+        let f = fleet(vec![site("syd", chrono_tz::Australia::Sydney, 1, 1)]);
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        let slot = &p.sites[0].slots[0];
+        let cw = slot.check_window();
+        // 01:00 AEST on Tuesday 2 June is 15:00Z on Monday 1 June.
+        assert_eq!(slot.start, t("2026-06-01T15:00:00Z"));
+        assert_eq!(cw.weekday, Weekday::Tue);
+        assert_eq!(cw.window, window("01:00", "01:10"));
+    }
+}
