@@ -32,7 +32,7 @@ pub enum LocalTimeError {
 impl LocalTime {
     /// The time `minutes` after midnight; `None` from 24:00 on.
     pub fn from_minutes(minutes: u32) -> Option<Self> {
-        (minutes < DAY_MINUTES).then(|| Self(minutes as u16))
+        (minutes < DAY_MINUTES).then_some(Self(minutes as u16))
     }
 
     /// Minutes after midnight.
