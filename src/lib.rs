@@ -8,4 +8,5 @@ pub mod manifest;
 pub mod plan_report;
 pub mod render;
 pub mod selector;
+pub mod server;
 pub mod validate;

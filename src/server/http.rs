@@ -1,0 +1,523 @@
+//! Request handling: routing, identity, configs, firmware under the cap, and the answers
+//! phones understand.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::clock::Clock;
+use crate::core::Mac;
+use crate::render::{FirmwarePath, parse_file_name};
+
+use super::ServerConfig;
+use super::auth::Credentials;
+use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
+use super::index::{PhoneEntry, SharedIndex};
+use super::progress::{MapRef, Tracker};
+use super::range::{ByteRange, parse_range};
+use super::stats::{Outcome, ServerStats, SiteStats};
+use super::tokens::{TokenError, TokenGuard, Tokens};
+
+/// The body of every response.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// What every request handler shares.
+pub(crate) struct State {
+    pub config: ServerConfig,
+    pub clock: Clock,
+    pub index: SharedIndex,
+    pub tracker: Arc<Mutex<Tracker>>,
+    pub tokens: Arc<Tokens>,
+    pub stats: Arc<ServerStats>,
+    pub credentials: Credentials,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Retry-After for a phone with no slot at all: it should come back at its next scheduled
+/// check, which is what it does anyway; an hour keeps an eager client from hammering.
+const NO_SLOT_RETRY: Duration = Duration::from_secs(3600);
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
+}
+
+fn empty() -> Body {
+    Empty::new()
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut resp = Response::new(full(format!("{message}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn retry_after(status: StatusCode, message: &str, after: Duration) -> Response<Body> {
+    let mut resp = text(status, message);
+    let secs = after.as_secs().max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+impl State {
+    /// Entry point of every request.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+        let (outcome, resp) = self.route(&req).await;
+        self.stats.count(outcome);
+        resp
+    }
+
+    async fn route<B>(&self, req: &Request<B>) -> (Outcome, Response<Body>) {
+        if req.uri().to_string().len() > self.config.max_uri_bytes {
+            return (
+                Outcome::UriTooLong,
+                text(StatusCode::URI_TOO_LONG, "URI too long"),
+            );
+        }
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return (Outcome::MethodNotAllowed, resp);
+            }
+        };
+        let path = req.uri().path();
+        match path {
+            "/healthz" => return (Outcome::Health, text(StatusCode::OK, "ok")),
+            "/readyz" => {
+                let resp = if self.ready.load(Ordering::SeqCst) {
+                    text(StatusCode::OK, "ready")
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "config index not synced yet",
+                    )
+                };
+                return (Outcome::Health, resp);
+            }
+            _ => {}
+        }
+        let not_found = || {
+            (
+                Outcome::NotAConfigFile,
+                text(StatusCode::NOT_FOUND, "not found"),
+            )
+        };
+        let Some(rest) = path.strip_prefix(self.config.path_prefix.as_str()) else {
+            return not_found();
+        };
+        let Some(rest) = rest.strip_prefix('/') else {
+            return not_found();
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        match segments[..] {
+            [file] => self.config_file(req, file, head),
+            ["firmware", site, file] => self.firmware(req, site, file, head).await,
+            _ => not_found(),
+        }
+    }
+
+    fn agent<B>(&self, req: &Request<B>) -> Result<Option<PhoneAgent>, (Outcome, Response<Body>)> {
+        let Some(ua) = req.headers().get(header::USER_AGENT) else {
+            return Ok(None);
+        };
+        let bad = |m: String| (Outcome::BadRequest, text(StatusCode::BAD_REQUEST, &m));
+        let ua = ua
+            .to_str()
+            .map_err(|_| bad("User-Agent is not ASCII".into()))?;
+        match parse_user_agent(ua) {
+            Ok(agent) => Ok(Some(agent)),
+            Err(UserAgentError::NotAPhone) => Ok(None),
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+
+    fn authorized<B>(&self, req: &Request<B>, site: &str) -> Result<(), (Outcome, Response<Body>)> {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if self.credentials.allows(site, auth) {
+            return Ok(());
+        }
+        let mut resp = text(StatusCode::UNAUTHORIZED, "credentials required");
+        if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"phonefleet {site}\"")) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        Err((Outcome::Unauthorized, resp))
+    }
+
+    fn config_file<B>(
+        &self,
+        req: &Request<B>,
+        name: &str,
+        head: bool,
+    ) -> (Outcome, Response<Body>) {
+        let Ok((mac, _)) = parse_file_name(name) else {
+            return (
+                Outcome::NotAConfigFile,
+                text(StatusCode::NOT_FOUND, "not a phone configuration file"),
+            );
+        };
+        let agent = match self.agent(req) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        if let Some(agent) = &agent
+            && agent.mac != mac
+        {
+            return (
+                Outcome::Forbidden,
+                text(StatusCode::FORBIDDEN, "a phone may only fetch its own file"),
+            );
+        }
+        let (file, phone) = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            (index.file(name), index.phone(mac))
+        };
+        let Some(file) = file else {
+            return (
+                Outcome::UnknownPhone,
+                text(StatusCode::NOT_FOUND, "unknown phone"),
+            );
+        };
+        if let Some(phone) = &phone {
+            if let Err(r) = self.authorized(req, &phone.shard.site) {
+                return r;
+            }
+            if let Some(agent) = &agent
+                && let Some(target) = phone.shard.target_for(&phone.model)
+            {
+                let now = self.clock.now();
+                self.tracker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .on_config(
+                        mac,
+                        &MapRef::of(&phone.shard),
+                        &agent.version,
+                        &target.version,
+                        now,
+                    );
+            }
+        }
+        let len = file.body.len();
+        let mut resp = Response::new(if head { empty() } else { full(file.body) });
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(file.content_type),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        (Outcome::ConfigServed, resp)
+    }
+
+    async fn firmware<B>(
+        &self,
+        req: &Request<B>,
+        site: &str,
+        file: &str,
+        head: bool,
+    ) -> (Outcome, Response<Body>) {
+        let not_found = |m: &str| (Outcome::FirmwareNotFound, text(StatusCode::NOT_FOUND, m));
+        let Ok(path) = FirmwarePath::new(site, file) else {
+            return not_found("not a firmware path");
+        };
+        let Some(dir) = &self.config.firmware_dir else {
+            return not_found("this server serves no firmware");
+        };
+        let agent = match self.agent(req) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return (
+                    Outcome::BadRequest,
+                    text(
+                        StatusCode::BAD_REQUEST,
+                        "firmware needs a phone User-Agent carrying its MAC",
+                    ),
+                );
+            }
+            Err(r) => return r,
+        };
+        let phone = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .phone(agent.mac);
+        let Some(phone) = phone else {
+            return (
+                Outcome::UnknownPhone,
+                text(StatusCode::NOT_FOUND, "unknown phone"),
+            );
+        };
+        if phone.shard.site != path.site() {
+            return (
+                Outcome::Forbidden,
+                text(
+                    StatusCode::FORBIDDEN,
+                    "this firmware directory is another site's",
+                ),
+            );
+        }
+        if let Err(r) = self.authorized(req, path.site()) {
+            return r;
+        }
+        let full_path = dir.join(path.file());
+        let mut fw = match tokio::fs::File::open(&full_path).await {
+            Ok(f) => f,
+            Err(_) => return not_found("no such firmware file"),
+        };
+        let total = match fw.metadata().await {
+            Ok(m) if m.is_file() => m.len(),
+            _ => return not_found("no such firmware file"),
+        };
+        let range = match req.headers().get(header::RANGE).map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(h)) => match parse_range(h, total) {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut resp = text(StatusCode::RANGE_NOT_SATISFIABLE, &e.to_string());
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    return (Outcome::BadRequest, resp);
+                }
+            },
+            Some(Err(_)) => None,
+        };
+        if head {
+            let mut resp = Response::new(empty());
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return (Outcome::FirmwareServed, resp);
+        }
+        let site_stats = self.stats.site(path.site());
+        let now = self.clock.now();
+        if let Err(refusal) = self.in_slot(&phone, now, &site_stats) {
+            return refusal;
+        }
+        let guard = match self
+            .tokens
+            .acquire(
+                &phone.shard.namespace,
+                path.site(),
+                phone.shard.cap,
+                &agent.mac.bare().to_string(),
+                site_stats.clone(),
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(TokenError::Busy { .. }) => {
+                site_stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                return (
+                    Outcome::Busy,
+                    retry_after(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "site download cap reached",
+                        self.config.busy_retry_after,
+                    ),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take a download token");
+                return (
+                    Outcome::TokenError,
+                    retry_after(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "download tokens unavailable",
+                        self.config.busy_retry_after,
+                    ),
+                );
+            }
+        };
+        let ByteRange { start, end } = range.unwrap_or(ByteRange {
+            start: 0,
+            end: total.saturating_sub(1),
+        });
+        if start > 0 && fw.seek(io::SeekFrom::Start(start)).await.is_err() {
+            return not_found("firmware file unreadable");
+        }
+        let length = if total == 0 { 0 } else { end - start + 1 };
+        let target = phone
+            .shard
+            .target_for(&phone.model)
+            .map(|t| t.version.clone());
+        let session = Session {
+            tracker: self.tracker.clone(),
+            clock: self.clock,
+            mac: agent.mac,
+            map: MapRef::of(&phone.shard),
+            target: target.clone(),
+            reaches_end: total == 0 || end + 1 == total,
+            completed: false,
+            site_stats: site_stats.clone(),
+        };
+        if let Some(target) = &target {
+            self.tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_download_start(agent.mac, &session.map, &agent.version, target, now);
+        }
+        let download = Download {
+            file: fw,
+            remaining: length,
+            guard,
+            session,
+            chunk: self.config.chunk_bytes.max(1024),
+            rate: self.config.download_rate,
+            clock: self.clock,
+        };
+        let stream = futures::stream::unfold(download, Download::next).boxed();
+        let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+        if let Some(r) = range {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&r.content_range(total)) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        (Outcome::FirmwareServed, resp)
+    }
+
+    /// A download is allowed only inside the phone's planned slot, while a rollout runs.
+    fn in_slot(
+        &self,
+        phone: &PhoneEntry,
+        now: DateTime<Utc>,
+        site: &SiteStats,
+    ) -> Result<(), (Outcome, Response<Body>)> {
+        let refuse = |after: Duration, why: &str| {
+            site.refused_outside_slot.fetch_add(1, Ordering::Relaxed);
+            Err((
+                Outcome::OutsideSlot,
+                retry_after(StatusCode::SERVICE_UNAVAILABLE, why, after),
+            ))
+        };
+        let Some(slot) = phone
+            .slot
+            .filter(|_| phone.shard.target_for(&phone.model).is_some())
+        else {
+            return refuse(NO_SLOT_RETRY, "no download slot planned for this phone");
+        };
+        if now < slot.start {
+            let wait = (slot.start - now)
+                .to_std()
+                .unwrap_or(Duration::from_secs(1));
+            return refuse(wait, "outside this phone's download slot");
+        }
+        if now >= slot.end {
+            return refuse(NO_SLOT_RETRY, "this phone's download slot is over");
+        }
+        Ok(())
+    }
+}
+
+/// Tells the tracker how a download ended, whatever ends it (last byte, drop, lost token).
+struct Session {
+    tracker: Arc<Mutex<Tracker>>,
+    clock: Clock,
+    mac: Mac,
+    map: MapRef,
+    target: Option<String>,
+    /// The range ends at the file's last byte, so sending it all completes the image.
+    reaches_end: bool,
+    completed: bool,
+    site_stats: Arc<SiteStats>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let counter = if self.completed {
+            &self.site_stats.downloads_completed
+        } else {
+            &self.site_stats.downloads_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(target) = &self.target {
+            let complete = self.completed && self.reaches_end;
+            self.tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_download_end(self.mac, &self.map, complete, target, self.clock.now());
+        }
+    }
+}
+
+/// A firmware body being sent: owns the file, the token and the session, so dropping the body
+/// (end of transfer or dropped connection) releases the token and records the outcome.
+struct Download {
+    file: tokio::fs::File,
+    remaining: u64,
+    session: Session,
+    guard: TokenGuard,
+    chunk: usize,
+    /// Bytes per second on the server's clock, if throttled.
+    rate: Option<u64>,
+    clock: Clock,
+}
+
+impl Download {
+    async fn next(mut self) -> Option<(Result<Frame<Bytes>, io::Error>, Self)> {
+        if self.remaining == 0 {
+            self.session.completed = true;
+            return None;
+        }
+        if self.guard.is_lost() {
+            // Ending short of Content-Length makes hyper close the connection: the phone sees
+            // a cut download and resumes it later.
+            return None;
+        }
+        let n = (self.remaining.min(self.chunk as u64)) as usize;
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let wait = Duration::from_secs_f64(n as f64 / rate as f64);
+            tokio::time::sleep(self.clock.to_real(wait)).await;
+        }
+        let mut buf = vec![0u8; n];
+        match self.file.read_exact(&mut buf).await {
+            Ok(_) => {
+                self.remaining -= n as u64;
+                Some((Ok(Frame::data(Bytes::from(buf))), self))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading firmware failed");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The in-memory index of rendered configs: file name → bytes, MAC → phone (site, slot, cap,
+//! firmware, shard), built from the rendered-config ConfigMaps the controller writes (see
+//! [`crate::children`]).
+//!
+//! [`Index`] is pure (fed with ConfigMaps, no client) so its rules are unit-tested; [`watch`]
+//! keeps it in sync with the API server. Requests read it under a short read lock and clone
+//! `Bytes`, so serving a file copies nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+
+use crate::children::{
+    COMPONENT_CONFIG, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
+    LABEL_SCHEDULE, ShardIndex,
+};
+use crate::core::Mac;
+use crate::render::parse_file_name;
+
+/// What one shard says about all its phones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardMeta {
+    pub namespace: String,
+    /// The rendered-config ConfigMap's name.
+    pub name: String,
+    /// Name of the owning PhoneSchedule (same namespace).
+    pub schedule: String,
+    /// UID of the owning PhoneSchedule, from the ConfigMap's owner references: progress
+    /// ConfigMaps get the same owner so they go when the schedule goes.
+    pub schedule_uid: Option<String>,
+    pub site: String,
+    pub cap: u32,
+    pub firmware: Option<IndexFirmware>,
+}
+
+impl ShardMeta {
+    /// The rollout's firmware if it applies to `model`.
+    pub fn target_for(&self, model: &str) -> Option<&IndexFirmware> {
+        self.firmware
+            .as_ref()
+            .filter(|f| f.models.is_empty() || f.models.iter().any(|m| m == model))
+    }
+}
+
+/// One phone as the server knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhoneEntry {
+    pub mac: Mac,
+    pub shard: Arc<ShardMeta>,
+    pub model: String,
+    pub slot: Option<IndexSlot>,
+}
+
+/// A file as served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub body: Bytes,
+    pub content_type: &'static str,
+}
+
+/// Why a rendered-config ConfigMap could not be indexed (it is skipped, and logged).
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("ConfigMap {0} has no {INDEX_KEY} key")]
+    NoIndex(String),
+    #[error("ConfigMap {0}: {INDEX_KEY} is not a shard index: {1}")]
+    BadIndex(String, serde_json::Error),
+}
+
+struct Shard {
+    files: HashMap<String, ConfigFile>,
+    phones: HashMap<Mac, PhoneEntry>,
+}
+
+/// File name and MAC lookups over every indexed shard.
+///
+/// When two shards claim the same file or MAC (two schedules selecting one site, for a moment
+/// until the controller settles it), the shard with the smaller `namespace/name` wins, so
+/// every replica serves the same bytes.
+#[derive(Default)]
+pub struct Index {
+    shards: HashMap<Arc<str>, Shard>,
+    /// File name → the shard serving it.
+    files: HashMap<String, Arc<str>>,
+    /// MAC → the shard the phone belongs to.
+    phones: HashMap<Mac, Arc<str>>,
+}
+
+impl Index {
+    /// An index of `maps`.
+    pub fn from_maps<'a>(maps: impl IntoIterator<Item = &'a ConfigMap>) -> Self {
+        let mut index = Index::default();
+        for cm in maps {
+            if let Err(e) = index.apply(cm) {
+                tracing::warn!(error = %e, "skipping rendered-config ConfigMap");
+            }
+        }
+        index
+    }
+
+    /// Adds or replaces the shard held by `cm`.
+    pub fn apply(&mut self, cm: &ConfigMap) -> Result<(), IndexError> {
+        let key: Arc<str> = shard_key(cm).into();
+        let data = cm.data.clone().unwrap_or_default();
+        let raw = data
+            .get(INDEX_KEY)
+            .ok_or_else(|| IndexError::NoIndex(key.to_string()))?;
+        let shard_index: ShardIndex =
+            serde_json::from_str(raw).map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
+        self.remove(&key);
+        let schedule = cm.labels().get(LABEL_SCHEDULE).cloned().unwrap_or_else(|| {
+            let s = &shard_index.schedule;
+            s.rsplit_once('/').map_or(s.as_str(), |(_, n)| n).to_owned()
+        });
+        let schedule_uid = cm
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "PhoneSchedule")
+            .map(|o| o.uid.clone());
+        let meta = Arc::new(ShardMeta {
+            namespace: cm.namespace().unwrap_or_default(),
+            name: cm.name_any(),
+            schedule,
+            schedule_uid,
+            site: shard_index.site.clone(),
+            cap: shard_index.cap,
+            firmware: shard_index.firmware.clone(),
+        });
+        let mut shard = Shard {
+            files: HashMap::new(),
+            phones: HashMap::new(),
+        };
+        for (name, body) in data {
+            let Ok((_, format)) = parse_file_name(&name) else {
+                continue;
+            };
+            let file = ConfigFile {
+                body: Bytes::from(body),
+                content_type: format.content_type(),
+            };
+            if self.files.get(&name).is_none_or(|k| key < *k) {
+                self.files.insert(name.clone(), key.clone());
+            }
+            shard.files.insert(name, file);
+        }
+        for (mac, IndexPhone { model, slot, .. }) in shard_index.phones {
+            let Ok(mac) = mac.parse::<Mac>() else {
+                continue;
+            };
+            let entry = PhoneEntry {
+                mac,
+                shard: meta.clone(),
+                model,
+                slot,
+            };
+            if self.phones.get(&mac).is_none_or(|k| key < *k) {
+                self.phones.insert(mac, key.clone());
+            }
+            shard.phones.insert(mac, entry);
+        }
+        self.shards.insert(key, shard);
+        Ok(())
+    }
+
+    /// Forgets the shard `key`; files and phones another shard also holds fall back to it.
+    pub fn remove(&mut self, key: &str) {
+        let Some(old) = self.shards.remove(key) else {
+            return;
+        };
+        for name in old.files.into_keys() {
+            if self.files.get(&name).is_some_and(|k| &**k == key) {
+                let next = self
+                    .shards
+                    .iter()
+                    .filter(|(_, s)| s.files.contains_key(&name))
+                    .map(|(k, _)| k)
+                    .min()
+                    .cloned();
+                match next {
+                    Some(k) => self.files.insert(name, k),
+                    None => self.files.remove(&name),
+                };
+            }
+        }
+        for mac in old.phones.into_keys() {
+            if self.phones.get(&mac).is_some_and(|k| &**k == key) {
+                let next = self
+                    .shards
+                    .iter()
+                    .filter(|(_, s)| s.phones.contains_key(&mac))
+                    .map(|(k, _)| k)
+                    .min()
+                    .cloned();
+                match next {
+                    Some(k) => self.phones.insert(mac, k),
+                    None => self.phones.remove(&mac),
+                };
+            }
+        }
+    }
+
+    /// The file a phone requests by `name`.
+    pub fn file(&self, name: &str) -> Option<ConfigFile> {
+        let key = self.files.get(name)?;
+        self.shards.get(key)?.files.get(name).cloned()
+    }
+
+    /// The phone with this MAC.
+    pub fn phone(&self, mac: Mac) -> Option<PhoneEntry> {
+        let key = self.phones.get(&mac)?;
+        self.shards.get(key)?.phones.get(&mac).cloned()
+    }
+
+    /// Number of files served.
+    pub fn files_len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Number of phones known.
+    pub fn phones_len(&self) -> usize {
+        self.phones.len()
+    }
+}
+
+fn shard_key(cm: &ConfigMap) -> String {
+    format!("{}/{}", cm.namespace().unwrap_or_default(), cm.name_any())
+}
+
+/// The index shared between the watch task and the request handlers.
+pub type SharedIndex = Arc<RwLock<Index>>;
+
+/// Keeps `index` in sync with the rendered-config ConfigMaps of `namespace` (all namespaces
+/// when `None`); calls `on_synced` after every complete (re)list. Runs until dropped.
+pub async fn watch(
+    client: Client,
+    namespace: Option<String>,
+    index: SharedIndex,
+    on_synced: impl Fn() + Send + 'static,
+) {
+    let api: Api<ConfigMap> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let config =
+        watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_CONFIG}"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut buffer: Vec<ConfigMap> = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "rendered-config watch failed; retrying");
+                continue;
+            }
+        };
+        match event {
+            Event::Init => buffer.clear(),
+            Event::InitApply(cm) => buffer.push(cm),
+            Event::InitDone => {
+                let fresh = Index::from_maps(&buffer);
+                buffer.clear();
+                *index.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                on_synced();
+            }
+            Event::Apply(cm) => {
+                let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = guard.apply(&cm) {
+                    tracing::warn!(error = %e, "skipping rendered-config ConfigMap");
+                    guard.remove(&shard_key(&cm));
+                }
+            }
+            Event::Delete(cm) => {
+                index
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&shard_key(&cm));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use crate::children::ShardIndex;
+
+    fn shard(name: &str, body: &str, slot: Option<IndexSlot>) -> ConfigMap {
+        let index = ShardIndex {
+            schedule: "voice/fw".into(),
+            site: "paris".into(),
+            time_zone: "Europe/Paris".into(),
+            cap: 3,
+            firmware: Some(IndexFirmware {
+                version: "2.0".into(),
+                file: "fw.bin".into(),
+                models: vec!["GXP2170".into()],
+            }),
+            phones: BTreeMap::from([(
+                "000b82123456".to_owned(),
+                IndexPhone {
+                    model: "GXP2170".into(),
+                    file: "cfg000b82123456.xml".into(),
+                    slot,
+                },
+            )]),
+        };
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("voice".into());
+        cm.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "phonefleet.io/v1alpha1".into(),
+            kind: "PhoneSchedule".into(),
+            name: "fw".into(),
+            uid: "uid-1".into(),
+            ..Default::default()
+        }]);
+        cm.data = Some(BTreeMap::from([
+            (INDEX_KEY.to_owned(), serde_json::to_string(&index).unwrap()),
+            ("cfg000b82123456.xml".to_owned(), body.to_owned()),
+        ]));
+        cm
+    }
+
+    #[test]
+    fn serves_files_and_knows_phones_of_a_shard() {
+        let index = Index::from_maps([&shard("fw-paris-0", "<xml/>", None)]);
+        let file = index.file("cfg000b82123456.xml").unwrap();
+        assert_eq!(file.body, Bytes::from_static(b"<xml/>"));
+        assert_eq!(file.content_type, "application/xml; charset=utf-8");
+        assert!(
+            index.file(INDEX_KEY).is_none(),
+            "the index is not a served file"
+        );
+        let phone = index.phone("000b82123456".parse().unwrap()).unwrap();
+        assert_eq!(phone.shard.site, "paris");
+        assert_eq!(phone.shard.schedule, "fw");
+        assert_eq!(phone.shard.schedule_uid.as_deref(), Some("uid-1"));
+        assert!(phone.shard.target_for("GXP2170").is_some());
+        assert!(phone.shard.target_for("SIP-T46U").is_none());
+    }
+
+    #[test]
+    fn a_new_version_of_a_shard_replaces_the_old_one() {
+        let mut index = Index::from_maps([&shard("fw-paris-0", "old", None)]);
+        index.apply(&shard("fw-paris-0", "new", None)).unwrap();
+        assert_eq!(index.file("cfg000b82123456.xml").unwrap().body, "new");
+        index.remove("voice/fw-paris-0");
+        assert!(index.file("cfg000b82123456.xml").is_none());
+        assert!(index.phone("000b82123456".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_smaller_shard_name_wins_a_conflict() {
+        let index = Index::from_maps([
+            &shard("b-paris-0", "b", None),
+            &shard("a-paris-0", "a", None),
+        ]);
+        assert_eq!(index.file("cfg000b82123456.xml").unwrap().body, "a");
+    }
+
+    #[test]
+    fn removing_the_winner_of_a_conflict_falls_back_to_the_other_shard() {
+        let mut index = Index::from_maps([
+            &shard("b-paris-0", "b", None),
+            &shard("a-paris-0", "a", None),
+        ]);
+        index.remove("voice/a-paris-0");
+        assert_eq!(index.file("cfg000b82123456.xml").unwrap().body, "b");
+        assert_eq!(
+            index
+                .phone("000b82123456".parse().unwrap())
+                .unwrap()
+                .shard
+                .name,
+            "b-paris-0"
+        );
+    }
+
+    #[test]
+    fn a_shard_without_a_valid_index_is_refused() {
+        let mut cm = shard("fw-paris-0", "x", None);
+        cm.data
+            .as_mut()
+            .unwrap()
+            .insert(INDEX_KEY.into(), "{".into());
+        assert!(Index::default().apply(&cm).is_err());
+        cm.data.as_mut().unwrap().remove(INDEX_KEY);
+        assert!(Index::default().apply(&cm).is_err());
+    }
+}

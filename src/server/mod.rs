@@ -1,0 +1,415 @@
+//! The provisioning server: serves each phone its rendered config and, inside its planned slot
+//! and under its site's cap, the firmware image; learns each phone's progress from its requests.
+//!
+//! Entry points (what `phonefleet run` calls):
+//!
+//! ```text
+//! serve(config: ServerConfig, client: kube::Client, clock: Clock,
+//!       shutdown: impl Future<Output = ()>) -> Result<(), ServerError>
+//! start(config, client, clock) -> Result<ServerHandle, ServerError>   // for tests, metrics
+//! ```
+//!
+//! [`serve`] runs until `shutdown` completes, then stops accepting, lets running downloads end
+//! (up to [`ServerConfig::drain_timeout`]) and writes the last progress batch. [`start`] returns
+//! a [`ServerHandle`] with the bound address, [`ServerHandle::is_ready`] and the
+//! [`ServerStats`] a metrics module reads.
+//!
+//! The API server access it needs (RBAC): ConfigMaps get/list/watch (rendered configs and
+//! progress) and create/patch (progress, field manager [`progress::FIELD_MANAGER`]); Leases
+//! (`coordination.k8s.io`) list/create/update (download tokens), in the watched namespace(s).
+//!
+//! See `docs/provisioning.md` for the design: routes, status codes, tokens, progress.
+
+pub mod auth;
+pub mod conn;
+pub mod http;
+pub mod identity;
+pub mod index;
+pub mod progress;
+pub mod range;
+pub mod stats;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use kube::Client;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+
+pub use stats::{Outcome, ServerStats, SiteStats};
+
+/// Everything the provisioning server is configured with. [`ServerConfig::default`] gives the
+/// documented defaults; `listen` is the only field most deployments change.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on (phones reach it through a Service).
+    pub listen: SocketAddr,
+    /// Watch rendered configs in this namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Path prefix the server is reached under (`/prov` serves `/prov/cfg<mac>.xml`); the
+    /// same prefix must be in the server URL the controller renders into configs. Empty by
+    /// default.
+    pub path_prefix: String,
+    /// Directory holding firmware images, looked up by plain file name only
+    /// (`firmware/<site>/<file>` serves `<dir>/<file>`). No firmware is served without it.
+    pub firmware_dir: Option<PathBuf>,
+    /// This replica's name in download tokens (`<replica>/<mac>`); the pod name in a cluster.
+    pub replica_id: String,
+    /// Lifetime of a download token not renewed (real time): how long a crashed replica's
+    /// downloads keep counting against the cap.
+    pub lease_duration: Duration,
+    /// How long a token stays held after the last byte was handed to the socket (real time),
+    /// so the phone has really received it before another download starts.
+    pub release_grace: Duration,
+    /// Time after a completed download by which the phone must be back on the target
+    /// version, or it is failed (on the server's clock).
+    pub reboot_deadline: Duration,
+    /// Interval between two progress batches (real time).
+    pub flush_interval: Duration,
+    /// `Retry-After` when a site is busy (on the server's clock, as phones read it).
+    pub busy_retry_after: Duration,
+    /// Per-download rate limit in bytes per second of the server's clock; `None` is
+    /// unthrottled.
+    pub download_rate: Option<u64>,
+    /// Size of the chunks firmware is read and sent in.
+    pub chunk_bytes: usize,
+    /// PEM certificate chain and key: serve HTTPS instead of HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Per-site basic-auth credentials (see [`auth`]).
+    pub credentials_file: Option<PathBuf>,
+    /// Longest request URI accepted (414 beyond).
+    pub max_uri_bytes: usize,
+    /// Most header bytes per request (431 beyond; at least 8 KiB, hyper's floor).
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// A connection with no byte moving either way for this long is closed (also cuts a
+    /// download whose phone stopped reading).
+    pub idle_timeout: Duration,
+    /// On shutdown, how long running downloads may take to finish.
+    pub drain_timeout: Duration,
+}
+
+/// Certificate chain and private key, PEM.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            namespace: None,
+            path_prefix: String::new(),
+            firmware_dir: None,
+            replica_id: std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| format!("phonefleet-{}", std::process::id())),
+            lease_duration: Duration::from_secs(30),
+            release_grace: Duration::from_millis(20),
+            reboot_deadline: Duration::from_secs(30 * 60),
+            flush_interval: progress::DEFAULT_FLUSH_INTERVAL,
+            busy_retry_after: Duration::from_secs(120),
+            download_rate: None,
+            chunk_bytes: 64 * 1024,
+            tls: None,
+            credentials_file: None,
+            max_uri_bytes: 1024,
+            max_header_bytes: 8 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] conn::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("loading phone progress: {0}")]
+    Progress(#[from] progress::ProgressError),
+    #[error("path prefix '{0}' must be empty or start with '/' and not end with '/'")]
+    PathPrefix(String),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    stats: Arc<ServerStats>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// True once the config index holds a complete list of the rendered configs.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    /// Stops accepting, drains downloads, writes the last progress batch.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, like a killed process: no drain, no last batch (for tests).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn serve(
+    config: ServerConfig,
+    client: Client,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let handle = start(config, client, clock).await?;
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Starts the server with fresh counters.
+pub async fn start(
+    config: ServerConfig,
+    client: Client,
+    clock: Clock,
+) -> Result<ServerHandle, ServerError> {
+    start_with_stats(config, client, clock, ServerStats::new()).await
+}
+
+/// Starts the server counting into `stats` (shared with a metrics module, or between
+/// replicas in a test).
+pub async fn start_with_stats(
+    config: ServerConfig,
+    client: Client,
+    clock: Clock,
+    stats: Arc<ServerStats>,
+) -> Result<ServerHandle, ServerError> {
+    let prefix = &config.path_prefix;
+    if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
+        return Err(ServerError::PathPrefix(prefix.clone()));
+    }
+    let credentials = match &config.credentials_file {
+        Some(path) => auth::Credentials::from_file(path)?,
+        None => auth::Credentials::default(),
+    };
+    let tls = match &config.tls {
+        Some(files) => Some(conn::tls_acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    // Progress first: a phone's first request after a restart must see its recorded state.
+    let mut tracker = progress::Tracker::default();
+    let loaded = progress::load(&client, config.namespace.as_deref(), &mut tracker).await?;
+    tracing::info!(records = loaded, "loaded phone progress");
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let index: index::SharedIndex = Arc::new(RwLock::new(index::Index::default()));
+    let tokens = tokens::Tokens::new(
+        client.clone(),
+        config.replica_id.clone(),
+        config.lease_duration,
+        config.release_grace,
+    );
+    let state = Arc::new(http::State {
+        config: config.clone(),
+        clock,
+        index: index.clone(),
+        tracker: Arc::new(Mutex::new(tracker)),
+        tokens,
+        stats: stats.clone(),
+        credentials,
+        ready: ready.clone(),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let watcher = {
+        let ready = ready.clone();
+        tokio::spawn(index::watch(
+            client.clone(),
+            config.namespace.clone(),
+            index,
+            move || ready.store(true, Ordering::SeqCst),
+        ))
+    };
+    let (stop_flush, stop_flush_rx) = watch::channel(false);
+    let flusher = tokio::spawn(flush_loop(state.clone(), client, stop_flush_rx));
+    let task = tokio::spawn(async move {
+        accept_loop(listener, tls, state, shutdown_rx).await;
+        watcher.abort();
+        // Downloads are drained: their ends are in the tracker; write the last batch.
+        let _ = stop_flush.send(true);
+        let _ = flusher.await;
+    });
+    tracing::info!(%addr, "provisioning server listening");
+    Ok(ServerHandle {
+        addr,
+        ready,
+        stats,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<http::State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let idle = state.config.idle_timeout;
+            let handshake = state.config.header_read_timeout;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.config.header_read_timeout)
+                .max_buf_size(state.config.max_header_bytes.max(8192))
+                .max_headers(100)
+                .keep_alive(true);
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
+            });
+            let io = conn::IdleTimeout::new(stream, idle);
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(handshake, acceptor.accept(io)).await
+                    else {
+                        return;
+                    };
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drain = state.config.drain_timeout;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("downloads still running after the drain timeout; cutting them");
+    }
+}
+
+/// Every `flush_interval`: fail overdue reboots, then write each changed progress map. After
+/// `stop`, one last batch (a few attempts) and return.
+async fn flush_loop(state: Arc<http::State>, client: Client, mut stop: watch::Receiver<bool>) {
+    let deadline =
+        chrono::Duration::from_std(state.config.reboot_deadline).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(state.config.flush_interval) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            for _ in 0..3 {
+                flush_once(&state, &client, deadline).await;
+                if state
+                    .tracker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pending()
+                    .is_empty()
+                {
+                    break;
+                }
+            }
+            return;
+        }
+        flush_once(&state, &client, deadline).await;
+    }
+}
+
+async fn flush_once(state: &http::State, client: &Client, deadline: chrono::Duration) {
+    {
+        let pending = {
+            let mut tracker = state.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            tracker.sweep(state.clock.now(), deadline);
+            tracker.pending()
+        };
+        for (map, changes) in pending {
+            match progress::flush_map(client, &map, &changes).await {
+                Ok(results) => {
+                    let mut tracker = state.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (mac, generation, resolution) in results {
+                        tracker.settle(mac, generation, &resolution);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing progress failed; retrying next batch")
+                }
+            }
+        }
+    }
+}

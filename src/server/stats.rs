@@ -1,0 +1,180 @@
+//! Counters the provisioning server keeps for the metrics endpoint and for tests.
+//!
+//! Every label set is bounded: request outcomes are a fixed enum, sites are the inventory's
+//! site names. Counters are atomics, so the request path never waits on a lock to count.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What became of a request: the label of the request counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// A configuration file was served.
+    ConfigServed,
+    /// The path is not a phone configuration file name (or tries to leave its directory).
+    NotAConfigFile,
+    /// A well-formed configuration file name for a MAC no schedule knows.
+    UnknownPhone,
+    /// A firmware download started (200 or 206).
+    FirmwareServed,
+    /// Firmware asked for a file the firmware directory does not hold, or for a malformed path.
+    FirmwareNotFound,
+    /// Firmware refused because every download token of the site is held (503).
+    Busy,
+    /// Firmware refused because the phone is outside its planned slot, or has none (503).
+    OutsideSlot,
+    /// Malformed request: User-Agent, MAC or Range (400, 416).
+    BadRequest,
+    /// The User-Agent's MAC is not the path's, or the phone asked for another site's firmware.
+    Forbidden,
+    /// Missing or wrong HTTP basic credentials (401).
+    Unauthorized,
+    /// URI longer than the limit (414).
+    UriTooLong,
+    /// Not GET or HEAD (405).
+    MethodNotAllowed,
+    /// A download token could not be taken because the API server failed (503).
+    TokenError,
+    /// Health and readiness probes.
+    Health,
+}
+
+impl Outcome {
+    /// Every outcome, in a fixed order.
+    pub const ALL: [Outcome; 14] = [
+        Outcome::ConfigServed,
+        Outcome::NotAConfigFile,
+        Outcome::UnknownPhone,
+        Outcome::FirmwareServed,
+        Outcome::FirmwareNotFound,
+        Outcome::Busy,
+        Outcome::OutsideSlot,
+        Outcome::BadRequest,
+        Outcome::Forbidden,
+        Outcome::Unauthorized,
+        Outcome::UriTooLong,
+        Outcome::MethodNotAllowed,
+        Outcome::TokenError,
+        Outcome::Health,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::ConfigServed => "config_served",
+            Outcome::NotAConfigFile => "not_a_config_file",
+            Outcome::UnknownPhone => "unknown_phone",
+            Outcome::FirmwareServed => "firmware_served",
+            Outcome::FirmwareNotFound => "firmware_not_found",
+            Outcome::Busy => "busy",
+            Outcome::OutsideSlot => "outside_slot",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::UriTooLong => "uri_too_long",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::TokenError => "token_error",
+            Outcome::Health => "health",
+        }
+    }
+
+    fn index(self) -> usize {
+        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// Download counters of one site, as this server replica saw them.
+#[derive(Debug, Default)]
+pub struct SiteStats {
+    /// Downloads holding a token of this site now (this replica).
+    pub in_flight: AtomicU32,
+    /// Most downloads this replica held at once for the site.
+    pub peak_in_flight: AtomicU32,
+    pub downloads_started: AtomicU64,
+    /// Downloads whose last byte was sent.
+    pub downloads_completed: AtomicU64,
+    /// Downloads that ended early (the phone went away or its token was lost).
+    pub downloads_dropped: AtomicU64,
+    /// 503 because all tokens were held.
+    pub refused_busy: AtomicU64,
+    /// 503 because the phone was outside its slot.
+    pub refused_outside_slot: AtomicU64,
+}
+
+impl SiteStats {
+    pub(crate) fn enter(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        self.downloads_started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// All counters of one server (or, in tests, of several replicas sharing one instance).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    sites: Mutex<BTreeMap<String, Arc<SiteStats>>>,
+}
+
+impl ServerStats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub(crate) fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that ended with `outcome`.
+    pub fn outcome(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every outcome with its count, in a fixed order.
+    pub fn outcomes(&self) -> Vec<(Outcome, u64)> {
+        Outcome::ALL.iter().map(|&o| (o, self.outcome(o))).collect()
+    }
+
+    /// The counters of `site`, created on first use.
+    pub fn site(&self, site: &str) -> Arc<SiteStats> {
+        let mut sites = self.sites.lock().unwrap_or_else(PoisonError::into_inner);
+        sites.entry(site.to_owned()).or_default().clone()
+    }
+
+    /// Every site's counters, sorted by site name.
+    pub fn sites(&self) -> Vec<(String, Arc<SiteStats>)> {
+        let sites = self.sites.lock().unwrap_or_else(PoisonError::into_inner);
+        sites.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_follows_the_most_concurrent_downloads() {
+        let s = SiteStats::default();
+        s.enter();
+        s.enter();
+        s.leave();
+        s.enter();
+        s.leave();
+        s.leave();
+        assert_eq!(s.in_flight.load(Ordering::SeqCst), 0);
+        assert_eq!(s.peak_in_flight.load(Ordering::SeqCst), 2);
+        assert_eq!(s.downloads_started.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn outcomes_have_distinct_labels() {
+        let labels: std::collections::BTreeSet<_> =
+            Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(labels.len(), Outcome::ALL.len());
+    }
+}

@@ -1,0 +1,410 @@
+//! Download tokens: the run-time cap, exact across server replicas.
+//!
+//! Each site has `cap` tokens, `coordination.k8s.io/v1` Leases named `<site>-download-<k>`
+//! (k in 0..cap) in the schedule's namespace. A download holds one from before its first byte
+//! until its body is fully sent or its connection drops. A Lease is taken with an optimistic
+//! write (create, or replace at the `resourceVersion` read while it was free), so two replicas
+//! can never both take the same one: however many replicas serve a site, at most `cap`
+//! downloads run. A token is renewed while its download lasts; a replica that dies mid-download
+//! stops renewing, and its tokens become free after the lease duration. If a renewal finds the
+//! Lease taken by someone else, the download is cut (the phone resumes later with `Range`), so
+//! the cap holds even then.
+//!
+//! Lease times are real (system) time even under simulated time: they measure whether a
+//! replica is alive, not when a phone may download.
+//!
+//! A per-site count of the tokens this replica holds is the fast path: at `cap` the replica
+//! answers busy without asking the API server, which matters in a power-on storm.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::children::{LABEL_MANAGED_BY, LABEL_SITE, MANAGED_BY};
+
+use super::stats::SiteStats;
+
+/// Why no token was taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("all {cap} download tokens of site {site} are held")]
+    Busy { site: String, cap: u32 },
+    #[error("download tokens of site {site}: {source}")]
+    Api {
+        site: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Hands out and takes back download tokens.
+pub struct Tokens {
+    client: Client,
+    replica: String,
+    lease_duration: Duration,
+    release_grace: Duration,
+    /// Tokens this replica holds (or is trying to take), per `namespace/site`.
+    held: Mutex<HashMap<String, u32>>,
+}
+
+/// A held token. Dropping it releases the token in the background.
+pub struct TokenGuard {
+    lost: Arc<AtomicBool>,
+    release: Option<Release>,
+}
+
+struct Release {
+    tokens: Arc<Tokens>,
+    api: Api<Lease>,
+    name: String,
+    holder: String,
+    key: String,
+    site_stats: Arc<SiteStats>,
+    renewer: tokio::task::JoinHandle<()>,
+    latest: Arc<Mutex<Lease>>,
+}
+
+impl TokenGuard {
+    /// True once the token was found taken by someone else: the download must stop.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        let Some(r) = self.release.take() else {
+            return;
+        };
+        r.renewer.abort();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (process exit): the lease expires on its own.
+            r.tokens.unreserve(&r.key);
+            r.site_stats.leave();
+            return;
+        };
+        handle.spawn(async move {
+            // The last bytes may still be on their way to the phone: keep the slot a moment.
+            tokio::time::sleep(r.tokens.release_grace).await;
+            let lease = r.latest.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Err(e) = release(&r.api, &r.name, &r.holder, lease).await {
+                tracing::warn!(lease = %r.name, error = %e, "releasing a download token failed; it expires on its own");
+            }
+            r.site_stats.leave();
+            r.tokens.unreserve(&r.key);
+        });
+    }
+}
+
+impl Tokens {
+    /// `replica` names this server in the Leases' `holderIdentity` (`<replica>/<mac>`).
+    pub fn new(
+        client: Client,
+        replica: String,
+        lease_duration: Duration,
+        release_grace: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            replica,
+            lease_duration: lease_duration.max(Duration::from_secs(3)),
+            release_grace,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn reserve(&self, key: &str, cap: u32) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = held.entry(key.to_owned()).or_default();
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn unreserve(&self, key: &str) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = held.get_mut(key) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Takes one of `site`'s `cap` tokens for the phone `who`.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        namespace: &str,
+        site: &str,
+        cap: u32,
+        who: &str,
+        site_stats: Arc<SiteStats>,
+    ) -> Result<TokenGuard, TokenError> {
+        let key = format!("{namespace}/{site}");
+        let busy = || TokenError::Busy {
+            site: site.to_owned(),
+            cap,
+        };
+        if cap == 0 || !self.reserve(&key, cap) {
+            return Err(busy());
+        }
+        match self.take(namespace, site, cap, who).await {
+            Ok(Some((api, name, holder, lease))) => {
+                site_stats.enter();
+                let lost = Arc::new(AtomicBool::new(false));
+                let latest = Arc::new(Mutex::new(lease));
+                let renewer = tokio::spawn(renew(
+                    api.clone(),
+                    latest.clone(),
+                    lost.clone(),
+                    self.lease_duration,
+                ));
+                Ok(TokenGuard {
+                    lost,
+                    release: Some(Release {
+                        tokens: self.clone(),
+                        api,
+                        name,
+                        holder,
+                        key,
+                        site_stats,
+                        renewer,
+                        latest,
+                    }),
+                })
+            }
+            Ok(None) => {
+                self.unreserve(&key);
+                Err(busy())
+            }
+            Err(source) => {
+                self.unreserve(&key);
+                Err(TokenError::Api {
+                    site: site.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    async fn take(
+        &self,
+        namespace: &str,
+        site: &str,
+        cap: u32,
+        who: &str,
+    ) -> Result<Option<(Api<Lease>, String, String, Lease)>, kube::Error> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+        let lp = ListParams::default().labels(&format!(
+            "{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}"
+        ));
+        let existing: BTreeMap<String, Lease> = api
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .map(|l| (l.name_any(), l))
+            .collect();
+        let holder = format!("{}/{who}", self.replica);
+        let now = Utc::now();
+        // Start at a phone-dependent token so concurrent takers mostly try different ones.
+        let offset = who
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        for i in 0..cap {
+            let k = (offset.wrapping_add(i)) % cap;
+            let name = lease_name(site, k);
+            let result = match existing.get(&name) {
+                Some(lease) if is_free(lease, now) => {
+                    let mut taken = lease.clone();
+                    taken.spec = Some(self.held_spec(&holder, now, lease));
+                    api.replace(&name, &PostParams::default(), &taken).await
+                }
+                Some(_) => continue,
+                None => {
+                    let mut lease = Lease::default();
+                    lease.metadata.name = Some(name.clone());
+                    lease.metadata.namespace = Some(namespace.to_owned());
+                    lease.metadata.labels = Some(BTreeMap::from([
+                        (LABEL_SITE.to_owned(), site.to_owned()),
+                        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+                    ]));
+                    lease.spec = Some(self.held_spec(&holder, now, &Lease::default()));
+                    api.create(&PostParams::default(), &lease).await
+                }
+            };
+            match result {
+                Ok(lease) => return Ok(Some((api, name, holder, lease))),
+                // Someone else took it (or created it) first: try the next one.
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    fn held_spec(&self, holder: &str, now: DateTime<Utc>, previous: &Lease) -> LeaseSpec {
+        let transitions = previous
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .unwrap_or(0);
+        LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            lease_duration_seconds: Some(self.lease_duration.as_secs().min(i32::MAX as u64) as i32),
+            acquire_time: Some(micro_time(now)),
+            renew_time: Some(micro_time(now)),
+            lease_transitions: Some(transitions.saturating_add(1)),
+            ..Default::default()
+        }
+    }
+}
+
+/// Name of token `k` of `site`.
+pub fn lease_name(site: &str, k: u32) -> String {
+    format!("{site}-download-{k}")
+}
+
+/// Whether nobody holds `lease` at `now`: no holder, or the holder stopped renewing.
+pub fn is_free(lease: &Lease, now: DateTime<Utc>) -> bool {
+    let Some(spec) = &lease.spec else {
+        return true;
+    };
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        return true;
+    }
+    let (Some(renew), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return true;
+    };
+    let renewed = from_micro_time(renew);
+    renewed + chrono::Duration::seconds(i64::from(secs)) < now
+}
+
+fn micro_time(t: DateTime<Utc>) -> MicroTime {
+    let ts = k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    MicroTime(ts)
+}
+
+fn from_micro_time(t: &MicroTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Renews the lease every third of its duration; flags `lost` when someone else took it or
+/// when it could not be renewed before it would expire.
+async fn renew(
+    api: Api<Lease>,
+    latest: Arc<Mutex<Lease>>,
+    lost: Arc<AtomicBool>,
+    duration: Duration,
+) {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(duration / 3).await;
+        let mut lease = latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let name = lease.name_any();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(micro_time(Utc::now()));
+        }
+        match api.replace(&name, &PostParams::default(), &lease).await {
+            Ok(renewed) => {
+                *latest.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
+                last_ok = tokio::time::Instant::now();
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lease = %name, error = %e, "renewing a download token failed");
+                if last_ok.elapsed() >= duration * 2 / 3 {
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Clears the holder, if we still hold it.
+async fn release(
+    api: &Api<Lease>,
+    name: &str,
+    holder: &str,
+    mut lease: Lease,
+) -> Result<(), kube::Error> {
+    for _ in 0..3 {
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(holder);
+        if !ours {
+            return Ok(());
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.renew_time = None;
+        }
+        match api.replace(name, &PostParams::default(), &lease).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                lease = api.get(name).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn lease(holder: Option<&str>, renewed: DateTime<Utc>, secs: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                renew_time: Some(micro_time(renewed)),
+                lease_duration_seconds: Some(secs),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lease_is_free_without_holder_or_once_expired() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert!(is_free(&Lease::default(), now));
+        assert!(is_free(&lease(None, now, 30), now));
+        assert!(is_free(&lease(Some(""), now, 30), now));
+        assert!(!is_free(&lease(Some("r/m"), now, 30), now));
+        assert!(!is_free(
+            &lease(Some("r/m"), now - chrono::Duration::seconds(29), 30),
+            now
+        ));
+        assert!(is_free(
+            &lease(Some("r/m"), now - chrono::Duration::seconds(31), 30),
+            now
+        ));
+    }
+
+    #[test]
+    fn micro_time_round_trips() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 15).unwrap()
+            + chrono::Duration::microseconds(123456);
+        assert_eq!(from_micro_time(&micro_time(t)), t);
+    }
+}
