@@ -4,7 +4,7 @@
 //! Pure: the same input gives the same bytes, so the controller can compare a rendered file with
 //! what it stored and write nothing when nothing changed. Three formats exist because phones in
 //! the field read three (see [`Format`]); they carry the same knobs, computed once in
-//! [`Knobs`], and differ only in spelling.
+//! `Knobs`, and differ only in spelling.
 //!
 //! During a rollout slot the file narrows the phone's checks to its own slot: weekly on, every
 //! week (interval 0), only the slot's weekday, the slot's check window, flexible and "repeatedly"
