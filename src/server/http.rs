@@ -512,6 +512,11 @@ impl Download {
         match self.file.read_exact(&mut buf).await {
             Ok(_) => {
                 self.remaining -= n as u64;
+                // Complete once the last byte is handed to hyper: knowing the length, hyper
+                // may drop the body without polling it for its end.
+                if self.remaining == 0 {
+                    self.session.completed = true;
+                }
                 Some((Ok(Frame::data(Bytes::from(buf))), self))
             }
             Err(e) => {
