@@ -9,4 +9,5 @@ pub mod plan_report;
 pub mod render;
 pub mod selector;
 pub mod server;
+pub mod simulator;
 pub mod validate;

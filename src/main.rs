@@ -13,6 +13,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Simulate a fleet of phones against a provisioning server over HTTP; prints a JSON
+    /// summary per site (see docs/provisioning.md).
+    Simulate(phonefleet::simulator::cli::SimulateArgs),
     /// Print the CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crd {
         /// Write one file per CRD into this directory instead (`crds/` in the repository).
@@ -60,6 +63,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Simulate(args) => {
+            tokio::runtime::Runtime::new()?.block_on(phonefleet::simulator::cli::simulate(args))?;
+        }
         Command::Crd { out_dir } => {
             for crd in phonefleet::api::crds() {
                 let yaml = phonefleet::api::crd_yaml(&crd)?;

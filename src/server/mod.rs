@@ -21,6 +21,7 @@
 //! See `docs/provisioning.md` for the design: routes, status codes, tokens, progress.
 
 pub mod auth;
+pub mod cli;
 pub mod conn;
 pub mod http;
 pub mod identity;

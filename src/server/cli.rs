@@ -1,0 +1,105 @@
+//! Command-line flags of the provisioning server and of the shared simulated clock, for
+//! `phonefleet run` to flatten into its own arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::clock::Clock;
+
+use super::{ServerConfig, TlsFiles};
+
+/// Flags of the provisioning server.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Address the provisioning server listens on.
+    #[arg(
+        long,
+        env = "PHONEFLEET_PROVISIONING_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub provisioning_listen: SocketAddr,
+    /// Directory of firmware images, served as `firmware/<site>/<file>` by plain file name.
+    #[arg(long, env = "PHONEFLEET_FIRMWARE_DIR")]
+    pub firmware_dir: Option<PathBuf>,
+    /// Path prefix phones reach the server under (e.g. `/prov`); must match the server URL
+    /// rendered into the configs.
+    #[arg(long, default_value = "")]
+    pub path_prefix: String,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Per-site basic-auth credentials file: lines `<site> <user> <sha256-hex of password>`.
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+    /// Minutes (on the server's clock) a phone has after its download to come back on the
+    /// target version before it is counted failed.
+    #[arg(long, default_value_t = 30)]
+    pub reboot_deadline_minutes: u64,
+    /// Per-download rate limit in bytes per second (on the server's clock); 0 is unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub download_rate: u64,
+    /// Seconds a download token lives without renewal (real time).
+    #[arg(long, default_value_t = 30)]
+    pub token_lease_seconds: u64,
+}
+
+impl ServerArgs {
+    /// The server configuration for these flags, watching `namespace` (all when `None`).
+    pub fn config(&self, namespace: Option<String>) -> ServerConfig {
+        ServerConfig {
+            listen: self.provisioning_listen,
+            namespace,
+            path_prefix: self.path_prefix.clone(),
+            firmware_dir: self.firmware_dir.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            credentials_file: self.credentials_file.clone(),
+            reboot_deadline: Duration::from_secs(self.reboot_deadline_minutes * 60),
+            download_rate: (self.download_rate > 0).then_some(self.download_rate),
+            lease_duration: Duration::from_secs(self.token_lease_seconds),
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Flags of the compressed clock, present only in builds with the `simulated-time` feature,
+/// so a production binary cannot be switched to simulated time by a flag.
+///
+/// Simulated time is `origin + (now - real_origin) × scale`; the real origin defaults to the
+/// origin itself, so every process given the same `--time-origin` and `--time-scale` (server,
+/// controller, simulator) agrees on the simulated time without further coordination.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ClockArgs {
+    /// Simulated instant the simulation starts at (RFC 3339).
+    #[cfg(feature = "simulated-time")]
+    #[arg(long, requires = "time_scale")]
+    pub time_origin: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times faster than real time the simulated clock runs.
+    #[cfg(feature = "simulated-time")]
+    #[arg(long, requires = "time_origin")]
+    pub time_scale: Option<u32>,
+    /// Real instant at which simulated time equals --time-origin (default: --time-origin).
+    #[cfg(feature = "simulated-time")]
+    #[arg(long, requires = "time_origin")]
+    pub time_real_origin: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ClockArgs {
+    /// The clock these flags ask for (the system clock without them).
+    pub fn clock(&self) -> Clock {
+        #[cfg(feature = "simulated-time")]
+        if let (Some(origin), Some(scale)) = (self.time_origin, self.time_scale) {
+            return Clock::scaled(origin, self.time_real_origin.unwrap_or(origin), scale);
+        }
+        Clock::System
+    }
+}

@@ -1,0 +1,599 @@
+//! The fleet simulator: phones that behave as in DESIGN.md §2 against the real provisioning
+//! server over real HTTP.
+//!
+//! Each phone boots (all phones of the simulation at once, or spread over `boot_spread`),
+//! fetches its own configuration file with its vendor's User-Agent, reads the knobs from the
+//! file (so it obeys what the renderer wrote, not what the plan meant), checks again at a
+//! random time inside its window on allowed days (after its inactivity requirement), at every
+//! boot when power-on checks are on, and at every power cut of its site (a storm: every phone
+//! of the site boots at once). When its file points at a firmware image it has not installed,
+//! it downloads it (honouring 503 + `Retry-After`), reboots, and reports the image's version
+//! on its next request, unless its model is one whose new firmware never comes back.
+//!
+//! The simulator counts, on its own side, how many of each site's phones download at once:
+//! an independent check of the server's cap. Time follows the [`Clock`] it is given, so with
+//! `simulated-time` a multi-night rollout runs in a minute.
+//!
+//! Firmware images name their version in a first line `PHONEFLEET-FIRMWARE <version>`
+//! ([`firmware_image`]), as real images carry theirs in a header; a phone that installs an
+//! image without one keeps its old version.
+
+pub mod cli;
+pub mod knobs;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+
+use crate::api::PhoneSite;
+use crate::clock::Clock;
+use crate::core::Mac;
+use crate::render::Format;
+use crate::server::identity::{Vendor, user_agent};
+
+use knobs::{PhoneKnobs, parse_pvalues, parse_yealink};
+use schedule::{SplitMix, next_check};
+
+/// First line of a simulated firmware image.
+pub const IMAGE_HEADER: &str = "PHONEFLEET-FIRMWARE ";
+
+/// A firmware image of `size` bytes announcing `version`.
+pub fn firmware_image(version: &str, size: usize) -> Vec<u8> {
+    let mut image = format!("{IMAGE_HEADER}{version}\n").into_bytes();
+    image.resize(size.max(image.len()), b'.');
+    image
+}
+
+fn image_version(image: &[u8]) -> Option<String> {
+    let line = image.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    line.strip_prefix(IMAGE_HEADER).map(str::to_owned)
+}
+
+/// One simulated phone.
+#[derive(Clone, Debug)]
+pub struct SimPhone {
+    pub mac: Mac,
+    pub model: String,
+}
+
+/// One site of the simulated fleet.
+#[derive(Clone, Debug)]
+pub struct SimSite {
+    pub name: String,
+    pub time_zone: Tz,
+    pub phones: Vec<SimPhone>,
+}
+
+/// Why the fleet could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("reading PhoneSites: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("listing PhoneSites: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("PhoneSite {site}: unknown time zone '{zone}'")]
+    Zone { site: String, zone: String },
+    #[error("PhoneSite {site}: bad MAC '{mac}'")]
+    Mac { site: String, mac: String },
+}
+
+/// The sites of a list of PhoneSites.
+pub fn sites_from(phone_sites: &[PhoneSite]) -> Result<Vec<SimSite>, FleetError> {
+    let mut out = Vec::new();
+    for s in phone_sites {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let time_zone: Tz = s.spec.time_zone.parse().map_err(|_| FleetError::Zone {
+            site: name.clone(),
+            zone: s.spec.time_zone.clone(),
+        })?;
+        let mut phones = Vec::new();
+        for p in &s.spec.phones {
+            let mac = p.mac.parse().map_err(|_| FleetError::Mac {
+                site: name.clone(),
+                mac: p.mac.clone(),
+            })?;
+            phones.push(SimPhone {
+                mac,
+                model: p.model.clone(),
+            });
+        }
+        out.push(SimSite {
+            name,
+            time_zone,
+            phones,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The PhoneSites of a multi-document YAML manifest (other kinds are skipped).
+pub fn sites_from_manifest(yaml: &str) -> Result<Vec<SimSite>, FleetError> {
+    let mut sites = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc)?;
+        if value.get("kind").and_then(|k| k.as_str()) == Some("PhoneSite") {
+            sites.push(serde_yaml_ng::from_value::<PhoneSite>(value)?);
+        }
+    }
+    sites_from(&sites)
+}
+
+/// The PhoneSites of a namespace.
+pub async fn sites_from_cluster(
+    client: kube::Client,
+    namespace: &str,
+) -> Result<Vec<SimSite>, FleetError> {
+    let api: kube::Api<PhoneSite> = kube::Api::namespaced(client, namespace);
+    let list = api.list(&Default::default()).await?;
+    sites_from(&list.items)
+}
+
+/// How the simulation runs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Base URL of the provisioning server, as in the rendered files (`http://host:port/prefix`).
+    pub server: String,
+    pub sites: Vec<SimSite>,
+    pub seed: u64,
+    /// Version every phone runs at the start.
+    pub initial_version: String,
+    /// Models whose new firmware never comes back after the reboot.
+    pub fail_models: Vec<String>,
+    /// Simulated time the simulation lasts.
+    pub duration: Duration,
+    /// Phones boot at a random time within this span from the start (zero: all at once).
+    pub boot_spread: Duration,
+    /// `(site, when)`: every phone of the site reboots at that instant.
+    pub power_cuts: Vec<(String, DateTime<Utc>)>,
+    /// Simulated time a phone takes to flash and reboot.
+    pub reboot_time: Duration,
+    /// Chance a phone is in use when its window opens (delays checks that need inactivity).
+    pub busy_fraction: f64,
+    /// End as soon as every phone is upgraded or dead, instead of running `duration`.
+    pub stop_when_settled: bool,
+}
+
+impl SimConfig {
+    /// Defaults for everything but the server and the fleet.
+    pub fn new(server: String, sites: Vec<SimSite>) -> Self {
+        Self {
+            server: server.trim_end_matches('/').to_owned(),
+            sites,
+            seed: 1,
+            initial_version: "1.0.0".into(),
+            fail_models: Vec::new(),
+            duration: Duration::from_secs(7 * 24 * 3600),
+            boot_spread: Duration::ZERO,
+            power_cuts: Vec::new(),
+            reboot_time: Duration::from_secs(120),
+            busy_fraction: 0.0,
+            stop_when_settled: false,
+        }
+    }
+}
+
+/// Per-site results, counted by the phones themselves.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteSummary {
+    pub phones: u32,
+    /// Phones running a version other than the initial one at the end.
+    pub upgraded: u32,
+    /// Phones that never came back from a reboot.
+    pub failed: u32,
+    /// Most of the site's phones downloading at the same time, as the phones saw it.
+    pub peak_concurrent_downloads: u32,
+    /// 503 answers to firmware requests.
+    pub refusals: u64,
+    pub downloads_completed: u64,
+    pub config_fetches: u64,
+    /// Requests that failed at the HTTP level or got an unexpected status.
+    pub errors: u64,
+}
+
+/// What the simulation saw, per site.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub sites: BTreeMap<String, SiteSummary>,
+}
+
+#[derive(Default)]
+struct SiteCounters {
+    in_flight: AtomicU32,
+    peak: AtomicU32,
+    refusals: AtomicU64,
+    completed: AtomicU64,
+    fetches: AtomicU64,
+    errors: AtomicU64,
+    upgraded: AtomicU32,
+    failed: AtomicU32,
+}
+
+type Http = HttpClient<HttpConnector, Empty<Bytes>>;
+
+struct Shared {
+    config: SimConfig,
+    clock: Clock,
+    http: Http,
+    end: DateTime<Utc>,
+    total_settled: AtomicU32,
+    total_phones: u32,
+}
+
+/// Runs the fleet until the simulated duration has passed; returns what the phones counted.
+pub async fn run(config: SimConfig, clock: Clock) -> Summary {
+    let start = clock.now();
+    let end =
+        start + chrono::Duration::from_std(config.duration).unwrap_or(chrono::Duration::days(7));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http = HttpClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector);
+    let total_phones = config.sites.iter().map(|s| s.phones.len() as u32).sum();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        clock,
+        http,
+        end,
+        total_settled: AtomicU32::new(0),
+        total_phones,
+    });
+    let mut counters = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for site in &config.sites {
+        let c = Arc::new(SiteCounters::default());
+        counters.insert(site.name.clone(), (site.phones.len() as u32, c.clone()));
+        let cuts: Vec<DateTime<Utc>> = config
+            .power_cuts
+            .iter()
+            .filter(|(s, _)| *s == site.name)
+            .map(|(_, t)| *t)
+            .collect();
+        for phone in &site.phones {
+            let mut rng = SplitMix::new(config.seed ^ phone.mac.stable_hash());
+            let spread = config.boot_spread.as_secs();
+            let boot = start + chrono::Duration::seconds(rng.below(spread) as i64);
+            let p = Phone {
+                shared: shared.clone(),
+                site: site.clone(),
+                counters: c.clone(),
+                mac: phone.mac,
+                model: phone.model.clone(),
+                vendor: vendor_of(&phone.model),
+                version: config.initial_version.clone(),
+                installed: None,
+                knobs: None,
+                rng,
+                cuts: cuts.clone(),
+                settled: false,
+            };
+            tasks.push(tokio::spawn(p.live(boot)));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut summary = Summary::default();
+    for (name, (phones, c)) in counters {
+        summary.sites.insert(
+            name,
+            SiteSummary {
+                phones,
+                upgraded: c.upgraded.load(Ordering::SeqCst),
+                failed: c.failed.load(Ordering::SeqCst),
+                peak_concurrent_downloads: c.peak.load(Ordering::SeqCst),
+                refusals: c.refusals.load(Ordering::SeqCst),
+                downloads_completed: c.completed.load(Ordering::SeqCst),
+                config_fetches: c.fetches.load(Ordering::SeqCst),
+                errors: c.errors.load(Ordering::SeqCst),
+            },
+        );
+    }
+    summary
+}
+
+/// Yealink models are named `SIP-T…`/`T…`/`W…`/`CP…`; every other model is taken for a
+/// Grandstream.
+pub fn vendor_of(model: &str) -> Vendor {
+    let m = model.to_ascii_uppercase();
+    if m.starts_with("SIP-") || m.starts_with('T') || m.starts_with('W') || m.starts_with("CP") {
+        Vendor::Yealink
+    } else {
+        Vendor::Grandstream
+    }
+}
+
+struct Phone {
+    shared: Arc<Shared>,
+    site: SimSite,
+    counters: Arc<SiteCounters>,
+    mac: Mac,
+    model: String,
+    vendor: Vendor,
+    version: String,
+    /// URL of the image last installed: the phone does not fetch the same image again.
+    installed: Option<String>,
+    knobs: Option<PhoneKnobs>,
+    rng: SplitMix,
+    cuts: Vec<DateTime<Utc>>,
+    settled: bool,
+}
+
+enum Check {
+    /// Nothing to download (or done).
+    Idle,
+    /// Come back at this time (503 with Retry-After).
+    RetryAt(DateTime<Utc>),
+    /// Downloaded an image with this version: reboot into it.
+    Reboot(Option<String>),
+}
+
+impl Phone {
+    async fn live(mut self, boot: DateTime<Utc>) {
+        let shared = self.shared.clone();
+        if !self.sleep_until(boot).await {
+            return self.finish();
+        }
+        // First boot: factory settings check at power-on.
+        let mut next = Some(self.shared.clock.now());
+        loop {
+            let now = self.shared.clock.now();
+            let cut = self.cuts.iter().copied().filter(|c| *c > now).min();
+            let wake = match (next, cut) {
+                (Some(n), Some(c)) => n.min(c),
+                (Some(n), None) => n,
+                (None, Some(c)) => c,
+                (None, None) => shared.end,
+            };
+            if !self.sleep_until(wake).await {
+                return self.finish();
+            }
+            let booted = cut == Some(wake) && next.is_none_or(|n| n > wake);
+            if booted && !self.knobs.as_ref().is_none_or(|k| k.power_on) {
+                next = self.schedule();
+                continue;
+            }
+            match self.check().await {
+                Check::Idle => next = self.schedule(),
+                Check::RetryAt(t) => next = Some(t.min(self.schedule().unwrap_or(t))),
+                Check::Reboot(version) => {
+                    let reboot =
+                        chrono::Duration::from_std(shared.config.reboot_time).unwrap_or_default();
+                    if !self.sleep_until(self.shared.clock.now() + reboot).await {
+                        return self.finish();
+                    }
+                    if shared.config.fail_models.iter().any(|m| m == &self.model) {
+                        // Bricked: never comes back.
+                        self.counters.failed.fetch_add(1, Ordering::SeqCst);
+                        shared.total_settled.fetch_add(1, Ordering::SeqCst);
+                        return self.finish();
+                    }
+                    if let Some(v) = version {
+                        self.version = v;
+                    }
+                    // Boot after the upgrade: a power-on check reports the new version.
+                    next = Some(self.shared.clock.now());
+                }
+            }
+            // Upgraded, and has reported it on a request since the reboot.
+            if !self.settled && self.version != shared.config.initial_version {
+                self.settled = true;
+                shared.total_settled.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn finish(self) {
+        if self.version != self.shared.config.initial_version {
+            self.counters.upgraded.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Sleeps until `t` on the clock; false when the simulation ends first.
+    async fn sleep_until(&self, t: DateTime<Utc>) -> bool {
+        let end = self.shared.end;
+        let target = t.min(end);
+        loop {
+            let now = self.shared.clock.now();
+            if now >= target {
+                break;
+            }
+            if self.shared.config.stop_when_settled
+                && self.shared.total_settled.load(Ordering::SeqCst) >= self.shared.total_phones
+            {
+                return false;
+            }
+            let wait = (target - now).to_std().unwrap_or_default();
+            // Wake at least every 100 ms real time to notice the end of the simulation.
+            let real = self
+                .shared
+                .clock
+                .to_real(wait)
+                .min(Duration::from_millis(100));
+            tokio::time::sleep(real.max(Duration::from_millis(1))).await;
+        }
+        t < end
+    }
+
+    fn schedule(&mut self) -> Option<DateTime<Utc>> {
+        let k = self.knobs.as_ref()?;
+        next_check(
+            k,
+            self.site.time_zone,
+            self.mac,
+            self.shared.clock.now(),
+            self.shared.config.busy_fraction,
+            &mut self.rng,
+        )
+    }
+
+    fn agent(&self) -> String {
+        user_agent(self.vendor, &self.model, &self.version, self.mac)
+    }
+
+    async fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Option<hyper::Response<hyper::body::Incoming>> {
+        let mut req = hyper::Request::get(url).header("user-agent", self.agent());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req.body(Empty::new()).ok()?;
+        match self.shared.http.request(req).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// One provisioning check: config, then firmware when the config points at a new image.
+    async fn check(&mut self) -> Check {
+        let names: Vec<Format> = match self.vendor {
+            Vendor::Yealink => vec![Format::Yealink],
+            // Grandstream phones try the XML file first, then the text one.
+            Vendor::Grandstream => vec![Format::Xml, Format::Text],
+        };
+        for format in names {
+            let url = format!(
+                "{}/{}",
+                self.shared.config.server,
+                format.file_name(self.mac)
+            );
+            let Some(resp) = self.get(&url, &[]).await else {
+                return Check::Idle;
+            };
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+            if status == 404 {
+                continue;
+            }
+            let (true, Ok(body)) = (status.is_success(), body) else {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Check::Idle;
+            };
+            self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+            let text = String::from_utf8_lossy(&body);
+            let parsed = match format {
+                Format::Yealink => parse_yealink(&text),
+                _ => parse_pvalues(&text, &self.model),
+            };
+            match parsed {
+                Ok(k) => self.knobs = Some(k),
+                Err(_) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return Check::Idle;
+                }
+            }
+            break;
+        }
+        let Some(url) = self.knobs.as_ref().and_then(|k| k.firmware_url.clone()) else {
+            return Check::Idle;
+        };
+        if self.installed.as_deref() == Some(url.as_str()) {
+            return Check::Idle;
+        }
+        self.download(url).await
+    }
+
+    async fn download(&mut self, url: String) -> Check {
+        let Some(resp) = self.get(&url, &[]).await else {
+            return Check::Idle;
+        };
+        let status = resp.status();
+        if status == 503 {
+            self.counters.refusals.fetch_add(1, Ordering::Relaxed);
+            let after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(600)
+                .clamp(1, 7 * 24 * 3600);
+            let _ = resp.into_body().collect().await;
+            return Check::RetryAt(self.shared.clock.now() + chrono::Duration::seconds(after));
+        }
+        if !status.is_success() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            let _ = resp.into_body().collect().await;
+            return Check::Idle;
+        }
+        let c = &self.counters;
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak.fetch_max(now, Ordering::SeqCst);
+        let body = resp.into_body().collect().await;
+        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match body {
+            Ok(b) => {
+                c.completed.fetch_add(1, Ordering::Relaxed);
+                self.installed = Some(url);
+                Check::Reboot(image_version(&b.to_bytes()))
+            }
+            Err(_) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                Check::Idle
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_carry_their_version() {
+        let image = firmware_image("2.0.1", 1000);
+        assert_eq!(image.len(), 1000);
+        assert_eq!(image_version(&image).as_deref(), Some("2.0.1"));
+        assert_eq!(image_version(b"garbage"), None);
+    }
+
+    #[test]
+    fn vendors_follow_the_model_names() {
+        assert_eq!(vendor_of("SIP-T46U"), Vendor::Yealink);
+        assert_eq!(vendor_of("T54W"), Vendor::Yealink);
+        assert_eq!(vendor_of("GXP2170"), Vendor::Grandstream);
+        assert_eq!(vendor_of("GRP2614"), Vendor::Grandstream);
+    }
+
+    #[test]
+    fn manifests_yield_their_phone_sites() {
+        let yaml = r#"
+apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSite
+metadata: {name: paris}
+spec:
+  timeZone: Europe/Paris
+  maxConcurrentDownloads: 3
+  phones:
+    - {mac: "00:0b:82:12:34:56", model: GXP2170}
+---
+apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata: {name: fw}
+spec: {}
+"#;
+        let sites = sites_from_manifest(yaml).unwrap();
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].phones[0].model, "GXP2170");
+    }
+}

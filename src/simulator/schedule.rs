@@ -1,0 +1,231 @@
+//! When a phone checks next, from its knobs (DESIGN.md §2), in its site's time zone.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use super::knobs::PhoneKnobs;
+use crate::core::{LocalWindow, Mac};
+
+/// A small deterministic generator (SplitMix64): the same seed gives the same phone choices on
+/// every machine and every version, unlike an external RNG crate's default.
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+}
+
+/// The phone's next check strictly after `after`, or `None` when nothing is scheduled (only
+/// power-on checks). `busy` is the chance that the phone is in use at the start of a window,
+/// which, with an inactivity requirement, delays or skips the check.
+pub fn next_check(
+    k: &PhoneKnobs,
+    tz: Tz,
+    mac: Mac,
+    after: DateTime<Utc>,
+    busy: f64,
+    rng: &mut SplitMix,
+) -> Option<DateTime<Utc>> {
+    let mut best: Option<DateTime<Utc>> = None;
+    let mut offer = |t: DateTime<Utc>| {
+        if t > after && best.is_none_or(|b| t < b) {
+            best = Some(t);
+        }
+    };
+    if let Some(m) = k.repeat_minutes {
+        offer(after + Duration::minutes(i64::from(m)));
+    }
+    let today = after.with_timezone(&tz).date_naive();
+    let horizon = 7 * i64::from(k.interval_weeks.max(1)) + 2;
+    if k.weekly && !k.days.is_empty() {
+        for d in -1..horizon {
+            let date = today + Duration::days(d);
+            if !k.days.contains(date.weekday()) || !week_matches(k.interval_weeks, date, mac) {
+                continue;
+            }
+            if let Some(t) = pick(
+                k.weekly_window,
+                date,
+                tz,
+                after,
+                k.inactivity_minutes,
+                busy,
+                rng,
+            ) {
+                offer(t);
+                break;
+            }
+        }
+    }
+    if k.flexible {
+        let period = i64::from(k.interval_days.max(1));
+        let day_of_period = (mac.stable_hash() % period as u64) as i64;
+        for d in -1..period + 2 {
+            let date = today + Duration::days(d);
+            if days_since_epoch(date).rem_euclid(period) != day_of_period {
+                continue;
+            }
+            if let Some(t) = pick(k.flexible_window, date, tz, after, 0, busy, rng) {
+                offer(t);
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// Every N weeks (N > 0) on the phone's week of the cycle, picked from its MAC.
+fn week_matches(interval_weeks: u32, date: NaiveDate, mac: Mac) -> bool {
+    if interval_weeks <= 1 {
+        return true;
+    }
+    let week = days_since_epoch(date).div_euclid(7);
+    week.rem_euclid(i64::from(interval_weeks))
+        == (mac.stable_hash() % u64::from(interval_weeks)) as i64
+}
+
+fn days_since_epoch(date: NaiveDate) -> i64 {
+    (date - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days()
+}
+
+/// The check time inside the window opening on `date`: a random time in it, or, with an
+/// inactivity requirement, once the phone has been idle that long inside the window.
+fn pick(
+    window: LocalWindow,
+    date: NaiveDate,
+    tz: Tz,
+    after: DateTime<Utc>,
+    inactivity_minutes: u32,
+    busy: f64,
+    rng: &mut SplitMix,
+) -> Option<DateTime<Utc>> {
+    let occ = window.occurrence(date, tz);
+    let start = occ.start.max(after + Duration::seconds(1));
+    if start >= occ.end {
+        return None;
+    }
+    let span = (occ.end - start).num_seconds().max(1) as u64;
+    if inactivity_minutes == 0 {
+        return Some(start + Duration::seconds(rng.below(span) as i64));
+    }
+    let idle_since = if rng.chance(busy) {
+        start + Duration::seconds(rng.below(span) as i64)
+    } else {
+        start
+    };
+    let t = idle_since
+        + Duration::minutes(i64::from(inactivity_minutes))
+        + Duration::seconds(rng.below(60) as i64);
+    (t < occ.end).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Weekday};
+
+    use crate::core::DaySet;
+
+    fn knobs() -> PhoneKnobs {
+        PhoneKnobs {
+            power_on: true,
+            repeat_minutes: None,
+            weekly: true,
+            interval_weeks: 0,
+            inactivity_minutes: 0,
+            weekly_window: LocalWindow {
+                start: "02:30".parse().unwrap(),
+                end: "02:55".parse().unwrap(),
+            },
+            days: [Weekday::Wed].into_iter().collect(),
+            flexible: false,
+            interval_days: 1,
+            flexible_window: LocalWindow {
+                start: "00:00".parse().unwrap(),
+                end: "00:00".parse().unwrap(),
+            },
+            firmware_url: None,
+        }
+    }
+
+    fn mac() -> Mac {
+        "000b82123456".parse().unwrap()
+    }
+
+    #[test]
+    fn checks_inside_the_window_on_an_allowed_day_in_local_time() {
+        let tz: Tz = "Europe/Paris".parse().unwrap();
+        // Monday 2026-01-05 12:00 UTC; the window opens Wednesday 02:30 Paris = 01:30 UTC.
+        let after = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        for seed in 0..50 {
+            let t = next_check(&knobs(), tz, mac(), after, 0.0, &mut SplitMix::new(seed)).unwrap();
+            let lo = Utc.with_ymd_and_hms(2026, 1, 7, 1, 30, 0).unwrap();
+            assert!(t >= lo && t < lo + Duration::minutes(25), "{t}");
+        }
+    }
+
+    #[test]
+    fn inactivity_delays_the_check_and_can_skip_a_window() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        let mut k = knobs();
+        k.inactivity_minutes = 20;
+        let t = next_check(&k, tz, mac(), after, 0.0, &mut SplitMix::new(1)).unwrap();
+        let lo = Utc.with_ymd_and_hms(2026, 1, 7, 2, 50, 0).unwrap();
+        assert!(t >= lo && t < lo + Duration::minutes(5), "{t}");
+        k.inactivity_minutes = 30;
+        let t = next_check(&k, tz, mac(), after, 0.0, &mut SplitMix::new(1)).unwrap();
+        assert!(
+            t > Utc.with_ymd_and_hms(2026, 1, 8, 0, 0, 0).unwrap(),
+            "a 25-minute window cannot hold 30 idle minutes: {t}"
+        );
+    }
+
+    #[test]
+    fn power_on_only_schedules_nothing_and_repeat_wins_when_sooner() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        let mut k = knobs();
+        k.weekly = false;
+        assert_eq!(
+            next_check(&k, tz, mac(), after, 0.0, &mut SplitMix::new(1)),
+            None
+        );
+        k.weekly = true;
+        k.days = DaySet::ALL;
+        k.repeat_minutes = Some(10);
+        assert_eq!(
+            next_check(&k, tz, mac(), after, 0.0, &mut SplitMix::new(1)),
+            Some(after + Duration::minutes(10))
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_choices() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        let a = next_check(&knobs(), tz, mac(), after, 0.0, &mut SplitMix::new(7));
+        let b = next_check(&knobs(), tz, mac(), after, 0.0, &mut SplitMix::new(7));
+        assert_eq!(a, b);
+    }
+}
