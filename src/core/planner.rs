@@ -1,7 +1,7 @@
 //! The wave planner: a pure function from a fleet, `now` and the phones already upgraded to
 //! a [`Plan`]. See `docs/planner.md` for the rules and the phone behaviour behind them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -70,6 +70,7 @@ pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan 
         start,
         days: HORIZON_DAYS,
     };
+    let mut occurrences = Occurrences::new(usable_windows, &rollout.blackout_dates);
     let mut gate = start;
     let mut stages = Vec::with_capacity(rollout.stages.len());
     for (index, stage) in rollout.stages.iter().enumerate() {
@@ -83,7 +84,9 @@ pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan 
         for work in &mut works {
             let ranks = work.stage_ranks(index);
             summary.phones += ranks.len() as u64;
-            if let Some((first, last)) = work.place(index as u32, ranks, gate, schedule, &horizon) {
+            if let Some((first, last)) =
+                work.place(index as u32, ranks, gate, &horizon, &mut occurrences)
+            {
                 summary.start = Some(summary.start.map_or(first, |s: DateTime<Utc>| s.min(first)));
                 summary.end = Some(summary.end.map_or(last, |e: DateTime<Utc>| e.max(last)));
             }
@@ -274,23 +277,20 @@ impl SiteWork {
         stage: u32,
         ranks: std::ops::Range<usize>,
         gate: DateTime<Utc>,
-        schedule: &Schedule,
         horizon: &Horizon,
+        occurrences: &mut Occurrences,
     ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         if ranks.is_empty() {
             return None;
         }
-        let Some(windows) = self.windows else {
+        if self.windows.is_none() {
             self.plan.unplaced.extend_from_slice(&self.plan.macs[ranks]);
             return None;
-        };
+        }
         let tz = self.plan.time_zone;
         let cap = self.plan.cap.get() as usize;
         let slot = Duration::minutes(i64::from(self.plan.slot_minutes));
         let check = Duration::minutes(i64::from(self.plan.check_minutes));
-        let blackout = &schedule.rollout.blackout_dates;
-        let opens =
-            |date: NaiveDate| windows.days.contains(date.weekday()) && !blackout.contains(&date);
 
         let mut next = ranks.start;
         let mut used: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
@@ -302,16 +302,18 @@ impl SiteWork {
             .unwrap_or(NaiveDate::MIN);
         let last_date = horizon.last_date(tz);
         while next < ranks.end && date <= last_date {
-            if opens(date) {
-                let occ = occurrence(windows, date, tz, &opens);
+            if let Some(&Cached {
+                occ,
+                start_offset,
+                uniform,
+            }) = occurrences.get(tz, date)
+            {
                 let mut k = if gate > occ.start {
                     ceil_div(gate - occ.start, slot)
                 } else {
                     0
                 };
                 let count = (occ.end - occ.start).num_seconds() / slot.num_seconds();
-                let start_offset = offset_at(tz, occ.start);
-                let uniform = start_offset == offset_at(tz, occ.end);
                 while k < count && next < ranks.end {
                     let start = occ.start + Duration::seconds(slot.num_seconds() * k);
                     let end = start + slot;
@@ -360,6 +362,55 @@ impl SiteWork {
             self.plan.completion = self.plan.slots.last().map(|s| s.end);
         }
         self.plan
+    }
+}
+
+/// Window occurrences by zone and local date, shared by every site of a zone: the window,
+/// days and blackout dates are the schedule's, so ten thousand sites in forty zones resolve
+/// local times forty times per date, not ten thousand.
+struct Occurrences<'a> {
+    windows: Option<Windows>,
+    blackout: &'a BTreeSet<NaiveDate>,
+    cache: HashMap<(Tz, NaiveDate), Option<Cached>>,
+}
+
+/// An occurrence with the UTC offsets it spans.
+#[derive(Clone, Copy)]
+struct Cached {
+    occ: Occurrence,
+    start_offset: FixedOffset,
+    /// Same offset at both ends: no DST change inside, so every slot shares `start_offset`.
+    uniform: bool,
+}
+
+impl<'a> Occurrences<'a> {
+    fn new(windows: Option<Windows>, blackout: &'a BTreeSet<NaiveDate>) -> Self {
+        Self {
+            windows,
+            blackout,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The occurrence opening on `date` in `tz`, if a window opens that day.
+    fn get(&mut self, tz: Tz, date: NaiveDate) -> Option<&Cached> {
+        let (windows, blackout) = (self.windows?, self.blackout);
+        self.cache
+            .entry((tz, date))
+            .or_insert_with(|| {
+                let opens =
+                    |d: NaiveDate| windows.days.contains(d.weekday()) && !blackout.contains(&d);
+                opens(date).then(|| {
+                    let occ = occurrence(windows, date, tz, &opens);
+                    let start_offset = offset_at(tz, occ.start);
+                    Cached {
+                        occ,
+                        start_offset,
+                        uniform: start_offset == offset_at(tz, occ.end),
+                    }
+                })
+            })
+            .as_ref()
     }
 }
 
