@@ -3,10 +3,12 @@
 pub mod api;
 pub mod children;
 pub mod clock;
+pub mod controller;
 pub mod core;
 pub mod manifest;
 pub mod plan_report;
 pub mod render;
+pub mod run;
 pub mod selector;
 pub mod server;
 pub mod simulator;

@@ -13,6 +13,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller (leader-elected with --leader-elect) against the current kubeconfig
+    /// or in-cluster credentials, until SIGTERM.
+    Run(phonefleet::run::RunArgs),
     /// Simulate a fleet of phones against a provisioning server over HTTP; prints a JSON
     /// summary per site (see docs/provisioning.md).
     Simulate(phonefleet::simulator::cli::SimulateArgs),
@@ -63,6 +66,15 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
+                .init();
+            tokio::runtime::Runtime::new()?.block_on(phonefleet::run::run(args))?;
+        }
         Command::Simulate(args) => {
             tokio::runtime::Runtime::new()?.block_on(phonefleet::simulator::cli::simulate(args))?;
         }

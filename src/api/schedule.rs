@@ -395,9 +395,28 @@ pub struct PhoneScheduleStatus {
     /// Per-site summary (one entry per site, never per phone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<SiteSummary>,
+    /// Where the rollout of the current firmware stands; the controller's memory of released
+    /// stages and halted models, so a restart or upgrade of phonefleet redoes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// Standard conditions: Ready, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The gate state of the rollout of one firmware version.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The firmware version this state is about; a new version starts again at the first
+    /// stage.
+    pub firmware_version: String,
+    /// Index (from 0) of the last stage released.
+    pub released_stage: u32,
+    /// Models whose failure ratio crossed the threshold: their phones get no more slots until
+    /// the firmware changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub halted_models: Vec<String>,
 }
 
 /// Phone counts by rollout state.

@@ -1,0 +1,363 @@
+//! The controller: reconciles PhoneSchedules into rendered-config ConfigMaps, rollout gates and
+//! status, as a pipeline — observe (watch caches) → decide ([`desired::compute`], pure) → apply
+//! (only the differences) — woken by changes to schedules, sites, children and progress, and at
+//! the next slot boundary.
+
+pub mod apply;
+pub mod desired;
+pub mod error;
+pub mod gating;
+pub mod leader;
+pub mod observe;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+
+use crate::api::{PhoneSchedule, PhoneSite};
+use crate::children::{
+    COMPONENT_CONFIG, COMPONENT_PROGRESS, IndexSlot, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY,
+};
+use crate::clock::Clock;
+use crate::core::Mac;
+use crate::render::ServerUrl;
+use crate::selector::Selector;
+use observe::Caches;
+
+/// Longest sleep between two reconciles of a schedule with a rollout in flight, as a safety
+/// net under the boundary-driven wake-ups.
+const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// Retry delay after a failed reconcile.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// Base URL phones use to reach the provisioning server (written into their files).
+    pub server_url: ServerUrl,
+    /// Compete for leadership on this Lease; `None` runs as the only replica.
+    pub lease: Option<leader::LeaseConfig>,
+    /// Name this replica reports events under.
+    pub instance: String,
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub clock: Clock,
+    pub config: ControllerConfig,
+    pub caches: Caches,
+    recorder: Recorder,
+    /// Last slots written per schedule uid (see [`observe::load_slots`]).
+    slots: Mutex<HashMap<String, HashMap<Mac, IndexSlot>>>,
+    /// Observers of each reconcile (metrics, tests).
+    pub observer: Arc<dyn ReconcileObserver>,
+}
+
+/// Hooks called around reconciles, so metrics stay out of the pipeline.
+pub trait ReconcileObserver: Send + Sync {
+    /// A reconcile finished; `error` is the bounded reason on failure.
+    fn reconciled(
+        &self,
+        _schedule: &PhoneSchedule,
+        _elapsed: Duration,
+        _error: Option<&'static str>,
+    ) {
+    }
+    /// The status the reconcile decided (written or not).
+    fn status(&self, _schedule: &PhoneSchedule, _status: &crate::api::PhoneScheduleStatus) {}
+}
+
+/// An observer that does nothing.
+pub struct NoObserver;
+impl ReconcileObserver for NoObserver {}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails with a plain message when the CRDs are missing (the most common first-run mistake).
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+    let probe = ListParams::default().limit(1);
+    for result in [
+        api::<PhoneSchedule>(client, namespace)
+            .list(&probe)
+            .await
+            .map(|_| ()),
+        api::<PhoneSite>(client, namespace)
+            .list(&probe)
+            .await
+            .map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return Err(Error::CrdsMissing(e.message));
+            }
+            Err(e) => return Err(error::api("checking that the CRDs are installed")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the controller until `shutdown` is cancelled (Ok) or leadership is lost (Err).
+pub async fn run(
+    client: Client,
+    clock: Clock,
+    config: ControllerConfig,
+    observer: Arc<dyn ReconcileObserver>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    check_crds(&client, config.namespace.as_deref()).await?;
+
+    let (leading_tx, mut leading) = watch::channel(config.lease.is_none());
+    let stop_leading = CancellationToken::new();
+    let leader_task = config.lease.clone().map(|lease| {
+        let (client, stop) = (client.clone(), stop_leading.clone());
+        tokio::spawn(
+            async move { leader::run(client, lease, leading_tx, stop.cancelled_owned()).await },
+        )
+    });
+    if config.lease.is_some() {
+        tracing::info!("waiting to become leader");
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                stop_leading.cancel();
+                if let Some(task) = leader_task { let _ = task.await; }
+                return Ok(());
+            }
+            _ = leading.wait_for(|l| *l) => {}
+        }
+        tracing::info!("leading: starting the controller");
+    }
+
+    // Stop when asked to, or as soon as this replica stops leading.
+    let stop = CancellationToken::new();
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
+        let mut leading = leading.clone();
+        let elected = config.lease.is_some();
+        tokio::spawn(async move {
+            let lost_lease = async {
+                if elected && leading.wait_for(|l| !*l).await.is_ok() {
+                    return;
+                }
+                // Not elected (the only replica), or the elector is gone: nothing to lose.
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = lost_lease => lost.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
+            stop.cancel();
+        });
+    }
+
+    let ns = config.namespace.as_deref();
+    let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let (sites, sites_writer) = reflector::store();
+    let site_stream = reflector::reflector(
+        sites_writer,
+        watcher(api::<PhoneSite>(&client, ns), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (shards, shards_writer) = reflector::store();
+    let shard_stream = reflector::reflector(
+        shards_writer,
+        watcher(
+            api::<PartialObjectMeta<ConfigMap>>(&client, ns),
+            watcher::Config::default()
+                .labels(&format!("{LABEL_COMPONENT}={COMPONENT_CONFIG},{managed}")),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (progress, progress_writer) = reflector::store();
+    let progress_stream = reflector::reflector(
+        progress_writer,
+        watcher(
+            api::<ConfigMap>(&client, ns),
+            watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}")),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let controller = Controller::new(
+        api::<PhoneSchedule>(&client, ns),
+        watcher::Config::default(),
+    );
+    let schedules = controller.store();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "phonefleet".into(),
+                instance: Some(config.instance.clone()),
+            },
+        ),
+        client,
+        clock,
+        config,
+        caches: Caches {
+            schedules: schedules.clone(),
+            sites,
+            shards,
+            progress,
+        },
+        slots: Mutex::new(HashMap::new()),
+        observer,
+    });
+    controller
+        .owns_stream(shard_stream)
+        .owns_stream(progress_stream)
+        .watches_stream(site_stream, move |site| {
+            schedules_selecting(&schedules, &site)
+        })
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+
+    stop_leading.cancel();
+    if let Some(task) = leader_task {
+        let _ = task.await;
+    }
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::LostLeadership);
+    }
+    Ok(())
+}
+
+/// The schedules a site change concerns: those selecting it now, and those that had it.
+fn schedules_selecting(
+    schedules: &Store<PhoneSchedule>,
+    site: &PhoneSite,
+) -> Vec<ObjectRef<PhoneSchedule>> {
+    let name = site.name_any();
+    schedules
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == site.namespace())
+        .filter(|s| {
+            let selects =
+                Selector::parse(&s.spec.site_selector).is_ok_and(|sel| sel.matches(site.labels()));
+            let had = s
+                .status
+                .as_ref()
+                .is_some_and(|st| st.sites.iter().any(|x| x.name == name));
+            selects || had
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+async fn reconcile(schedule: Arc<PhoneSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&schedule, &ctx).await;
+    ctx.observer.reconciled(
+        &schedule,
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    result
+}
+
+async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Action, Error> {
+    // The decision needs complete caches: a half-filled shard cache would rewrite everything.
+    for ready in [
+        ctx.caches.sites.wait_until_ready().await.is_ok(),
+        ctx.caches.shards.wait_until_ready().await.is_ok(),
+        ctx.caches.progress.wait_until_ready().await.is_ok(),
+    ] {
+        if !ready {
+            return Ok(Action::requeue(ERROR_REQUEUE));
+        }
+    }
+    if schedule.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let uid = schedule.uid().unwrap_or_default();
+    let ns = schedule.namespace().unwrap_or_default();
+    let observed = observe::observe(&ctx.caches, schedule);
+
+    let cached = ctx.slots.lock().ok().and_then(|m| m.get(&uid).cloned());
+    let previous_slots = match cached {
+        Some(slots) => slots,
+        None => {
+            let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+            observe::load_slots(&configmaps, observed.existing_shards.keys()).await?
+        }
+    };
+
+    let now = ctx.clock.now();
+    let inputs = desired::Inputs {
+        schedule,
+        schedules: &observed.schedules,
+        sites: &observed.sites,
+        progress: &observed.progress,
+        previous_slots: &previous_slots,
+        existing_shards: &observed.existing_shards,
+        server_url: &ctx.config.server_url,
+        now,
+    };
+    let desired = desired::compute(&inputs);
+    ctx.observer.status(schedule, &desired.status);
+
+    let written = apply::apply(&ctx.client, &ctx.recorder, schedule, &desired).await?;
+    if written != apply::Written::default() {
+        tracing::info!(
+            schedule = %format!("{ns}/{}", schedule.name_any()),
+            shards = written.shards,
+            deleted = written.deleted,
+            status = written.status,
+            events = written.events,
+            "reconciled"
+        );
+    }
+    if let Ok(mut slots) = ctx.slots.lock() {
+        slots.insert(uid, desired.slots);
+    }
+    Ok(match desired.wake_at {
+        Some(at) => Action::requeue(ctx.clock.to_real(desired::until(now, at)).min(MAX_REQUEUE)),
+        None => Action::await_change(),
+    })
+}
+
+fn error_policy(schedule: Arc<PhoneSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        schedule = %schedule.name_any(),
+        reason = error.reason(),
+        error = %error,
+        "reconcile failed; retrying"
+    );
+    Action::requeue(ERROR_REQUEUE)
+}

@@ -1,0 +1,123 @@
+//! `phonefleet run`: the long-running process — controller (leader-elected) and, as they land,
+//! the provisioning server and metrics — with signal handling for graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::controller::{self, ControllerConfig, NoObserver, leader::LeaseConfig};
+use crate::render::ServerUrl;
+
+/// Options of `phonefleet run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch PhoneSchedules and PhoneSites of this namespace only (default: all namespaces).
+    #[arg(long, env = "PHONEFLEET_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Base URL phones use to reach the provisioning server; written into their files.
+    #[arg(
+        long,
+        env = "PHONEFLEET_SERVER_URL",
+        default_value = "http://phonefleet-provisioning"
+    )]
+    pub server_url: ServerUrl,
+    /// Compete for a Lease so that only one of several replicas acts.
+    #[arg(long, env = "PHONEFLEET_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "phonefleet-controller")]
+    pub lease_name: String,
+    /// Lease duration: how long a dead leader keeps the lease before a standby takes over.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity (pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Simulated time: the instant the simulation starts at (RFC 3339). Test and demo builds
+    /// only (feature `simulated-time`).
+    #[cfg(feature = "simulated-time")]
+    #[arg(long, requires = "time_scale")]
+    pub time_origin: Option<chrono::DateTime<chrono::Utc>>,
+    /// Simulated time: how many times faster than real time the clock runs.
+    #[cfg(feature = "simulated-time")]
+    #[arg(long, requires = "time_origin")]
+    pub time_scale: Option<u32>,
+}
+
+impl RunArgs {
+    /// The clock these options ask for.
+    pub fn clock(&self) -> Clock {
+        #[cfg(feature = "simulated-time")]
+        if let (Some(origin), Some(scale)) = (self.time_origin, self.time_scale) {
+            return Clock::scaled(origin, chrono::Utc::now(), scale);
+        }
+        Clock::System
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "phonefleet".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// Cancels the token on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        trigger.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}
+
+/// Runs until a signal arrives (Ok) or something fails or leadership is lost (Err).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let clock = args.clock();
+    let identity = args.identity();
+    let shutdown = shutdown_on_signals();
+    let config = ControllerConfig {
+        namespace: args.namespace.clone(),
+        server_url: args.server_url.clone(),
+        lease: args.leader_elect.then(|| LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
+            renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+        }),
+        instance: identity,
+    };
+    controller::run(client, clock, config, Arc::new(NoObserver), shutdown).await?;
+    Ok(())
+}
