@@ -214,7 +214,7 @@ mod tests {
         }
     }
 
-    fn rendered(format: Format, slot: bool) -> String {
+    fn rendered(format: Format, with_slot: bool) -> String {
         let policy = ProvisioningPolicy {
             power_on: true,
             repeatedly: std::num::NonZeroU32::new(720),
@@ -244,7 +244,7 @@ mod tests {
             mac,
             model: "GXP2170",
             provisioning: &policy,
-            slot: slot.then_some(&slot),
+            slot: with_slot.then_some(&slot),
         };
         render(&phone, &"http://prov:8080".parse().unwrap(), format).body
     }

@@ -1,0 +1,299 @@
+//! The fleet simulator against the real provisioning server and the real control plane, on a
+//! compressed clock: phones obey their rendered files, download inside their slots under the
+//! site's cap (also through a power-cut storm), come back upgraded, and a model whose
+//! firmware never comes back ends up failed in the progress ConfigMap.
+
+#![cfg(feature = "simulated-time")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use chrono::{DateTime, TimeZone, Utc, Weekday};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use phonefleet::api::PhoneSchedule;
+use phonefleet::children::{
+    self, COMPONENT_CONFIG, COMPONENT_PROGRESS, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot,
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_SCHEDULE, LABEL_SITE, MANAGED_BY, PhoneProgress,
+    PhoneState, ShardIndex,
+};
+use phonefleet::clock::Clock;
+use phonefleet::core::{
+    CheckWindow, DaySet, FlexiblePolicy, LocalTime, LocalWindow, Mac, ProvisioningPolicy,
+    WeeklyPolicy,
+};
+use phonefleet::render::{self, FirmwarePath, Format, PhoneConfig, RolloutSlot};
+use phonefleet::server::{self, ServerConfig};
+use phonefleet::simulator::{self, SimConfig, SimPhone, SimSite, knobs::grandstream_image};
+
+const TARGET: &str = "2.0.0";
+const CAP: u32 = 3;
+const SCALE: u32 = 1200;
+
+fn origin() -> DateTime<Utc> {
+    // A Monday, 00:00 UTC.
+    Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap()
+}
+
+fn policy() -> ProvisioningPolicy {
+    let w = |a: &str, b: &str| LocalWindow {
+        start: a.parse().unwrap(),
+        end: b.parse().unwrap(),
+    };
+    ProvisioningPolicy {
+        power_on: true,
+        repeatedly: None,
+        weekly: WeeklyPolicy {
+            enabled: true,
+            interval_weeks: 1,
+            inactivity_minutes: 0,
+            window: w("00:00", "05:00"),
+            days: DaySet::ALL,
+        },
+        flexible: FlexiblePolicy {
+            enabled: false,
+            interval_days: 1,
+            window: w("00:00", "00:00"),
+        },
+    }
+}
+
+fn image_for(model: &str) -> String {
+    if model.starts_with("SIP-") {
+        "t46ufw.bin".into()
+    } else {
+        grandstream_image(model)
+    }
+}
+
+#[tokio::test]
+async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("sim-fleet").await;
+    let client = cluster.client().await;
+    let schedule: PhoneSchedule = serde_json::from_value(serde_json::json!({
+        "apiVersion": "phonefleet.io/v1alpha1", "kind": "PhoneSchedule",
+        "metadata": {"name": "fw"}, "spec": {}
+    }))
+    .unwrap();
+    let schedule = Api::<PhoneSchedule>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &schedule)
+        .await
+        .expect("create schedule");
+
+    // 12 phones, three per 30-minute slot from 01:00: 6 healthy Grandstream, 3 Yealink, and 3
+    // of a model whose firmware bricks it.
+    let models = [
+        "GXP2170", "GXP2170", "GXP2170", "SIP-T46U", "SIP-T46U", "SIP-T46U", "GXP2170", "GXP2170",
+        "GXP2170", "GXP1625", "GXP1625", "GXP1625",
+    ];
+    let policy = policy();
+    let firmware_dir = tempfile::tempdir().unwrap();
+    for model in ["GXP2170", "GXP1625", "SIP-T46U"] {
+        std::fs::write(
+            firmware_dir.path().join(image_for(model)),
+            simulator::firmware_image(TARGET, 20 * 1024),
+        )
+        .unwrap();
+    }
+    // Bind the server first: its URL goes into the rendered files.
+    let clock = Clock::scaled(origin(), Utc::now(), SCALE);
+    let config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        namespace: Some(ns.name.clone()),
+        firmware_dir: Some(firmware_dir.path().to_path_buf()),
+        replica_id: "sim".into(),
+        flush_interval: Duration::from_millis(200),
+        // 20 KiB at 68 B/s: a download lasts about 5 simulated minutes.
+        download_rate: Some(68),
+        chunk_bytes: 2048,
+        busy_retry_after: Duration::from_secs(120),
+        ..ServerConfig::default()
+    };
+    let srv = server::start(config, client.clone(), clock)
+        .await
+        .expect("server");
+    let base = format!("http://{}", srv.local_addr());
+    let server_url = base.parse().unwrap();
+
+    let mut data = BTreeMap::new();
+    let mut phones = BTreeMap::new();
+    let mut sim_phones = Vec::new();
+    for (i, model) in models.iter().enumerate() {
+        let mac = Mac::from_u64(0x000b_8210_0000 + i as u64).unwrap();
+        let k = (i / CAP as usize) as u32;
+        let start = LocalTime::from_minutes(60 + 30 * k).unwrap();
+        let end = LocalTime::from_minutes(90 + 30 * k).unwrap();
+        let slot = RolloutSlot {
+            firmware_version: TARGET.into(),
+            firmware: FirmwarePath::new("paris", &image_for(model)).unwrap(),
+            window: CheckWindow {
+                weekday: Weekday::Mon,
+                window: LocalWindow { start, end },
+            },
+        };
+        let format = if model.starts_with("SIP-") {
+            Format::Yealink
+        } else {
+            Format::Xml
+        };
+        let file = render::render(
+            &PhoneConfig {
+                mac,
+                model,
+                provisioning: &policy,
+                slot: Some(&slot),
+            },
+            &server_url,
+            format,
+        );
+        let utc = |t: LocalTime| origin() + chrono::Duration::minutes(i64::from(t.minutes()));
+        phones.insert(
+            mac.bare().to_string(),
+            IndexPhone {
+                model: model.to_string(),
+                file: file.name.clone(),
+                slot: Some(IndexSlot {
+                    stage: 0,
+                    start: utc(start),
+                    end: utc(end),
+                }),
+            },
+        );
+        data.insert(file.name, file.body);
+        sim_phones.push(SimPhone {
+            mac,
+            model: model.to_string(),
+        });
+    }
+    let index = ShardIndex {
+        schedule: format!("{}/fw", ns.name),
+        site: "paris".into(),
+        time_zone: "UTC".into(),
+        cap: CAP,
+        firmware: Some(IndexFirmware {
+            version: TARGET.into(),
+            file: "gxp2170fw.bin".into(),
+            models: vec![],
+        }),
+        phones,
+    };
+    data.insert(INDEX_KEY.into(), serde_json::to_string(&index).unwrap());
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some(children::config_map_name("fw", "paris", 0));
+    cm.metadata.labels = Some(BTreeMap::from([
+        (LABEL_COMPONENT.into(), COMPONENT_CONFIG.into()),
+        (LABEL_MANAGED_BY.into(), MANAGED_BY.into()),
+        (LABEL_SCHEDULE.into(), "fw".into()),
+        (LABEL_SITE.into(), "paris".into()),
+    ]));
+    cm.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "phonefleet.io/v1alpha1".into(),
+        kind: "PhoneSchedule".into(),
+        name: "fw".into(),
+        uid: schedule.uid().unwrap(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    cm.data = Some(data);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create shard");
+    support::eventually(
+        "the server to index the shard",
+        Duration::from_secs(30),
+        || {
+            let ready = srv.is_ready();
+            let base = base.clone();
+            let name = Format::Xml.file_name(sim_phones[0].mac);
+            async move {
+                if !ready {
+                    return None;
+                }
+                let addr = base.trim_start_matches("http://").to_owned();
+                let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let req = format!("GET /{name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                conn.write_all(req.as_bytes()).await.ok()?;
+                let mut reply = Vec::new();
+                conn.read_to_end(&mut reply).await.ok()?;
+                reply.starts_with(b"HTTP/1.1 200").then_some(())
+            }
+        },
+    )
+    .await;
+
+    let sites = vec![SimSite {
+        name: "paris".into(),
+        time_zone: chrono_tz::UTC,
+        phones: sim_phones,
+    }];
+    let mut sim = SimConfig::new(base, sites);
+    sim.seed = 7;
+    sim.initial_version = "1.0.0".into();
+    sim.fail_models = vec!["GXP1625".into()];
+    sim.duration = Duration::from_secs(5 * 3600);
+    // Every phone boots at the start (a storm outside the slots), and again at 01:40.
+    sim.power_cuts = vec![("paris".into(), origin() + chrono::Duration::minutes(100))];
+    sim.stop_when_settled = true;
+    let summary = simulator::run(sim, clock).await;
+    let site = &summary.sites["paris"];
+    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    assert_eq!(site.phones, 12);
+    assert_eq!(site.upgraded, 9, "every healthy phone upgraded");
+    assert_eq!(site.failed, 3, "the bricking model stays down");
+    assert!(
+        site.peak_concurrent_downloads <= CAP,
+        "phones saw {} downloads at once",
+        site.peak_concurrent_downloads
+    );
+    assert!(
+        site.refusals > 0,
+        "phones booting outside their slot are refused"
+    );
+    let server_peak = srv
+        .stats()
+        .site("paris")
+        .peak_in_flight
+        .load(Ordering::SeqCst);
+    assert!(
+        server_peak <= CAP,
+        "server saw {server_peak} downloads at once"
+    );
+
+    // The progress the controller reads: 9 upgraded, 3 failed once their reboot deadline passes.
+    support::eventually(
+        "progress to show 9 upgraded and 3 failed",
+        Duration::from_secs(60),
+        || {
+            let cms = cms.clone();
+            async move {
+                let lp = ListParams::default()
+                    .labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}"));
+                let list = cms.list(&lp).await.ok()?;
+                let mut counts: BTreeMap<PhoneState, u32> = BTreeMap::new();
+                for cm in list.items {
+                    for v in cm.data.unwrap_or_default().values() {
+                        let p: PhoneProgress = serde_json::from_str(v).ok()?;
+                        *counts.entry(p.state).or_default() += 1;
+                    }
+                }
+                (counts.get(&PhoneState::Upgraded) == Some(&9)
+                    && counts.get(&PhoneState::Failed) == Some(&3))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    srv.shutdown().await;
+    ns.delete().await;
+}
