@@ -45,7 +45,24 @@ pub fn run(
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
     let fleet = manifest::load(path)?.fleet()?;
-    let plan = crate::core::plan(&fleet, now, &Default::default());
+    let written = write(&fleet, now, format, out);
+    // `phonefleet plan -o json | head` closes the pipe early; that is not a failure.
+    match written {
+        Err(ReportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(ReportError::Json(e)) if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn write(
+    fleet: &crate::core::Fleet,
+    now: DateTime<Utc>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), ReportError> {
+    let plan = crate::core::plan(fleet, now, &Default::default());
     match format {
         Format::Table => out.write_all(to_table(&plan).as_bytes())?,
         Format::Json => write_json(&plan, &mut *out)?,

@@ -141,6 +141,17 @@ pub fn to_svg(plan: &Plan) -> Result<String, ReportError> {
             .draw()
             .map_err(err)?;
 
+        // Alternate row shading, translucent so the time grid stays visible.
+        chart
+            .draw_series((0..shown.len()).filter(|i| i % 2 == 0).map(|i| {
+                let base = (rows - i - 1) as f64;
+                Rectangle::new(
+                    [(0.0, base), (span, base + 1.0)],
+                    RGBColor(60, 60, 120).mix(0.05).filled(),
+                )
+            }))
+            .map_err(err)?;
+
         // The controller releases the next stage only after this instant.
         for (i, stage) in plan.stages.iter().enumerate() {
             if let Some(end) = stage.end {
@@ -169,14 +180,6 @@ pub fn to_svg(plan: &Plan) -> Result<String, ReportError> {
         for (i, site) in shown.iter().enumerate() {
             let base = (rows - i - 1) as f64;
             let cap = f64::from(site.cap.get());
-            if i % 2 == 0 {
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(0.0, base), (span, base + 1.0)],
-                        RGBColor(247, 247, 250).filled(),
-                    )))
-                    .map_err(err)?;
-            }
             chart
                 .draw_series(std::iter::once(PathElement::new(
                     vec![(0.0, base + 0.85), (span, base + 0.85)],
