@@ -254,7 +254,7 @@ async fn get(client: &Http, addr: SocketAddr, path: &str, headers: &[(&str, &str
 async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(request).await.expect("write");
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let mut n = 0;
     while n < 12 {
         let r = s.read(&mut buf[n..]).await.expect("read");

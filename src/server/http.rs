@@ -29,6 +29,9 @@ use super::range::{ByteRange, parse_range};
 use super::stats::{Outcome, ServerStats, SiteStats};
 use super::tokens::{TokenError, TokenGuard, Tokens};
 
+/// A request refused early: the outcome to count and the answer (boxed: it is large).
+type Refusal = Box<(Outcome, Response<Body>)>;
+
 /// The body of every response.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -140,11 +143,11 @@ impl State {
         }
     }
 
-    fn agent<B>(&self, req: &Request<B>) -> Result<Option<PhoneAgent>, (Outcome, Response<Body>)> {
+    fn agent<B>(&self, req: &Request<B>) -> Result<Option<PhoneAgent>, Refusal> {
         let Some(ua) = req.headers().get(header::USER_AGENT) else {
             return Ok(None);
         };
-        let bad = |m: String| (Outcome::BadRequest, text(StatusCode::BAD_REQUEST, &m));
+        let bad = |m: String| Box::new((Outcome::BadRequest, text(StatusCode::BAD_REQUEST, &m)));
         let ua = ua
             .to_str()
             .map_err(|_| bad("User-Agent is not ASCII".into()))?;
@@ -155,7 +158,7 @@ impl State {
         }
     }
 
-    fn authorized<B>(&self, req: &Request<B>, site: &str) -> Result<(), (Outcome, Response<Body>)> {
+    fn authorized<B>(&self, req: &Request<B>, site: &str) -> Result<(), Refusal> {
         let auth = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -167,7 +170,7 @@ impl State {
         if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"phonefleet {site}\"")) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
-        Err((Outcome::Unauthorized, resp))
+        Err(Box::new((Outcome::Unauthorized, resp)))
     }
 
     fn config_file<B>(
@@ -184,7 +187,7 @@ impl State {
         };
         let agent = match self.agent(req) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         if let Some(agent) = &agent
             && agent.mac != mac
@@ -206,7 +209,7 @@ impl State {
         };
         if let Some(phone) = &phone {
             if let Err(r) = self.authorized(req, &phone.shard.site) {
-                return r;
+                return *r;
             }
             if let Some(agent) = &agent
                 && let Some(target) = phone.shard.target_for(&phone.model)
@@ -261,7 +264,7 @@ impl State {
                     ),
                 );
             }
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let phone = self
             .index
@@ -284,7 +287,7 @@ impl State {
             );
         }
         if let Err(r) = self.authorized(req, path.site()) {
-            return r;
+            return *r;
         }
         let full_path = dir.join(path.file());
         let mut fw = match tokio::fs::File::open(&full_path).await {
@@ -323,7 +326,7 @@ impl State {
         let site_stats = self.stats.site(path.site());
         let now = self.clock.now();
         if let Err(refusal) = self.in_slot(&phone, now, &site_stats) {
-            return refusal;
+            return *refusal;
         }
         let guard = match self
             .tokens
@@ -421,13 +424,13 @@ impl State {
         phone: &PhoneEntry,
         now: DateTime<Utc>,
         site: &SiteStats,
-    ) -> Result<(), (Outcome, Response<Body>)> {
+    ) -> Result<(), Refusal> {
         let refuse = |after: Duration, why: &str| {
             site.refused_outside_slot.fetch_add(1, Ordering::Relaxed);
-            Err((
+            Err(Box::new((
                 Outcome::OutsideSlot,
                 retry_after(StatusCode::SERVICE_UNAVAILABLE, why, after),
-            ))
+            )))
         };
         let Some(slot) = phone
             .slot
