@@ -848,3 +848,7 @@ pub fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> std::time::Duration {
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(1))
 }
+
+#[cfg(test)]
+#[path = "desired_tests.rs"]
+mod tests;

@@ -1,0 +1,409 @@
+//! The controller's decisions, one behaviour per test, on inline YAML fixtures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::children::{PhoneProgress, PhoneState};
+
+const SCHEDULE: &str = r#"
+apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata: {name: fw, namespace: voice, uid: uid-fw, generation: 3}
+spec:
+  siteSelector: {matchLabels: {region: eu}}
+  provisioning:
+    weekly: {enabled: true, window: {start: "01:00", end: "05:00"}, days: [Sun, Mon, Tue, Wed, Thu, Fri, Sat]}
+  firmware: {version: "2.0", file: fw-2.0.bin, models: [GXP2170, SIP-T46U]}
+  rollout:
+    downloadMinutes: 20
+    checkSpreadMinutes: 10
+    stages: [{name: canary, percent: 10}, {name: all, percent: 100}]
+    successThresholdPercent: 90
+    failureThresholdPercent: 20
+"#;
+
+fn schedule(yaml: &str) -> PhoneSchedule {
+    serde_yaml_ng::from_str(yaml).expect("fixture schedule")
+}
+
+fn site(name: &str, zone: &str, cap: u32, phones: u32, models: &[&str]) -> PhoneSite {
+    let phones: Vec<String> = (0..phones)
+        .map(|i| {
+            format!(
+                "{{mac: \"00:0b:82:{:02x}:{:02x}:{:02x}\", model: {}}}",
+                name.len(),
+                i / 256,
+                i % 256,
+                models[i as usize % models.len()]
+            )
+        })
+        .collect();
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: phonefleet.io/v1alpha1\nkind: PhoneSite\nmetadata: {{name: {name}, namespace: voice, labels: {{region: eu}}}}\nspec: {{timeZone: {zone}, maxConcurrentDownloads: {cap}, phones: [{}]}}",
+        phones.join(", ")
+    ))
+    .expect("fixture site")
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().expect("fixture time")
+}
+
+/// A world to decide in, with defaults the tests override.
+struct World {
+    schedule: PhoneSchedule,
+    others: Vec<Arc<PhoneSchedule>>,
+    sites: Vec<Arc<PhoneSite>>,
+    progress: HashMap<Mac, PhoneProgress>,
+    previous: HashMap<Mac, IndexSlot>,
+    existing: BTreeMap<String, String>,
+    now: DateTime<Utc>,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            schedule: schedule(SCHEDULE),
+            others: Vec::new(),
+            sites: vec![Arc::new(site(
+                "paris",
+                "Europe/Paris",
+                2,
+                20,
+                &["GXP2170", "SIP-T46U"],
+            ))],
+            progress: HashMap::new(),
+            previous: HashMap::new(),
+            existing: BTreeMap::new(),
+            now: at("2026-12-01T12:00:00Z"),
+        }
+    }
+
+    fn decide(&self) -> Desired {
+        let mut schedules = self.others.clone();
+        schedules.push(Arc::new(self.schedule.clone()));
+        let url: ServerUrl = "http://prov.example:8080".parse().expect("url");
+        compute(&Inputs {
+            schedule: &self.schedule,
+            schedules: &schedules,
+            sites: &self.sites,
+            progress: &self.progress,
+            previous_slots: &self.previous,
+            existing_shards: &self.existing,
+            server_url: &url,
+            now: self.now,
+        })
+    }
+
+    /// Feeds a decision back as the cluster's state, as the next reconcile would see it.
+    fn settle(&mut self, desired: &Desired) {
+        self.existing = desired
+            .shards
+            .iter()
+            .flatten()
+            .map(|s| (s.name.clone(), s.hash.clone()))
+            .collect();
+        self.schedule.status = Some(desired.status.clone());
+        self.previous = desired.slots.clone();
+    }
+
+    fn report(&mut self, mac: Mac, state: PhoneState) {
+        self.progress.insert(
+            mac,
+            PhoneProgress {
+                state,
+                version: None,
+                target: "2.0".into(),
+                since: self.now,
+            },
+        );
+    }
+}
+
+fn condition<'a>(status: &'a PhoneScheduleStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect("condition present")
+}
+
+fn files(desired: &Desired) -> BTreeMap<String, String> {
+    desired
+        .shards
+        .iter()
+        .flatten()
+        .flat_map(|s| s.data.iter().flatten())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn only_the_released_canary_gets_slots_and_every_phone_gets_a_file() {
+    let d = World::new().decide();
+    let files = files(&d);
+    assert_eq!(files.len(), 20 + 1, "one file per phone plus the index");
+    assert_eq!(d.slots.len(), 2, "10 % of 20 phones form the canary");
+    assert!(d.slots.values().all(|s| s.stage == 0));
+    assert_eq!(d.status.phase.as_deref(), Some(phase::PROGRESSING));
+    assert_eq!(d.status.stage.as_deref(), Some("canary"));
+    assert_eq!(condition(&d.status, condition::READY).status, "True");
+    let with_firmware = files
+        .iter()
+        .filter(|(name, body)| *name != INDEX_KEY && body.contains("firmware/paris"))
+        .count();
+    assert_eq!(
+        with_firmware, 2,
+        "only slotted phones are pointed at the firmware"
+    );
+}
+
+#[test]
+fn a_second_decision_on_the_written_state_changes_nothing() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    let second = world.decide();
+    assert!(
+        second.shards.iter().flatten().all(|s| s.data.is_none()),
+        "no shard to write"
+    );
+    assert!(second.stale.is_empty());
+    assert_eq!(second.status, first.status, "status equal: no status write");
+    assert!(second.events.is_empty());
+}
+
+#[test]
+fn slots_never_put_more_than_the_cap_of_a_site_at_once() {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site(
+        "paris",
+        "Europe/Paris",
+        3,
+        200,
+        &["GXP2170"],
+    ))];
+    let mut s = world.schedule.clone();
+    s.spec.rollout.stages.clear();
+    world.schedule = s;
+    let d = world.decide();
+    assert_eq!(d.slots.len(), 200);
+    let mut starts: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+    for slot in d.slots.values() {
+        *starts.entry(slot.start).or_default() += 1;
+    }
+    assert!(starts.values().all(|n| *n <= 3), "{starts:?}");
+}
+
+#[test]
+fn a_phone_inside_its_slot_keeps_it_when_others_finish() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    let (&mac, &slot) = first.slots.iter().min_by_key(|(m, _)| **m).expect("a slot");
+    let other = *first
+        .slots
+        .keys()
+        .find(|m| **m != mac)
+        .expect("two canaries");
+    world.now = slot.start + Duration::minutes(3);
+    world.report(other, PhoneState::Upgraded);
+    let second = world.decide();
+    assert_eq!(second.slots.get(&mac), Some(&slot));
+}
+
+#[test]
+fn a_phone_that_missed_its_slot_gets_a_later_one() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    world.now = slot.end + Duration::minutes(1);
+    let second = world.decide();
+    let again = second.slots.get(&mac).expect("re-planned");
+    assert!(again.start >= world.now, "{again:?} after {}", world.now);
+}
+
+#[test]
+fn canary_success_releases_the_next_stage_with_an_event() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    for mac in first.slots.keys().copied().collect::<Vec<_>>() {
+        world.report(mac, PhoneState::Upgraded);
+    }
+    let second = world.decide();
+    assert_eq!(second.status.stage.as_deref(), Some("all"));
+    assert_eq!(
+        second.status.rollout.as_ref().map(|r| r.released_stage),
+        Some(1)
+    );
+    assert!(
+        second
+            .events
+            .iter()
+            .any(|e| e.reason == reason::STAGE_RELEASED)
+    );
+    assert_eq!(second.slots.len(), 18, "the 18 remaining phones are placed");
+    assert_eq!(second.status.counts.as_ref().map(|c| c.upgraded), Some(2));
+}
+
+#[test]
+fn a_failing_model_halts_with_a_warning_and_gets_no_slots() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    for mac in first.slots.keys().copied().collect::<Vec<_>>() {
+        world.report(mac, PhoneState::Failed);
+    }
+    let second = world.decide();
+    assert_eq!(second.status.phase.as_deref(), Some(phase::HALTED));
+    assert_eq!(
+        condition(&second.status, condition::DEGRADED).reason,
+        reason::ROLLOUT_HALTED
+    );
+    assert!(
+        second
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == reason::ROLLOUT_HALTED)
+    );
+    let halted = &second
+        .status
+        .rollout
+        .as_ref()
+        .expect("rollout")
+        .halted_models;
+    assert!(!halted.is_empty());
+    let site = &world.sites[0];
+    for phone in &site.spec.phones {
+        let mac: Mac = phone.mac.parse().expect("mac");
+        if halted.contains(&phone.model) {
+            assert!(
+                !second.slots.contains_key(&mac),
+                "{} of a halted model",
+                phone.mac
+            );
+        }
+    }
+}
+
+#[test]
+fn the_older_schedule_keeps_a_contested_site() {
+    let mut world = World::new();
+    let mut older = schedule(SCHEDULE);
+    older.metadata.name = Some("older".into());
+    older.metadata.uid = Some("uid-older".into());
+    older.metadata.creation_timestamp = Some(Time(to_timestamp(at("2026-01-01T00:00:00Z"))));
+    world.schedule.metadata.creation_timestamp =
+        Some(Time(to_timestamp(at("2026-06-01T00:00:00Z"))));
+    world.others.push(Arc::new(older));
+    let d = world.decide();
+    let degraded = condition(&d.status, condition::DEGRADED);
+    assert_eq!(degraded.reason, reason::SITE_CONFLICT);
+    assert!(degraded.message.contains("older"), "{}", degraded.message);
+    assert!(
+        d.shards.as_ref().is_some_and(Vec::is_empty),
+        "no files for a site it lost"
+    );
+    assert!(d.events.iter().any(|e| e.reason == reason::SITE_CONFLICT));
+}
+
+#[test]
+fn an_unknown_zone_is_reported_and_the_other_sites_go_on() {
+    let mut world = World::new();
+    world.sites.push(Arc::new(site(
+        "mars",
+        "Mars/Olympus_Mons",
+        2,
+        5,
+        &["GXP2170"],
+    )));
+    let d = world.decide();
+    let degraded = condition(&d.status, condition::DEGRADED);
+    assert_eq!(degraded.reason, reason::INVALID_SITE);
+    assert!(
+        degraded.message.contains("spec.timeZone"),
+        "{}",
+        degraded.message
+    );
+    assert!(degraded.message.contains("Mars/Olympus_Mons"));
+    assert_eq!(d.status.sites.len(), 1, "paris still planned");
+}
+
+#[test]
+fn a_selector_that_matches_nothing_is_not_ready() {
+    let mut world = World::new();
+    world.schedule.spec.site_selector.match_labels =
+        Some([("region".to_owned(), "mars".to_owned())].into());
+    let d = world.decide();
+    let ready = condition(&d.status, condition::READY);
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, reason::NO_MATCHING_SITES);
+    assert_eq!(d.status.phase.as_deref(), Some(phase::PENDING));
+}
+
+#[test]
+fn a_paused_rollout_hands_out_no_slot_and_no_firmware() {
+    let mut world = World::new();
+    world.schedule.spec.rollout.paused = true;
+    let d = world.decide();
+    assert!(d.slots.is_empty());
+    assert!(files(&d).values().all(|b| !b.contains("firmware/paris")));
+    assert_eq!(d.status.phase.as_deref(), Some(phase::PAUSED));
+}
+
+#[test]
+fn upgraded_phones_are_not_planned_again() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    let done: Vec<Mac> = first.slots.keys().copied().collect();
+    for mac in &done {
+        world.report(*mac, PhoneState::Upgraded);
+    }
+    world.now += Duration::days(2);
+    let later = world.decide();
+    for mac in &done {
+        assert!(!later.slots.contains_key(mac));
+    }
+}
+
+#[test]
+fn removed_sites_leave_stale_shards_to_delete() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    world.sites.clear();
+    let d = world.decide();
+    assert_eq!(d.stale, vec!["fw-paris-0".to_owned()]);
+}
+
+#[test]
+fn an_invalid_spec_keeps_the_children_and_says_why() {
+    let mut world = World::new();
+    world.schedule.spec.provisioning.weekly.window.start = "25:00".into();
+    let d = world.decide();
+    assert!(d.shards.is_none(), "children left as they are");
+    let ready = condition(&d.status, condition::READY);
+    assert_eq!(ready.reason, reason::INVALID_SPEC);
+    assert!(
+        ready
+            .message
+            .contains("spec.provisioning.weekly.window.start"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn yealink_models_read_cfg_files_and_the_rest_xml() {
+    assert_eq!(format_for_model("SIP-T46U"), Format::Yealink);
+    assert_eq!(format_for_model("T54W"), Format::Yealink);
+    assert_eq!(format_for_model("GXP2170"), Format::Xml);
+    assert_eq!(format_for_model("GRP2614"), Format::Xml);
+}
