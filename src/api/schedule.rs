@@ -294,6 +294,12 @@ pub struct Firmware {
         "reason": "FieldValueInvalid"
     },
     {
+        "rule": "!has(self.stages) || self.stages.all(s, !has(s.name) || self.stages.exists_one(t, has(t.name) && t.name == s.name))",
+        "message": "stage names must be unique: status, events and metrics name stages",
+        "fieldPath": ".stages",
+        "reason": "FieldValueInvalid"
+    },
+    {
         "rule": "!has(self.notBefore) || !has(self.deadline) || self.deadline > self.notBefore",
         "message": "deadline must be after notBefore",
         "fieldPath": ".deadline",
@@ -357,7 +363,7 @@ pub struct Rollout {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
-    /// Name shown in status and metrics (default `stage-N`).
+    /// Name shown in status and metrics (default `stage-N`); unique among the stages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub name: Option<String>,
@@ -401,6 +407,7 @@ pub struct PhoneScheduleStatus {
     pub rollout: Option<RolloutStatus>,
     /// Standard conditions: Ready, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 
