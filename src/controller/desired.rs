@@ -107,6 +107,8 @@ pub struct Desired {
     pub wake_at: Option<DateTime<Utc>>,
     /// The slots rendered into the phones' files.
     pub slots: HashMap<Mac, IndexSlot>,
+    /// Minutes of each site's check window inside a slot.
+    pub check_minutes: BTreeMap<String, u32>,
 }
 
 /// A site this schedule may not use, and why.
@@ -257,6 +259,7 @@ fn invalid_spec(inputs: &Inputs<'_>, old: &PhoneScheduleStatus, message: String)
         events,
         wake_at: None,
         slots: inputs.previous_slots.clone(),
+        check_minutes: BTreeMap::new(),
     }
 }
 
@@ -391,36 +394,28 @@ fn decide(
 
     // Render every phone's file and shard them per site.
     let mut shards = Vec::new();
+    let mut check_minutes_by_site = BTreeMap::new();
     let mut desired_names = BTreeSet::new();
     let schedule_name = inputs.schedule.name_any();
     for (site, site_plan) in fleet.sites.iter().zip(&plan.sites) {
         let check_minutes = site_plan.check_minutes;
-        let fw_path = firmware.and_then(|fw| FirmwarePath::new(&site.name, &fw.file).ok());
         let mut items: Vec<(String, String, String, IndexPhone)> = site
             .phones
             .iter()
             .map(|p| {
                 let model = fleet.models[p.model.0 as usize].as_str();
                 let slot = slots.get(&p.mac).copied();
-                let rollout_slot = match (slot, firmware, &fw_path) {
-                    (Some(slot), Some(fw), Some(path)) => Some(RolloutSlot {
-                        firmware_version: fw.version.clone(),
-                        firmware: path.clone(),
-                        window: check_window(slot.start, site.time_zone, check_minutes),
-                    }),
-                    _ => None,
-                };
-                let format = format_for_model(model);
-                let file = render::render(
-                    &PhoneConfig {
-                        mac: p.mac,
-                        model,
-                        provisioning: &schedule.provisioning,
-                        slot: rollout_slot.as_ref(),
-                    },
-                    inputs.server_url,
-                    format,
-                );
+                let file = phone_file(&PhoneFile {
+                    mac: p.mac,
+                    model,
+                    site,
+                    check_minutes,
+                    slot,
+                    firmware,
+                    provisioning: &schedule.provisioning,
+                    server_url: inputs.server_url,
+                    format: Format::for_model(model),
+                });
                 let entry = IndexPhone {
                     model: model.to_owned(),
                     file: file.name.clone(),
@@ -429,6 +424,7 @@ fn decide(
                 (p.mac.bare().to_string(), file.name, file.body, entry)
             })
             .collect();
+        check_minutes_by_site.insert(site.name.clone(), check_minutes);
         items.sort_by(|a, b| a.0.cmp(&b.0));
         let index_firmware = firmware.filter(|_| active).map(|fw| IndexFirmware {
             version: fw.version.clone(),
@@ -726,7 +722,49 @@ fn decide(
         events,
         wake_at,
         slots,
+        check_minutes: check_minutes_by_site,
     }
+}
+
+/// Everything one phone's file depends on, once the decision is taken.
+pub struct PhoneFile<'a> {
+    pub mac: Mac,
+    pub model: &'a str,
+    pub site: &'a Site,
+    pub check_minutes: u32,
+    pub slot: Option<IndexSlot>,
+    pub firmware: Option<&'a core::FirmwareTarget>,
+    pub provisioning: &'a core::ProvisioningPolicy,
+    pub server_url: &'a ServerUrl,
+    pub format: Format,
+}
+
+/// Renders one phone's file: with its slot's window and the firmware location when it has a
+/// slot, the steady-state policy otherwise. The controller and `phonefleet render` both call
+/// this, so what an operator previews is byte for byte what the phone is served.
+pub fn phone_file(p: &PhoneFile<'_>) -> render::RenderedFile {
+    let rollout_slot = match (p.slot, p.firmware) {
+        (Some(slot), Some(fw)) => {
+            FirmwarePath::new(&p.site.name, &fw.file)
+                .ok()
+                .map(|path| RolloutSlot {
+                    firmware_version: fw.version.clone(),
+                    firmware: path,
+                    window: check_window(slot.start, p.site.time_zone, p.check_minutes),
+                })
+        }
+        _ => None,
+    };
+    render::render(
+        &PhoneConfig {
+            mac: p.mac,
+            model: p.model,
+            provisioning: p.provisioning,
+            slot: rollout_slot.as_ref(),
+        },
+        p.server_url,
+        p.format,
+    )
 }
 
 fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -820,24 +858,6 @@ pub fn check_window(start: DateTime<Utc>, tz: Tz, check_minutes: u32) -> CheckWi
             start: begin,
             end: begin.wrapping_add(check_minutes),
         },
-    }
-}
-
-/// The file format a model's phones read: Yealink models read `<mac>.cfg`, the others (the
-/// seed's XSTIM/Grandstream family) `cfg<mac>.xml`.
-pub fn format_for_model(model: &str) -> Format {
-    let m = model.to_ascii_uppercase();
-    let yealink = m.starts_with("SIP-T")
-        || m.starts_with("YEALINK")
-        || [
-            "T2", "T3", "T4", "T5", "W5", "W6", "W7", "CP9", "VP5", "MP5",
-        ]
-        .iter()
-        .any(|p| m.starts_with(p));
-    if yealink {
-        Format::Yealink
-    } else {
-        Format::Xml
     }
 }
 

@@ -399,11 +399,3 @@ fn an_invalid_spec_keeps_the_children_and_says_why() {
         ready.message
     );
 }
-
-#[test]
-fn yealink_models_read_cfg_files_and_the_rest_xml() {
-    assert_eq!(format_for_model("SIP-T46U"), Format::Yealink);
-    assert_eq!(format_for_model("T54W"), Format::Yealink);
-    assert_eq!(format_for_model("GXP2170"), Format::Xml);
-    assert_eq!(format_for_model("GRP2614"), Format::Xml);
-}

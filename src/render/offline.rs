@@ -1,13 +1,17 @@
 //! `phonefleet render`: one phone's file from the manifest an operator would apply, as the
-//! provisioning server would serve it at a given instant. No cluster involved: the plan is
-//! computed by the same planner the controller runs.
+//! provisioning server serves it right after `kubectl apply` at a given instant (no progress
+//! reported yet, so only the first stage is released). No cluster involved: the file comes
+//! from the controller's own decision function, so it is byte for byte what the controller
+//! stores.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{FirmwarePath, Format, PhoneConfig, RenderError, RenderedFile, RolloutSlot, ServerUrl};
-use crate::core::{self, Mac};
+use super::{Format, RenderedFile, ServerUrl};
+use crate::controller::desired::{self, Inputs, PhoneFile};
+use crate::core::Mac;
 use crate::manifest::{Manifest, ManifestError};
 
 /// Why a phone's file cannot be rendered from a manifest.
@@ -17,16 +21,10 @@ pub enum OfflineError {
     Manifest(#[from] ManifestError),
     #[error("phone {0} is in no PhoneSite the schedule selects")]
     UnknownPhone(Mac),
-    #[error(transparent)]
-    Render(#[from] RenderError),
 }
 
-/// The file `mac` fetches at `now` in `format`, or in the format its model reads when `format`
-/// is `None`.
-///
-/// Nothing is upgraded yet as far as a manifest can tell, and a stage is taken as released
-/// when the plan reaches it: this is the file the phone gets once its stage is released. A
-/// paused rollout hands out no slot, so paused phones get their steady-state file.
+/// The file `mac` fetches at `now` in `format`, or in the format its model reads (the one the
+/// controller stores) when `format` is `None`.
 pub fn render_phone(
     manifest: &Manifest,
     mac: Mac,
@@ -34,6 +32,7 @@ pub fn render_phone(
     server: &ServerUrl,
     now: DateTime<Utc>,
 ) -> Result<RenderedFile, OfflineError> {
+    // Validation with the manifest's document positions first, for the clearer message.
     let fleet = manifest.fleet()?;
     let (site, phone) = fleet
         .sites
@@ -45,35 +44,38 @@ pub fn render_phone(
         .get(phone.model.0 as usize)
         .map_or("", String::as_str);
 
-    let plan = core::plan(&fleet, now, &HashSet::new());
-    let slot = match (&fleet.schedule.firmware, plan.paused) {
-        (Some(firmware), false) => plan
-            .sites
-            .iter()
-            .filter(|s| s.name == site.name)
-            .flat_map(|s| s.slots_with_phones())
-            .find(|(_, phones)| phones.binary_search(&mac).is_ok())
-            .map(|(slot, _)| -> Result<RolloutSlot, RenderError> {
-                Ok(RolloutSlot {
-                    firmware_version: firmware.version.clone(),
-                    firmware: FirmwarePath::new(&site.name, &firmware.file)?,
-                    window: slot.check_window(),
-                })
-            })
-            .transpose()?,
-        _ => None,
-    };
-    let phone = PhoneConfig {
+    let schedule = &manifest.schedule.1;
+    let schedules = vec![Arc::new(schedule.clone())];
+    let namespace =
+        |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_else(|| "default".into());
+    let sites: Vec<_> = manifest
+        .sites
+        .iter()
+        .filter(|(_, s)| namespace(&s.metadata) == namespace(&schedule.metadata))
+        .map(|(_, s)| Arc::new(s.clone()))
+        .collect();
+    let (progress, previous, existing) = (HashMap::new(), HashMap::new(), BTreeMap::new());
+    let decision = desired::compute(&Inputs {
+        schedule,
+        schedules: &schedules,
+        sites: &sites,
+        progress: &progress,
+        previous_slots: &previous,
+        existing_shards: &existing,
+        server_url: server,
+        now,
+    });
+    Ok(desired::phone_file(&PhoneFile {
         mac,
         model,
+        site,
+        check_minutes: decision.check_minutes.get(&site.name).copied().unwrap_or(0),
+        slot: decision.slots.get(&mac).copied(),
+        firmware: fleet.schedule.firmware.as_ref(),
         provisioning: &fleet.schedule.provisioning,
-        slot: slot.as_ref(),
-    };
-    Ok(super::render(
-        &phone,
-        server,
-        format.unwrap_or_else(|| Format::for_model(model)),
-    ))
+        server_url: server,
+        format: format.unwrap_or_else(|| Format::for_model(model)),
+    }))
 }
 
 #[cfg(test)]
