@@ -53,11 +53,13 @@ struct Case {
 
 fn window() -> impl Strategy<Value = LocalWindow> {
     // Quarter hours most of the time so windows often meet DST transitions exactly.
+    // Whole-day windows (start == end) get their own share of cases.
     let minute = prop_oneof![3 => (0u32..96).prop_map(|q| q * 15), 1 => 0u32..1440];
-    (minute.clone(), minute).prop_map(|(s, e)| LocalWindow {
-        start: LocalTime::from_minutes(s).unwrap(),
-        end: LocalTime::from_minutes(e).unwrap(),
-    })
+    let time = |m: u32| LocalTime::from_minutes(m).unwrap();
+    prop_oneof![
+        6 => (minute.clone(), minute.clone()).prop_map(move |(s, e)| LocalWindow { start: time(s), end: time(e) }),
+        1 => minute.prop_map(move |m| LocalWindow { start: time(m), end: time(m) }),
+    ]
 }
 
 fn stages() -> impl Strategy<Value = Vec<StagePolicy>> {
@@ -110,12 +112,24 @@ fn case() -> impl Strategy<Value = Case> {
         stages(),
         proptest::option::of(0i64..3 * 1440),
         proptest::collection::btree_set(0i64..20, 0..4),
+        proptest::option::of(1u32..4),
     );
     (sites, when, policy).prop_map(
         |(
             sites,
             now,
-            (window, days, weekly, inactivity, spread, download, stages, not_before, blackout),
+            (
+                window,
+                days,
+                weekly,
+                inactivity,
+                spread,
+                download,
+                stages,
+                not_before,
+                blackout,
+                rollout_cap,
+            ),
         )| {
             let days: DaySet = [
                 Weekday::Mon,
@@ -157,7 +171,7 @@ fn case() -> impl Strategy<Value = Case> {
                     models: None,
                 }),
                 rollout: RolloutPolicy {
-                    cap: None,
+                    cap: rollout_cap.and_then(SiteCap::new),
                     download_minutes: NonZeroU32::new(download),
                     check_spread_minutes: NonZeroU32::new(spread).unwrap(),
                     stages,
@@ -279,6 +293,8 @@ fn check_plan(case: &Case, plan: &Plan) -> Result<(), TestCaseError> {
         let site = sites[sp.name.as_str()];
         let tz = site.time_zone;
         let cap = sp.cap.get();
+        let rollout_cap = fleet.schedule.rollout.cap;
+        prop_assert_eq!(cap, rollout_cap.map_or(site.cap, |c| c.min(site.cap)).get());
 
         // Every phone in exactly one slot, or reported unplaced.
         let mut seen = HashSet::new();
@@ -419,7 +435,7 @@ fn lower_bound(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn plans_keep_every_promise(case in case()) {

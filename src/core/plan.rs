@@ -146,6 +146,7 @@ pub struct CheckWindow {
 /// can turn them into event reasons and metric labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Warning {
+    NoSites,
     NoFirmware,
     Paused,
     NoWindows,
@@ -183,6 +184,7 @@ impl Warning {
     /// A stable CamelCase reason, for events and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
+            Warning::NoSites => "NoSites",
             Warning::NoFirmware => "NoFirmware",
             Warning::Paused => "Paused",
             Warning::NoWindows => "NoWindows",
@@ -202,6 +204,9 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rfc = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         match self {
+            Warning::NoSites => f.write_str(
+                "the site selector matches no PhoneSite of the schedule's namespace",
+            ),
             Warning::NoFirmware => f.write_str(
                 "no firmware set: steady state, nothing to roll out (phones only get their configuration)",
             ),

@@ -32,6 +32,9 @@ pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan 
     sites.sort_by(|a, b| a.name.cmp(&b.name));
 
     let windows = schedule.provisioning.rollout_windows();
+    if sites.is_empty() {
+        warnings.push(Warning::NoSites);
+    }
     if schedule.firmware.is_none() {
         warnings.push(Warning::NoFirmware);
     } else {
@@ -748,6 +751,13 @@ mod tests {
         assert!(p.sites[0].slots.is_empty());
         assert_eq!(p.completion, None);
         assert_eq!(p.warnings, [Warning::NoFirmware]);
+    }
+
+    #[test]
+    fn a_selector_matching_no_site_is_reported() {
+        let p = run(&fleet(vec![]), "2026-06-01T00:00:00Z");
+        assert_eq!(p.warnings, [Warning::NoSites]);
+        assert_eq!(p.completion, None);
     }
 
     #[test]
