@@ -50,11 +50,38 @@ fn prints_the_rendered_bytes_for_every_format() {
 
 #[test]
 fn a_phone_in_a_rollout_slot_points_at_its_sites_firmware() {
-    let out = cli(&["--mac", "00:0b:82:a5:4d:ca", "--format", "text"]);
+    // One stage of 100 %: the phone's slot is in the first, released stage.
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/valid/flexible-rollout.yaml"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+        .args([
+            "render",
+            "-f",
+            manifest,
+            "--now",
+            NOW,
+            "--mac",
+            "80:5e:c0:aa:bb:02",
+        ])
+        .args(["--format", "text"])
+        .env_remove("PHONEFLEET_SERVER_URL")
+        .output()
+        .expect("run phonefleet render");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("P192 = phonefleet-provisioning/firmware/paris-hq\n"),
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("P192 = phonefleet-provisioning/firmware/shop-14\n"),
         "{text}"
+    );
+    assert!(
+        text.contains("P25036 = 0\n"),
+        "flexible is off inside a slot:\n{text}"
     );
 }
 
