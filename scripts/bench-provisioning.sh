@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Config endpoint benchmark: wrk against phonefleet's provisioning server and against nginx
+# serving the same rendered files statically, same run, same machine. Prints req/s and p99 of
+# both and the ratio.
+#
+#   scripts/bench-provisioning.sh [--phones N] [--duration 10s] [--connections 64] [--threads 2]
+#
+# Installs wrk and nginx with apt-get when missing. Starts a private local control plane
+# (tests/cluster/up.sh in a temporary directory, torn down when the script exits) and runs the
+# server against it, so the config index comes from a real rendered-config ConfigMap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+PHONES=500 DURATION=10s CONNECTIONS=64 THREADS=2
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --phones) PHONES=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+if [[ ${#need[@]} -gt 0 ]]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+WORK=$(mktemp -d /tmp/phonefleet-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "building (release)" >&2
+nice cargo build --release --quiet --example provisioning-server
+BIN=$ROOT/target/release/examples/provisioning-server
+
+# The same rendered files for both servers.
+NS=phonefleet-bench
+"$BIN" fixture --dir "$WORK/files" --manifest "$WORK/configmap.json" --phones "$PHONES" --namespace "$NS"
+
+echo "starting a private control plane" >&2
+BIN_DIR=$(tests/cluster/build.sh 2>/dev/null | tail -1)
+KUBECONFIG=$(tests/cluster/up.sh --dir "$WORK/cluster" --owner-pid $$ | tail -1)
+export KUBECONFIG PATH="$BIN_DIR:$PATH"
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply --server-side --force-conflicts -f "$WORK/configmap.json" >/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+OURS=$(free_port)
+NGX=$(free_port)
+
+"$BIN" serve --namespace "$NS" --provisioning-listen "127.0.0.1:$OURS" 2>"$WORK/server.log" &
+PIDS+=($!)
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type text/plain;
+  types { application/xml xml; }
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$NGX;
+    root $WORK/files;
+    location / { try_files \$uri =404; }
+  }
+}
+CONF
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+
+# Random phone files, the same list for both.
+{
+  echo 'local paths = {}'
+  sed 's/.*/paths[#paths+1] = "&"/' "$WORK/paths.txt"
+  echo 'math.randomseed(42)'
+  echo 'request = function() return wrk.format("GET", paths[math.random(#paths)]) end'
+} >"$WORK/paths.lua"
+
+wait_ok() {
+  local first
+  first=$(head -1 "$WORK/paths.txt")
+  for _ in $(seq 1 300); do
+    if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$first" || true) == 200 ]]; then return 0; fi
+    sleep 0.1
+  done
+  echo "server on port $1 never served $first" >&2
+  cat "$WORK/server.log" >&2
+  return 1
+}
+wait_ok "$OURS"
+wait_ok "$NGX"
+
+# Both serve identical bytes.
+first=$(head -1 "$WORK/paths.txt")
+cmp <(curl -s "http://127.0.0.1:$OURS$first") <(curl -s "http://127.0.0.1:$NGX$first")
+
+run() { # port -> "req/s p99_ms"
+  local out rps p99
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/paths.lua" "http://127.0.0.1:$1")
+  echo "$out" >>"$WORK/wrk.log"
+  if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx answers from port $1" >&2; echo "$out" >&2; exit 1; fi
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}')
+  echo "$rps $p99"
+}
+
+# Warm both up, then measure alternately.
+wrk -t1 -c8 -d2s -s "$WORK/paths.lua" "http://127.0.0.1:$OURS" >/dev/null
+wrk -t1 -c8 -d2s -s "$WORK/paths.lua" "http://127.0.0.1:$NGX" >/dev/null
+read -r N1 NP1 < <(run "$NGX")
+read -r O1 OP1 < <(run "$OURS")
+read -r N2 NP2 < <(run "$NGX")
+read -r O2 OP2 < <(run "$OURS")
+
+python3 - "$N1" "$NP1" "$O1" "$OP1" "$N2" "$NP2" "$O2" "$OP2" "$PHONES" "$DURATION" "$CONNECTIONS" "$THREADS" <<'PY'
+import sys
+n1, np1, o1, op1, n2, np2, o2, op2 = map(float, sys.argv[1:9])
+phones, duration, conns, threads = sys.argv[9:]
+nr, orr = (n1 + n2) / 2, (o1 + o2) / 2
+npp, opp = (np1 + np2) / 2, (op1 + op2) / 2
+print(f"wrk -t{threads} -c{conns} -d{duration}, {phones} rendered files, random paths; two runs each, alternated")
+print(f"{'server':<12}{'req/s':>12}{'p99 ms':>10}")
+print(f"{'nginx':<12}{nr:>12.0f}{npp:>10.2f}   (runs: {n1:.0f}, {n2:.0f} req/s)")
+print(f"{'phonefleet':<12}{orr:>12.0f}{opp:>10.2f}   (runs: {o1:.0f}, {o2:.0f} req/s)")
+print(f"ratio phonefleet/nginx: {orr / nr:.2f}x req/s, p99 {opp / npp:.2f}x")
+PY
