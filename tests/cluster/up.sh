@@ -101,18 +101,21 @@ start_named etcd "$bin/etcd" --name default --data-dir "$dir/etcd-data" \
   --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
   --initial-cluster "default=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
 
-start_named kube-apiserver "$bin/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" \
-  --authorization-mode RBAC \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --api-audiences https://kubernetes.default.svc \
-  --service-cluster-ip-range 10.96.0.0/16 \
-  --endpoint-reconciler-type none \
-  --allow-privileged=false --profiling=false --v=1
+apiserver_cmd=("$bin/kube-apiserver"
+  --etcd-servers "http://127.0.0.1:$etcd_port"
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port"
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key"
+  --client-ca-file "$pki/ca.crt"
+  --authorization-mode RBAC
+  --service-account-issuer https://kubernetes.default.svc
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key"
+  --api-audiences https://kubernetes.default.svc
+  --service-cluster-ip-range 10.96.0.0/16
+  --endpoint-reconciler-type none
+  --allow-privileged=false --profiling=false --v=1)
+# Kept so restart-apiserver.sh can bring the same server back on the same port.
+printf '%q ' "${apiserver_cmd[@]}" >"$dir/apiserver.cmd"
+start_named kube-apiserver "${apiserver_cmd[@]}"
 
 api="https://127.0.0.1:$api_port"
 ready() {
@@ -136,6 +139,18 @@ start_named kube-controller-manager "$bin/kube-controller-manager" \
   --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,resourcequota-controller \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false --v=1
+
+# Wait until the controller manager serves its health endpoint (it fails at start-up, rather
+# than retrying, when the API server is unreachable).
+for _ in $(seq 1 300); do
+  curl -skf --max-time 2 "https://127.0.0.1:$kcm_port/healthz" >/dev/null 2>&1 && break
+  if ! kill -0 "$(awk '$1=="kube-controller-manager"{print $2}' "$dir/pids")" 2>/dev/null; then
+    echo "up.sh: kube-controller-manager exited; last log lines:" >&2
+    tail -n 20 "$dir/logs/kube-controller-manager.log" >&2
+    "$here/down.sh" "$dir" >&2 || true; exit 1
+  fi
+  sleep 0.2
+done
 
 mv "$dir/kubeconfig.tmp" "$dir/kubeconfig"
 cat >"$dir/env" <<ENV
