@@ -142,11 +142,41 @@ where
         .unwrap_or(DEFAULT_NAMESPACE)
         .to_owned();
     let label = format!("document {index} ({kind} {namespace}/{name})");
-    let obj: T = serde_path_to_error::deserialize(value).map_err(|e| ManifestError::Field {
-        document: label.clone(),
-        field: e.path().to_string(),
-        message: e.into_inner().to_string(),
+    // A misspelt field would otherwise be dropped and its default used without a word.
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(value, &mut record);
+    let obj: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut field = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            field = if field == "." {
+                missing.to_owned()
+            } else {
+                format!("{field}.{missing}")
+            };
+        }
+        ManifestError::Field {
+            document: label.clone(),
+            field,
+            message,
+        }
     })?;
+    // apiVersion and kind were checked above; the derived types skip them.
+    let unknown = unknown
+        .into_iter()
+        .find(|f| f != "apiVersion" && f != "kind");
+    if let Some(field) = unknown {
+        return Err(ManifestError::Field {
+            document: label,
+            field,
+            message: format!("unknown field, not part of {}/{}", api::GROUP, api::VERSION),
+        });
+    }
     Ok((label, obj))
 }
 
@@ -288,6 +318,16 @@ spec:
         assert!(
             e.contains("document 2 (PhoneSite voice/paris): spec.maxConcurrentDownloads:"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_not_dropped() {
+        let text = SCHEDULE.replace("enabled: true,", "enabled: true, intervalWeek: 2,");
+        let e = parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "document 1 (PhoneSchedule voice/night): spec.provisioning.weekly.intervalWeek: unknown field, not part of phonefleet.io/v1alpha1"
         );
     }
 

@@ -22,6 +22,8 @@ use crate::core::window::{DaySet, LocalTime, LocalTimeError, LocalWindow};
 pub const DEFAULT_CHECK_SPREAD_MINUTES: u32 = 10;
 pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 95;
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+/// Most rollout stages, as the CRD allows: each becomes a status entry and a metric label.
+pub const MAX_STAGES: usize = 10;
 
 /// A value the core cannot accept, with where it was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +51,22 @@ pub enum Reason {
     UnknownZone,
     #[error("is out of range {min}–{max}")]
     OutOfRange { min: u64, max: u64 },
+    #[error("must be at least {0}")]
+    AtLeast(u64),
+    #[error("is listed twice")]
+    Twice,
+    #[error("has more than {0} entries")]
+    TooMany(usize),
+    #[error("must list at least one day when weekly provisioning is enabled")]
+    NoDays,
+    #[error(
+        "needs provisioning.weekly or provisioning.flexible enabled: their windows are when phones may download"
+    )]
+    NoWindow,
+    #[error(
+        "must be a plain file name: letters, digits, '.', '_', '+', '-', not starting with '.' or '-', no '..'"
+    )]
+    FileName,
     #[error("is not a YYYY-MM-DD date")]
     Date,
     #[error("is not above the previous stage's percent (stages are cumulative)")]
@@ -93,14 +111,19 @@ pub fn schedule(
     models: &mut ModelTable,
 ) -> Result<Schedule, ValidationError> {
     let at = At { document };
+    let provisioning = provisioning(&at, &spec.provisioning)?;
+    let firmware = spec
+        .firmware
+        .as_ref()
+        .map(|fw| firmware(&at, fw, models))
+        .transpose()?;
+    if firmware.is_some() && provisioning.rollout_windows().is_none() {
+        return Err(at.err("spec.firmware", "(set)", Reason::NoWindow));
+    }
     Ok(Schedule {
         name: name.to_owned(),
-        provisioning: provisioning(&at, &spec.provisioning)?,
-        firmware: spec
-            .firmware
-            .as_ref()
-            .map(|fw| firmware(&at, fw, models))
-            .transpose()?,
+        provisioning,
+        firmware,
         rollout: rollout(&at, &spec.rollout)?,
     })
 }
@@ -122,26 +145,12 @@ pub fn site(
         at.err(
             "spec.maxConcurrentDownloads",
             spec.max_concurrent_downloads,
-            Reason::OutOfRange {
-                min: 1,
-                max: u64::from(u32::MAX),
-            },
+            Reason::AtLeast(1),
         )
     })?;
     let uplink_mbps = spec
         .uplink_mbps
-        .map(|m| {
-            NonZeroU32::new(m).ok_or_else(|| {
-                at.err(
-                    "spec.uplinkMbps",
-                    m,
-                    Reason::OutOfRange {
-                        min: 1,
-                        max: u64::from(u32::MAX),
-                    },
-                )
-            })
-        })
+        .map(|m| NonZeroU32::new(m).ok_or_else(|| at.err("spec.uplinkMbps", m, Reason::AtLeast(1))))
         .transpose()?;
     let mut seen: HashMap<Mac, usize> = HashMap::with_capacity(spec.phones.len());
     let mut phones = Vec::with_capacity(spec.phones.len());
@@ -198,6 +207,8 @@ impl At<'_> {
     fn range(&self, field: &str, value: u32, min: u32, max: u32) -> Result<u32, ValidationError> {
         if (min..=max).contains(&value) {
             Ok(value)
+        } else if max == u32::MAX {
+            Err(self.err(field, value, Reason::AtLeast(min.into())))
         } else {
             Err(self.err(
                 field,
@@ -251,7 +262,7 @@ fn provisioning(at: &At, p: &api::Provisioning) -> Result<ProvisioningPolicy, Va
             120,
         )? as u8,
         window: at.window("spec.provisioning.weekly.window", &w.window)?,
-        days: w.days.iter().map(|&d| weekday(d)).collect::<DaySet>(),
+        days: days(at, w.enabled, &w.days)?,
     };
     let f = &p.flexible;
     let flexible = FlexiblePolicy {
@@ -274,6 +285,26 @@ fn provisioning(at: &At, p: &api::Provisioning) -> Result<ProvisioningPolicy, Va
         weekly,
         flexible,
     })
+}
+
+/// The phone has one check box per day: a day listed twice is a mistake, as the API says.
+fn days(at: &At, enabled: bool, list: &[api::Weekday]) -> Result<DaySet, ValidationError> {
+    if enabled && list.is_empty() {
+        return Err(at.err("spec.provisioning.weekly.days", "[]", Reason::NoDays));
+    }
+    let mut set = DaySet::default();
+    for (i, &d) in list.iter().enumerate() {
+        let day = weekday(d);
+        if set.contains(day) {
+            return Err(at.err(
+                format!("spec.provisioning.weekly.days[{i}]"),
+                format!("{d:?}"),
+                Reason::Twice,
+            ));
+        }
+        set.insert(day);
+    }
+    Ok(set)
 }
 
 fn weekday(d: api::Weekday) -> chrono::Weekday {
@@ -300,17 +331,20 @@ fn firmware(
     if fw.file.is_empty() {
         return Err(at.err("spec.firmware.file", quote(""), Reason::Empty));
     }
+    // The provisioning server serves the file from one directory: no path may escape it.
+    let plain = fw
+        .file
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        && !fw.file.starts_with(['.', '-'])
+        && !fw.file.contains("..");
+    if !plain {
+        return Err(at.err("spec.firmware.file", quote(&fw.file), Reason::FileName));
+    }
     if let Some(size) = fw.size_bytes
         && size == 0
     {
-        return Err(at.err(
-            "spec.firmware.sizeBytes",
-            0,
-            Reason::OutOfRange {
-                min: 1,
-                max: u64::MAX,
-            },
-        ));
+        return Err(at.err("spec.firmware.sizeBytes", 0, Reason::AtLeast(1)));
     }
     let mut set = BTreeSet::new();
     for (i, m) in fw.models.iter().enumerate() {
@@ -333,19 +367,8 @@ fn firmware(
 
 fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> {
     let positive = |field: &str, v: Option<u32>| -> Result<Option<NonZeroU32>, ValidationError> {
-        v.map(|v| {
-            NonZeroU32::new(v).ok_or_else(|| {
-                at.err(
-                    field,
-                    v,
-                    Reason::OutOfRange {
-                        min: 1,
-                        max: u64::from(u32::MAX),
-                    },
-                )
-            })
-        })
-        .transpose()
+        v.map(|v| NonZeroU32::new(v).ok_or_else(|| at.err(field, v, Reason::AtLeast(1))))
+            .transpose()
     };
     let cap = positive(
         "spec.rollout.maxConcurrentDownloads",
@@ -358,6 +381,13 @@ fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> 
     // A check window and a download both fit in a day, or no window could hold a slot.
     at.range("spec.rollout.checkSpreadMinutes", spread.get(), 1, 1440)?;
 
+    if r.stages.len() > MAX_STAGES {
+        return Err(at.err(
+            "spec.rollout.stages",
+            format!("{} stages", r.stages.len()),
+            Reason::TooMany(MAX_STAGES),
+        ));
+    }
     let mut stages = Vec::with_capacity(r.stages.len().max(1));
     let mut previous = 0;
     for (i, s) in r.stages.iter().enumerate() {
@@ -370,8 +400,17 @@ fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> 
             return Err(at.err(field, s.percent, Reason::LastStageNot100));
         }
         previous = s.percent;
+        let name = s.name.clone().unwrap_or_else(|| format!("stage-{}", i + 1));
+        // Stage names label status, events and metrics: two stages cannot share one.
+        if stages.iter().any(|st: &StagePolicy| st.name == name) {
+            return Err(at.err(
+                format!("spec.rollout.stages[{i}].name"),
+                quote(&name),
+                Reason::Twice,
+            ));
+        }
         stages.push(StagePolicy {
-            name: s.name.clone().unwrap_or_else(|| format!("stage-{}", i + 1)),
+            name,
             percent: s.percent,
         });
     }
@@ -420,7 +459,13 @@ fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> 
                     Reason::Date,
                 )
             })?;
-        blackout_dates.insert(date);
+        if !blackout_dates.insert(date) {
+            return Err(at.err(
+                format!("spec.rollout.blackoutDates[{i}]"),
+                quote(d),
+                Reason::Twice,
+            ));
+        }
     }
 
     Ok(RolloutPolicy {
@@ -518,7 +563,7 @@ mod tests {
         );
         assert!(
             site_err(&site_spec("UTC", 0, &[]))
-                .contains("spec.maxConcurrentDownloads: 0 is out of range")
+                .contains("spec.maxConcurrentDownloads: 0 must be at least 1")
         );
     }
 
@@ -586,6 +631,81 @@ mod tests {
         let e = schedule_err(|s| s.rollout.stages = vec![stage(0), stage(100)]);
         assert!(
             e.contains("spec.rollout.stages[0].percent: 0 is out of range 1–100"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_refused_where_the_api_refuses_them() {
+        let e = schedule_err(|s| {
+            s.provisioning.weekly.days = vec![api::Weekday::Mon, api::Weekday::Mon]
+        });
+        assert!(
+            e.contains("spec.provisioning.weekly.days[1]: Mon is listed twice"),
+            "{e}"
+        );
+        let e = schedule_err(|s| {
+            s.rollout.blackout_dates = vec!["2026-12-25".into(), "2026-12-25".into()]
+        });
+        assert!(
+            e.contains("spec.rollout.blackoutDates[1]: \"2026-12-25\" is listed twice"),
+            "{e}"
+        );
+        let stage = |n: &str, p| api::Stage {
+            name: Some(n.into()),
+            percent: p,
+        };
+        let e = schedule_err(|s| s.rollout.stages = vec![stage("a", 10), stage("a", 100)]);
+        assert!(
+            e.contains("spec.rollout.stages[1].name: \"a\" is listed twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn firmware_file_must_stay_in_its_directory() {
+        for bad in ["../etc/passwd", "fw/1.bin", ".hidden", "a..b", "-x"] {
+            let e = schedule_err(|s| {
+                s.firmware = Some(api::Firmware {
+                    version: "1".into(),
+                    file: bad.into(),
+                    size_bytes: None,
+                    models: vec![],
+                })
+            });
+            assert!(
+                e.contains("spec.firmware.file:") && e.contains("plain file name"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn firmware_needs_a_window_and_weekly_needs_a_day() {
+        let e = schedule_err(|s| {
+            s.firmware = Some(api::Firmware {
+                version: "1".into(),
+                file: "fw.bin".into(),
+                size_bytes: None,
+                models: vec![],
+            })
+        });
+        assert!(
+            e.contains("spec.firmware: (set) needs provisioning.weekly"),
+            "{e}"
+        );
+        let e = schedule_err(|s| s.provisioning.weekly.enabled = true);
+        assert!(
+            e.contains("spec.provisioning.weekly.days: [] must list at least one day"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_where_at_least_one_is_needed_says_so() {
+        let e = schedule_err(|s| s.rollout.check_spread_minutes = Some(0));
+        assert!(
+            e.ends_with("spec.rollout.checkSpreadMinutes: 0 must be at least 1"),
             "{e}"
         );
     }

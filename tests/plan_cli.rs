@@ -135,3 +135,44 @@ fn an_unreadable_file_is_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/fleet.yaml"));
 }
+
+/// Every manifest the API server refuses (`tests/invalid/`, each naming the field it expects
+/// in a `# expect:` line) is refused offline too, naming the same field. PhoneSite files get a
+/// schedule put in front, since `plan` needs one.
+#[test]
+fn the_invalid_corpus_is_refused_naming_the_same_field() {
+    const SCHEDULE: &str = "apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata: {name: preview}
+spec:
+  provisioning: {weekly: {enabled: true, days: [Mon]}}
+---
+";
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let Some(expect) = text.lines().find_map(|l| l.strip_prefix("# expect: ")) else {
+            continue;
+        };
+        let text = if text.contains("kind: PhoneSchedule") {
+            text.clone()
+        } else {
+            format!("{SCHEDULE}{text}")
+        };
+        let file = tmp.path().join(path.file_name().unwrap());
+        std::fs::write(&file, &text).unwrap();
+        let out = plan(&["-f", file.to_str().unwrap(), "--now", NOW]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} was accepted", path.display());
+        assert!(
+            err.contains(expect.trim()),
+            "{}: expected {expect:?} in {err}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} files in the corpus");
+}
