@@ -65,7 +65,10 @@ pub fn to_table(plan: &Plan) -> String {
             site.time_zone.name().to_owned(),
             phones,
             site.cap.get().to_string(),
-            format!("{}m", site.slot_minutes),
+            match plan.firmware {
+                Some(_) => format!("{}m", site.slot_minutes),
+                None => "-".to_owned(),
+            },
             site.slots.len().to_string(),
             site.slots
                 .first()
