@@ -148,7 +148,7 @@ pub async fn run(
                 if let Some(task) = leader_task { let _ = task.await; }
                 return Ok(());
             }
-            _ = leading.wait_for(|l| *l) => {}
+            _ = async { leading.wait_for(|l| *l).await.is_ok() } => {}
         }
         tracing::info!("leading: starting the controller");
     }

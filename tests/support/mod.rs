@@ -7,6 +7,8 @@
 //! when the test process exits, however it exits. Tests isolate themselves by namespace.
 #![allow(dead_code)]
 
+pub mod controller;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -38,31 +40,49 @@ pub async fn cluster() -> &'static TestCluster {
     CLUSTER.get_or_init(start_or_reuse)
 }
 
-fn start_or_reuse() -> TestCluster {
-    let scripts = repo_root().join("tests/cluster");
-    let bin_dir = last_line(
+/// A control plane of the caller's own, for tests that break it (API server restarts). It is
+/// torn down when the test process exits.
+pub async fn private_cluster() -> TestCluster {
+    let bin_dir = build_tools();
+    let seq = NAMESPACE_SEQ.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("phonefleet-private-{}-{seq}", std::process::id()));
+    TestCluster {
+        kubeconfig: start_cluster(&dir),
+        bin_dir: PathBuf::from(bin_dir),
+    }
+}
+
+fn build_tools() -> String {
+    last_line(
         &Command::new("bash")
-            .arg(scripts.join("build.sh"))
+            .arg(repo_root().join("tests/cluster/build.sh"))
             .output()
             .expect("run tests/cluster/build.sh"),
         "build.sh",
-    );
+    )
+}
+
+fn start_cluster(dir: &Path) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("tests/cluster/up.sh"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--owner-pid")
+        .arg(std::process::id().to_string())
+        .arg("--remove-dir-on-exit")
+        .output()
+        .expect("run tests/cluster/up.sh");
+    PathBuf::from(last_line(&out, "up.sh"))
+}
+
+fn start_or_reuse() -> TestCluster {
+    let bin_dir = build_tools();
     let kubeconfig = match std::env::var_os("PHONEFLEET_TEST_KUBECONFIG").filter(|p| !p.is_empty())
     {
         Some(path) => PathBuf::from(path),
-        None => {
-            let dir = std::env::temp_dir().join(format!("phonefleet-test-{}", std::process::id()));
-            let out = Command::new("bash")
-                .arg(scripts.join("up.sh"))
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--owner-pid")
-                .arg(std::process::id().to_string())
-                .arg("--remove-dir-on-exit")
-                .output()
-                .expect("run tests/cluster/up.sh");
-            PathBuf::from(last_line(&out, "up.sh"))
-        }
+        None => start_cluster(
+            &std::env::temp_dir().join(format!("phonefleet-test-{}", std::process::id())),
+        ),
     };
     TestCluster {
         kubeconfig,
@@ -92,6 +112,25 @@ impl TestCluster {
             .await
             .expect("kubeconfig to client config");
         Client::try_from(config).expect("build kube client")
+    }
+
+    /// Kills the API server and starts it again on the same port; returns once it is ready.
+    /// Only for a [`private_cluster`]: other tests share the default one.
+    pub fn restart_apiserver(&self) {
+        let dir = self
+            .kubeconfig
+            .parent()
+            .expect("kubeconfig in the cluster directory");
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/cluster/restart-apiserver.sh"))
+            .arg(dir)
+            .output()
+            .expect("run restart-apiserver.sh");
+        assert!(
+            out.status.success(),
+            "restart-apiserver.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A command for one of the built tools (kubectl, helm, …) pointed at this control plane.
@@ -170,7 +209,11 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Deletes the namespace (its content goes with it, through the namespace controller).
     pub async fn delete(mut self) {
-        let api: Api<Namespace> = Api::all(cluster().await.client().await);
+        let cluster = TestCluster {
+            kubeconfig: self.kubeconfig.clone(),
+            bin_dir: PathBuf::new(),
+        };
+        let api: Api<Namespace> = Api::all(cluster.client().await);
         api.delete(&self.name, &DeleteParams::background())
             .await
             .unwrap_or_else(|e| panic!("delete namespace {}: {e}", self.name));

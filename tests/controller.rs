@@ -1,0 +1,307 @@
+//! The controller on the real control plane: from `kubectl apply` to Ready, rendered files
+//! byte for byte as `phonefleet render` prints them, re-planning on edits, garbage collection,
+//! conflicts and bad input reported as conditions.
+#![cfg(feature = "simulated-time")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use phonefleet::api::{PhoneSchedule, PhoneSite};
+use phonefleet::children::{INDEX_KEY, LABEL_SCHEDULE};
+use phonefleet::clock::Clock;
+use phonefleet::core::Mac;
+use phonefleet::render::Format;
+use support::controller::{RunningController, SERVER_URL};
+
+const ORIGIN: &str = "2026-12-01T12:00:00Z";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn origin() -> DateTime<Utc> {
+    ORIGIN.parse().expect("origin")
+}
+
+/// A clock frozen in effect at ORIGIN (real speed from there), so plans are reproducible.
+fn clock() -> Clock {
+    Clock::scaled(origin(), Utc::now(), 1)
+}
+
+/// The example fleet, moved into `namespace`, written to a file `kubectl apply` can read.
+fn example_fleet(namespace: &str) -> tempfile::NamedTempFile {
+    let text = std::fs::read_to_string(support::repo_root().join("examples/fleet.yaml"))
+        .expect("examples/fleet.yaml")
+        .replace("namespace: voice", &format!("namespace: {namespace}"));
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("write fixture");
+    file
+}
+
+/// Every file the schedule's ConfigMaps hold, by file name.
+async fn served_files(client: &kube::Client, ns: &str, schedule: &str) -> BTreeMap<String, String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let list = cms
+        .list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE}={schedule}")))
+        .await
+        .expect("list ConfigMaps");
+    list.items
+        .into_iter()
+        .flat_map(|cm| cm.data.unwrap_or_default())
+        .filter(|(k, _)| k != INDEX_KEY)
+        .collect()
+}
+
+async fn wait_ready(cluster: &support::TestCluster, ns: &str, name: &str) {
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "-n",
+        ns,
+        &format!("phoneschedule/{name}"),
+    ]);
+}
+
+async fn status_of(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> phonefleet::api::PhoneScheduleStatus {
+    let api: Api<PhoneSchedule> = Api::namespaced(client.clone(), ns);
+    api.get(name)
+        .await
+        .expect("get schedule")
+        .status
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_fleet_becomes_ready_and_serves_exactly_what_render_prints() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("ctl-ready").await;
+    let client = cluster.client().await;
+    let fixture = example_fleet(&ns.name);
+    let path = fixture.path().to_str().expect("utf-8 path");
+    cluster.kubectl_ok(&["apply", "-f", path]);
+    let controller = RunningController::start(client.clone(), &ns.name, clock());
+    wait_ready(cluster, &ns.name, "night-rollout").await;
+
+    let files = served_files(&client, &ns.name, "night-rollout").await;
+    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), &ns.name);
+    let status = status_of(&client, &ns.name, "night-rollout").await;
+    let mut compared = 0;
+    for site in status.sites.iter().map(|s| s.name.clone()) {
+        let site = sites.get(&site).await.expect("site");
+        for phone in &site.spec.phones {
+            let mac: Mac = phone.mac.parse().expect("mac");
+            let name = Format::for_model(&phone.model).file_name(mac);
+            let served = files
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name} is served"));
+            let out = Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+                .args(["render", "-f", path, "--mac", &phone.mac, "--now", ORIGIN])
+                .args(["--server-url", SERVER_URL])
+                .output()
+                .expect("run phonefleet render");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                *served,
+                "{name}: served bytes differ from `phonefleet render`"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 150, "compared {compared} phones");
+    assert_eq!(
+        files.len(),
+        compared,
+        "no file for a phone outside the selected sites"
+    );
+    assert_eq!(status.phase.as_deref(), Some("Progressing"));
+    let printed = cluster.kubectl_ok(&["get", "psched", "-n", &ns.name]);
+    assert!(
+        printed.contains("Progressing") && printed.contains("canary"),
+        "{printed}"
+    );
+    controller.stop().await.expect("clean stop");
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_phones_to_a_site_renders_their_files() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("ctl-edit").await;
+    let client = cluster.client().await;
+    let fixture = example_fleet(&ns.name);
+    cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
+    let controller = RunningController::start(client.clone(), &ns.name, clock());
+    wait_ready(cluster, &ns.name, "night-rollout").await;
+
+    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), &ns.name);
+    let mut site = sites.get("berlin-shop").await.expect("site");
+    site.spec.phones.push(phonefleet::api::PhoneEntry {
+        mac: "00:0b:82:aa:bb:01".into(),
+        model: "GXP2170".into(),
+    });
+    site.metadata.managed_fields = None;
+    sites
+        .patch(
+            "berlin-shop",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "phonefleet.io/v1alpha1",
+                "kind": "PhoneSite",
+                "spec": site.spec,
+            })),
+        )
+        .await
+        .expect("edit site");
+    support::eventually("the new phone's file", WAIT, || {
+        let (client, ns) = (client.clone(), ns.name.clone());
+        async move {
+            served_files(&client, &ns, "night-rollout")
+                .await
+                .contains_key("cfg000b82aabb01.xml")
+                .then_some(())
+        }
+    })
+    .await;
+    controller.stop().await.expect("clean stop");
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_schedule_garbage_collects_its_configmaps() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("ctl-gc").await;
+    let client = cluster.client().await;
+    let fixture = example_fleet(&ns.name);
+    cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
+    let controller = RunningController::start(client.clone(), &ns.name, clock());
+    wait_ready(cluster, &ns.name, "night-rollout").await;
+    assert!(
+        !served_files(&client, &ns.name, "night-rollout")
+            .await
+            .is_empty()
+    );
+
+    cluster.kubectl_ok(&["delete", "-n", &ns.name, "phoneschedule/night-rollout"]);
+    support::eventually("the ConfigMaps to be garbage collected", WAIT, || {
+        let (client, ns) = (client.clone(), ns.name.clone());
+        async move {
+            served_files(&client, &ns, "night-rollout")
+                .await
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    controller.stop().await.expect("clean stop");
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newer_of_two_schedules_on_one_site_reports_the_conflict() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("ctl-conflict").await;
+    let client = cluster.client().await;
+    let fixture = example_fleet(&ns.name);
+    cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
+    let controller = RunningController::start(client.clone(), &ns.name, clock());
+    wait_ready(cluster, &ns.name, "night-rollout").await;
+
+    let second = format!(
+        "apiVersion: phonefleet.io/v1alpha1\nkind: PhoneSchedule\nmetadata: {{name: second, namespace: {}}}\nspec:\n  siteSelector: {{matchLabels: {{region: emea}}}}\n  provisioning:\n    weekly: {{enabled: true, window: {{start: '01:00', end: '05:00'}}, days: [Sat]}}\n",
+        ns.name
+    );
+    let file = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(file.path(), second).expect("write");
+    cluster.kubectl_ok(&["apply", "-f", file.path().to_str().expect("path")]);
+    let status = support::eventually("a SiteConflict condition", WAIT, || {
+        let (client, ns) = (client.clone(), ns.name.clone());
+        async move {
+            let status = status_of(&client, &ns, "second").await;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.reason == "SiteConflict")
+                .then_some(status)
+        }
+    })
+    .await;
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded")
+        .message;
+    assert!(message.contains("night-rollout"), "{message}");
+    let events = cluster.kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "wide"]);
+    assert!(events.contains("SiteConflict"), "{events}");
+    // The older schedule still serves its sites.
+    let first = status_of(&client, &ns.name, "night-rollout").await;
+    assert!(first.sites.iter().any(|s| s.name == "paris-hq"));
+    controller.stop().await.expect("clean stop");
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_time_zone_is_a_condition_not_a_crash() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("ctl-zone").await;
+    let client = cluster.client().await;
+    let fixture = example_fleet(&ns.name);
+    let text = std::fs::read_to_string(fixture.path())
+        .expect("fixture")
+        .replacen("timeZone: Europe/Berlin", "timeZone: Europe/Atlantis", 1);
+    std::fs::write(fixture.path(), text).expect("write");
+    cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
+    let controller = RunningController::start(client.clone(), &ns.name, clock());
+    let status = support::eventually("an InvalidSite condition", WAIT, || {
+        let (client, ns) = (client.clone(), ns.name.clone());
+        async move {
+            let status = status_of(&client, &ns, "night-rollout").await;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.reason == "InvalidSite")
+                .then_some(status)
+        }
+    })
+    .await;
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("cond");
+    assert!(
+        degraded.message.contains("Europe/Atlantis"),
+        "{}",
+        degraded.message
+    );
+    assert!(status.sites.iter().all(|s| s.name != "berlin-shop"));
+    assert!(
+        status.sites.iter().any(|s| s.name == "paris-hq"),
+        "the others go on"
+    );
+    wait_ready(cluster, &ns.name, "night-rollout").await;
+    controller
+        .stop()
+        .await
+        .expect("the controller is still running and stops cleanly");
+    ns.delete().await;
+}
