@@ -434,8 +434,17 @@ fn lower_bound(
     None
 }
 
+/// 256 cases by default (the suite stays well under a minute in debug); `PROPTEST_CASES=N`
+/// runs more.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn plans_keep_every_promise(case in case()) {

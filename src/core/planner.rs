@@ -368,6 +368,12 @@ impl SiteWork {
     }
 }
 
+/// Wall times are already ambiguous in the hour *before* a fall-back (its first pass), while
+/// the offset has not changed yet; an occurrence only counts as free of DST effects when the
+/// offset stays the same until this long after its end. No fold in the tz database repeats
+/// more than a day of wall time.
+const FOLD_LOOKAHEAD: Duration = Duration::hours(24);
+
 /// Window occurrences by zone and local date, shared by every site of a zone: the window,
 /// days and blackout dates are the schedule's, so ten thousand sites in forty zones resolve
 /// local times forty times per date, not ten thousand.
@@ -382,7 +388,8 @@ struct Occurrences<'a> {
 struct Cached {
     occ: Occurrence,
     start_offset: FixedOffset,
-    /// Same offset at both ends: no DST change inside, so every slot shares `start_offset`.
+    /// Same offset from the start to a day past the end: no DST change inside and none just
+    /// after, so every slot shares `start_offset` and no wall time in it is repeated.
     uniform: bool,
 }
 
@@ -409,7 +416,7 @@ impl<'a> Occurrences<'a> {
                     Cached {
                         occ,
                         start_offset,
-                        uniform: start_offset == offset_at(tz, occ.end),
+                        uniform: start_offset == offset_at(tz, occ.end + FOLD_LOOKAHEAD),
                     }
                 })
             })
@@ -844,6 +851,29 @@ mod tests {
                 "2026-10-25T03:30:00+01:00",
                 "2026-10-26T02:00:00+01:00"
             ]
+        );
+    }
+
+    #[test]
+    fn the_hour_before_a_fall_back_is_already_ambiguous() {
+        // St. John's falls back at 02:00 NDT on Sunday 2026-11-01 (04:30Z): 01:00–02:00
+        // happens twice. Saturday's whole-day window from 01:30 is cut at Sunday's 01:30
+        // (first pass, 04:00Z), before the change, so its offset never changes; yet its last
+        // grid slot, 01:00 NDT, is a wall time the phone sees twice and must not be used.
+        let mut f = fleet(vec![site("stjohns", chrono_tz::America::St_Johns, 1, 48)]);
+        f.schedule.provisioning.weekly.window = window("01:30", "01:30");
+        f.schedule.provisioning.weekly.days = [Weekday::Sat, Weekday::Sun].into_iter().collect();
+        let p = run(&f, "2026-10-31T03:00:00Z");
+        let local: Vec<String> = p.sites[0]
+            .slots
+            .iter()
+            .map(|s| s.local_start.to_rfc3339())
+            .collect();
+        assert_eq!(local.len(), 48);
+        assert_eq!(local[46], "2026-11-01T00:30:00-02:30");
+        assert_eq!(
+            local[47], "2026-11-01T02:00:00-03:30",
+            "01:00–01:59 skipped in both passes"
         );
     }
 
