@@ -38,7 +38,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -49,6 +49,9 @@ BIN=$ROOT/target/release/examples/provisioning-server
 # The same rendered files for both servers.
 NS=phonefleet-bench
 "$BIN" fixture --dir "$WORK/files" --manifest "$WORK/configmap.json" --phones "$PHONES" --namespace "$NS"
+# nginx workers run as an unprivileged user when started as root: let them read the files.
+chmod 755 "$WORK"
+chmod -R a+rX "$WORK/files"
 
 echo "starting a private control plane" >&2
 BIN_DIR=$(tests/cluster/build.sh 2>/dev/null | tail -1)
@@ -104,7 +107,7 @@ wait_ok() {
     sleep 0.1
   done
   echo "server on port $1 never served $first" >&2
-  cat "$WORK/server.log" >&2
+  cat "$WORK/server.log" "$WORK/nginx/logs/error.log" >&2
   return 1
 }
 wait_ok "$OURS"

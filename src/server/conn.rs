@@ -48,9 +48,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
 
 /// An I/O stream that fails with `TimedOut` when neither reading nor writing has made
 /// progress for `timeout`.
+///
+/// Progress only records an instant; the timer is re-armed when it fires early, so a busy
+/// connection costs one timer update per `timeout`, not one per read or write.
 pub struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
+    last_progress: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -59,18 +63,27 @@ impl<T> IdleTimeout<T> {
         Self {
             inner,
             timeout,
+            last_progress: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
     fn progressed(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.timeout);
+        self.last_progress = Instant::now();
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle")),
-            Poll::Pending => Ok(()),
+        loop {
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(()) => {
+                    let due = self.last_progress + self.timeout;
+                    if due <= Instant::now() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
+                    }
+                    self.deadline.as_mut().reset(due);
+                }
+            }
         }
     }
 }
@@ -158,5 +171,49 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_cut_after_the_idle_timeout() {
+        // The peer never reads: once the 1 KiB pipe is full, writes stall.
+        let (ours, _peer) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(ours, Duration::from_millis(200));
+        let started = Instant::now();
+        let chunk = [0u8; 4096];
+        let err = loop {
+            if let Err(e) = io.write(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_moving_stream_is_not_cut() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut io = IdleTimeout::new(ours, Duration::from_millis(200));
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut sink)
+                .await
+                .map(|_| sink.len())
+        });
+        // Steady progress for longer than the timeout.
+        for _ in 0..40 {
+            io.write_all(&[1u8; 512])
+                .await
+                .expect("write while the peer reads");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        io.shutdown().await.expect("shutdown");
+        drop(io);
+        assert_eq!(reader.await.expect("reader").expect("read"), 40 * 512);
     }
 }

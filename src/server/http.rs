@@ -91,7 +91,9 @@ impl State {
     }
 
     async fn route<B>(&self, req: &Request<B>) -> (Outcome, Response<Body>) {
-        if req.uri().to_string().len() > self.config.max_uri_bytes {
+        let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+            + req.uri().authority().map_or(0, |a| a.as_str().len());
+        if uri_len > self.config.max_uri_bytes {
             return (
                 Outcome::UriTooLong,
                 text(StatusCode::URI_TOO_LONG, "URI too long"),
@@ -135,10 +137,19 @@ impl State {
         let Some(rest) = rest.strip_prefix('/') else {
             return not_found();
         };
-        let segments: Vec<&str> = rest.split('/').collect();
-        match segments[..] {
-            [file] => self.config_file(req, file, head),
-            ["firmware", site, file] => self.firmware(req, site, file, head).await,
+        if !rest.contains('/') {
+            return self.config_file(req, rest, head);
+        }
+        let mut segments = rest.splitn(4, '/');
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some("firmware"), Some(site), Some(file), None) => {
+                self.firmware(req, site, file, head).await
+            }
             _ => not_found(),
         }
     }

@@ -307,14 +307,12 @@ pub async fn run(config: SimConfig, clock: Clock) -> Summary {
     summary
 }
 
-/// Yealink models are named `SIP-T…`/`T…`/`W…`/`CP…`; every other model is taken for a
-/// Grandstream.
+/// The phone family of a model, as the renderer decides it ([`Format::for_model`]): the
+/// simulated phone asks for the file its family asks for and sends its family's User-Agent.
 pub fn vendor_of(model: &str) -> Vendor {
-    let m = model.to_ascii_uppercase();
-    if m.starts_with("SIP-") || m.starts_with('T') || m.starts_with('W') || m.starts_with("CP") {
-        Vendor::Yealink
-    } else {
-        Vendor::Grandstream
+    match Format::for_model(model) {
+        Format::Yealink => Vendor::Yealink,
+        Format::Xml | Format::Text => Vendor::Grandstream,
     }
 }
 
