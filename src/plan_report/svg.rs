@@ -15,6 +15,9 @@ const WIDTH: u32 = 1400;
 const ROW_PX: u32 = 30;
 const HEADER_PX: u32 = 90;
 const FOOTER_PX: u32 = 60;
+/// Warnings listed under the timeline; more are counted, not listed.
+const MAX_WARNINGS: usize = 6;
+const WARNING_PX: u32 = 18;
 const LABEL_PX: i32 = 230;
 
 /// Stage colours, canary first (colour-blind-safe Okabe–Ito palette).
@@ -40,12 +43,43 @@ fn err(e: impl std::fmt::Display) -> ReportError {
 pub fn to_svg(plan: &Plan) -> Result<String, ReportError> {
     let shown = &plan.sites[..plan.sites.len().min(MAX_ROWS)];
     let rows = shown.len().max(1);
-    let height = HEADER_PX + ROW_PX * rows as u32 + FOOTER_PX;
+    let listed = plan.warnings.len().min(MAX_WARNINGS);
+    let warning_lines = listed + usize::from(plan.warnings.len() > listed);
+    let warnings_px = if warning_lines > 0 {
+        10 + WARNING_PX * warning_lines as u32
+    } else {
+        0
+    };
+    let chart_px = ROW_PX * rows as u32 + FOOTER_PX;
+    let height = HEADER_PX + chart_px + warnings_px;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (header, body) = root.split_vertically(HEADER_PX);
+        let (header, rest) = root.split_vertically(HEADER_PX);
+        let (body, footer) = rest.split_vertically(chart_px);
+        let warning_style = ("sans-serif", 13).into_font().color(&RGBColor(170, 60, 0));
+        for (i, w) in plan.warnings.iter().take(MAX_WARNINGS).enumerate() {
+            footer
+                .draw(&Text::new(
+                    format!("⚠ {w}"),
+                    (12, 6 + (WARNING_PX as usize * i) as i32),
+                    warning_style.clone(),
+                ))
+                .map_err(err)?;
+        }
+        if plan.warnings.len() > listed {
+            footer
+                .draw(&Text::new(
+                    format!(
+                        "… and {} more warnings (see `-o table`)",
+                        plan.warnings.len() - listed
+                    ),
+                    (12, 6 + (WARNING_PX as usize * listed) as i32),
+                    warning_style.clone(),
+                ))
+                .map_err(err)?;
+        }
 
         let title = ("sans-serif", 20).into_font().color(&BLACK);
         let text = ("sans-serif", 13).into_font().color(&BLACK);
@@ -65,7 +99,7 @@ pub fn to_svg(plan: &Plan) -> Result<String, ReportError> {
             .map_err(err)?;
         let completion = plan
             .completion
-            .map_or_else(|| "none (see warnings)".to_owned(), super::utc);
+            .map_or_else(|| "none (see the warnings below)".to_owned(), super::utc);
         let mut subtitle = format!("predicted completion {completion}");
         if plan.paused {
             subtitle.push_str("  —  PAUSED");
@@ -132,6 +166,8 @@ pub fn to_svg(plan: &Plan) -> Result<String, ReportError> {
             .y_labels(0)
             .x_labels(10)
             .x_desc("time (UTC)")
+            .x_label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 12))
             .x_label_formatter(&|h| {
                 (start + Duration::minutes((h * 60.0) as i64))
                     .format(label_format)
