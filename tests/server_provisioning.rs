@@ -703,3 +703,185 @@ async fn malformed_requests_are_refused_without_panics() {
     srv.shutdown().await;
     f.ns.delete().await;
 }
+
+#[tokio::test]
+async fn basic_auth_and_a_path_prefix_guard_a_sites_configs() {
+    use base64::Engine;
+    use sha2::Digest;
+    let f = fixture(
+        "srv-auth",
+        3,
+        &[TestPhone {
+            mac: mac(1),
+            slot: None,
+        }],
+        1024,
+    )
+    .await;
+    let hash: String = sha2::Sha256::digest(b"s3cret")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let creds = f.firmware_dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!("# site user sha256(password)\nparis phone {hash}\n"),
+    )
+    .unwrap();
+    let srv = started(
+        ServerConfig {
+            credentials_file: Some(creds),
+            path_prefix: "/prov".into(),
+            ..config(&f, "r1")
+        },
+        f.client.clone(),
+        ServerStats::new(),
+    )
+    .await;
+    let http = http();
+    let name = Format::Xml.file_name(mac(1));
+    let path = format!("/prov/{name}");
+    let anonymous = get(&http, srv.local_addr(), &path, &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(
+        anonymous.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let good = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("phone:s3cret")
+    );
+    let bad = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("phone:guess")
+    );
+    assert_eq!(
+        get(&http, srv.local_addr(), &path, &[("authorization", &bad)])
+            .await
+            .status,
+        401
+    );
+    let ok = get(&http, srv.local_addr(), &path, &[("authorization", &good)]).await;
+    assert_eq!((ok.status, &ok.body[..]), (200, f.files[&name].as_bytes()));
+    assert_eq!(
+        get(
+            &http,
+            srv.local_addr(),
+            &format!("/{name}"),
+            &[("authorization", &good)]
+        )
+        .await
+        .status,
+        404,
+        "only under the prefix"
+    );
+    assert_eq!(srv.stats().outcome(Outcome::Unauthorized), 2);
+    srv.shutdown().await;
+    f.ns.delete().await;
+}
+
+#[tokio::test]
+async fn tls_serves_configs_over_https() {
+    let f = fixture(
+        "srv-tls",
+        3,
+        &[TestPhone {
+            mac: mac(1),
+            slot: None,
+        }],
+        1024,
+    )
+    .await;
+    let dir = f.firmware_dir.path();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let srv = started(
+        ServerConfig {
+            tls: Some(server::TlsFiles {
+                cert: cert.clone(),
+                key,
+            }),
+            ..config(&f, "r1")
+        },
+        f.client.clone(),
+        ServerStats::new(),
+    )
+    .await;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(srv.local_addr())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let file = Format::Xml.file_name(mac(1));
+    stream
+        .write_all(
+            format!("GET /{file} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.ends_with(&f.files[&file]),
+        "the rendered bytes over TLS"
+    );
+    // Plain HTTP on the TLS port is not served.
+    let plain = tokio::net::TcpStream::connect(srv.local_addr())
+        .await
+        .unwrap();
+    let (mut r, mut w) = plain.into_split();
+    let _ = w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let _ = r.read_to_end(&mut buf).await;
+    assert!(!String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    srv.shutdown().await;
+    f.ns.delete().await;
+}
