@@ -44,6 +44,39 @@ const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 /// Retry delay after a failed reconcile.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 
+/// Retry delays for the watches: exponential from 250 ms, capped at 5 s, back to the start once
+/// a retry succeeds. kube's default caps at 30 s and resets only after two quiet minutes, which
+/// after an API server restart (a burst of connection errors, then "too old resource version"
+/// while the new server's watch cache fills) leaves the controller deaf for minutes.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = WatchBackoff::default();
+    }
+}
+
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
@@ -183,7 +216,7 @@ pub async fn run(
         sites_writer,
         watcher(api::<PhoneSite>(&client, ns), watcher::Config::default()),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
     let (shards, shards_writer) = reflector::store();
     let shard_stream = reflector::reflector(
@@ -194,7 +227,7 @@ pub async fn run(
                 .labels(&format!("{LABEL_COMPONENT}={COMPONENT_CONFIG},{managed}")),
         ),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
     let (progress, progress_writer) = reflector::store();
     let progress_stream = reflector::reflector(
@@ -204,14 +237,20 @@ pub async fn run(
             watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}")),
         ),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
 
-    let controller = Controller::new(
-        api::<PhoneSchedule>(&client, ns),
-        watcher::Config::default(),
-    );
-    let schedules = controller.store();
+    let (schedules, schedules_writer) = reflector::store();
+    let schedule_stream = reflector::reflector(
+        schedules_writer,
+        watcher(
+            api::<PhoneSchedule>(&client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .backoff(WatchBackoff::default())
+    .applied_objects();
+    let controller = Controller::for_stream(schedule_stream, schedules.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -233,6 +272,7 @@ pub async fn run(
         observer,
     });
     controller
+        .trigger_backoff(WatchBackoff::default())
         .owns_stream(shard_stream)
         .owns_stream(progress_stream)
         .watches_stream(site_stream, move |site| {
@@ -333,7 +373,9 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
     ctx.observer.status(schedule, &desired.status);
 
     let written = apply::apply(&ctx.client, &ctx.recorder, schedule, &desired).await?;
-    if written != apply::Written::default() {
+    if written == apply::Written::default() {
+        tracing::debug!(schedule = %format!("{ns}/{}", schedule.name_any()), "reconciled: nothing to write");
+    } else {
         tracing::info!(
             schedule = %format!("{ns}/{}", schedule.name_any()),
             shards = written.shards,

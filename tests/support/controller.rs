@@ -74,3 +74,53 @@ impl RunningController {
         self.task.await.expect("controller task")
     }
 }
+
+/// `phonefleet run` as a child process (for kill -9 and multi-replica tests), logging to a
+/// file the test can poll.
+pub struct ControllerProcess {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl ControllerProcess {
+    /// Starts `phonefleet run --namespace NS` plus `extra` arguments against `cluster`.
+    pub fn spawn(cluster: &super::TestCluster, namespace: &str, extra: &[&str]) -> Self {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "phonefleet-run-{}-{}.log",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(["run", "--namespace", namespace, "--server-url", SERVER_URL])
+            .args(["--time-origin", "2026-12-01T12:00:00Z", "--time-scale", "1"])
+            .args(extra)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,phonefleet=debug,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn phonefleet run");
+        ControllerProcess { child, log }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL, as a node failure would.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
