@@ -1,14 +1,18 @@
-//! `phonefleet run`: the long-running process — controller (leader-elected) and, as they land,
-//! the provisioning server and metrics — with signal handling for graceful shutdown.
+//! `phonefleet run`: the long-running process. Every replica serves phones (the provisioning
+//! server scales out behind a Service); only the replica holding the leader Lease reconciles.
+//! SIGTERM stops both gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::controller::{self, ControllerConfig, NoObserver, leader::LeaseConfig};
 use crate::render::ServerUrl;
+use crate::server::{
+    self,
+    cli::{ClockArgs, ServerArgs},
+};
 
 /// Options of `phonefleet run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -38,27 +42,16 @@ pub struct RunArgs {
     /// This replica's identity (pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Simulated time: the instant the simulation starts at (RFC 3339). Test and demo builds
-    /// only (feature `simulated-time`).
-    #[cfg(feature = "simulated-time")]
-    #[arg(long, requires = "time_scale")]
-    pub time_origin: Option<chrono::DateTime<chrono::Utc>>,
-    /// Simulated time: how many times faster than real time the clock runs.
-    #[cfg(feature = "simulated-time")]
-    #[arg(long, requires = "time_origin")]
-    pub time_scale: Option<u32>,
+    /// Do not run the provisioning server in this process (controller only).
+    #[arg(long)]
+    pub no_provisioning_server: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
 }
 
 impl RunArgs {
-    /// The clock these options ask for.
-    pub fn clock(&self) -> Clock {
-        #[cfg(feature = "simulated-time")]
-        if let (Some(origin), Some(scale)) = (self.time_origin, self.time_scale) {
-            return Clock::scaled(origin, chrono::Utc::now(), scale);
-        }
-        Clock::System
-    }
-
     fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -103,9 +96,19 @@ pub fn shutdown_on_signals() -> CancellationToken {
 /// Runs until a signal arrives (Ok) or something fails or leadership is lost (Err).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
-    let clock = args.clock();
+    let clock = args.clock.clock();
     let identity = args.identity();
     let shutdown = shutdown_on_signals();
+
+    let server_task = (!args.no_provisioning_server).then(|| {
+        let mut config = args.server.config(args.namespace.clone());
+        config.replica_id = identity.clone();
+        let (client, stop) = (client.clone(), shutdown.clone());
+        tokio::spawn(
+            async move { server::serve(config, client, clock, stop.cancelled_owned()).await },
+        )
+    });
+
     let config = ControllerConfig {
         namespace: args.namespace.clone(),
         server_url: args.server_url.clone(),
@@ -118,6 +121,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         instance: identity,
     };
-    controller::run(client, clock, config, Arc::new(NoObserver), shutdown).await?;
+    let controller_result = controller::run(
+        client,
+        clock,
+        config,
+        Arc::new(NoObserver),
+        shutdown.clone(),
+    )
+    .await;
+    // However the controller ended, the process is going down: let the server drain.
+    shutdown.cancel();
+    if let Some(task) = server_task {
+        task.await??;
+    }
+    controller_result?;
     Ok(())
 }

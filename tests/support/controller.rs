@@ -94,7 +94,7 @@ impl ControllerProcess {
         let file = std::fs::File::create(&log).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
             .args(["run", "--namespace", namespace, "--server-url", SERVER_URL])
-            .args(["--time-origin", "2026-12-01T12:00:00Z", "--time-scale", "1"])
+            .args(["--provisioning-listen", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,phonefleet=debug,kube=warn")
