@@ -1,0 +1,138 @@
+//! Economy: a reconcile that changes nothing writes nothing. Proven with the API server's own
+//! request counters across a stretch of idle reconciles. Its own test binary, so no other test
+//! writes to the (shared) API server while the counters are read.
+#![cfg(feature = "simulated-time")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::api::{Api, Patch, PatchParams};
+use phonefleet::api::PhoneSite;
+use phonefleet::clock::Clock;
+use support::controller::RunningController;
+
+const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+const WATCHED: [&str; 3] = ["configmaps", "phoneschedules", "events"];
+const IDLE_RECONCILES: usize = 20;
+
+/// `apiserver_request_total` of write verbs on the resources the controller writes, by
+/// (resource, verb).
+fn writes(cluster: &support::TestCluster) -> BTreeMap<(String, String), f64> {
+    let metrics = cluster.kubectl_ok(&["get", "--raw", "/metrics"]);
+    let mut out = BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (resource, verb) = (label("resource"), label("verb"));
+        if WATCHED.contains(&resource.as_str()) && WRITE_VERBS.contains(&verb.as_str()) {
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default();
+            *out.entry((resource, verb)).or_default() += value;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reconciles_send_no_write_to_the_api_server() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("economy").await;
+    let client = cluster.client().await;
+    let text = std::fs::read_to_string(support::repo_root().join("examples/fleet.yaml"))
+        .expect("examples")
+        .replace("namespace: voice", &format!("namespace: {}", ns.name));
+    let fixture = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(fixture.path(), text).expect("write");
+    cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
+    let controller = RunningController::start(
+        client.clone(),
+        &ns.name,
+        Clock::scaled("2026-12-01T12:00:00Z".parse().expect("t"), Utc::now(), 1),
+    );
+    let (kubectl, kubeconfig, name) = (
+        cluster.bin_dir.join("kubectl"),
+        cluster.kubeconfig.clone(),
+        ns.name.clone(),
+    );
+    let ready = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(kubectl)
+            .env("KUBECONFIG", kubeconfig)
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "--timeout=60s",
+                "-n",
+                &name,
+            ])
+            .arg("phoneschedule/night-rollout")
+            .status()
+            .expect("kubectl wait")
+    })
+    .await
+    .expect("join");
+    assert!(ready.success());
+    // Let the controller see its own writes come back and go quiet.
+    let mut last = controller.reconciles();
+    support::eventually(
+        "the controller to go quiet",
+        Duration::from_secs(60),
+        || {
+            let now = controller.reconciles();
+            let quiet = now == last;
+            last = now;
+            async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                quiet.then_some(())
+            }
+        },
+    )
+    .await;
+
+    let before = writes(cluster);
+    let reconciles_before = controller.reconciles();
+    // Each label change on a selected site triggers a reconcile of the schedule that changes
+    // nothing the schedule depends on.
+    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), &ns.name);
+    for i in 0..IDLE_RECONCILES {
+        let patch = serde_json::json!({"metadata": {"annotations": {"touched": i.to_string()}}});
+        sites
+            .patch("paris-hq", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("touch site");
+        let target = reconciles_before + i + 1;
+        support::eventually("a reconcile for the touch", Duration::from_secs(30), || {
+            let n = controller.reconciles();
+            async move { (n >= target).then_some(()) }
+        })
+        .await;
+    }
+    let after = writes(cluster);
+    let reconciles = controller.reconciles() - reconciles_before;
+    println!("{reconciles} idle reconciles; controller writes before {before:?} after {after:?}");
+    assert!(reconciles >= IDLE_RECONCILES);
+    assert_eq!(before, after, "writes by idle reconciles (0 expected)");
+    assert_eq!(
+        controller
+            .counter
+            .errors
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    controller.stop().await.expect("clean stop");
+    ns.delete().await;
+}
