@@ -4,6 +4,7 @@
 # both and the ratio.
 #
 #   scripts/bench-provisioning.sh [--phones N] [--duration 10s] [--connections 64] [--threads 2]
+#                                 [-- extra flags for the server, e.g. --header-read-timeout-seconds 0]
 #
 # Installs wrk and nginx with apt-get when missing. Starts a private local control plane
 # (tests/cluster/up.sh in a temporary directory, torn down when the script exits) and runs the
@@ -19,6 +20,7 @@ while [[ $# -gt 0 ]]; do
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --) shift; break ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -64,7 +66,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 OURS=$(free_port)
 NGX=$(free_port)
 
-"$BIN" serve --namespace "$NS" --provisioning-listen "127.0.0.1:$OURS" 2>"$WORK/server.log" &
+"$BIN" serve --namespace "$NS" --provisioning-listen "127.0.0.1:$OURS" "$@" 2>"$WORK/server.log" &
 PIDS+=($!)
 
 mkdir -p "$WORK/nginx/logs"

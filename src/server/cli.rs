@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// Seconds a download token lives without renewal (real time).
     #[arg(long, default_value_t = 30)]
     pub token_lease_seconds: u64,
+    /// Seconds a client has to send each request's headers; 0 leaves only the 60 s idle
+    /// timeout.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
 }
 
 impl ServerArgs {
@@ -66,6 +70,8 @@ impl ServerArgs {
             reboot_deadline: Duration::from_secs(self.reboot_deadline_minutes * 60),
             download_rate: (self.download_rate > 0).then_some(self.download_rate),
             lease_duration: Duration::from_secs(self.token_lease_seconds),
+            header_read_timeout: (self.header_read_timeout_seconds > 0)
+                .then(|| Duration::from_secs(self.header_read_timeout_seconds)),
             ..ServerConfig::default()
         }
     }

@@ -91,8 +91,10 @@ pub struct ServerConfig {
     pub max_uri_bytes: usize,
     /// Most header bytes per request (431 beyond; at least 8 KiB, hyper's floor).
     pub max_header_bytes: usize,
-    /// Time a client has to send its request headers.
-    pub header_read_timeout: Duration,
+    /// Time a client has to send each request's headers (slow-header attacks hold
+    /// connections otherwise); `None` leaves only the idle timeout. It costs one timer per
+    /// request (see docs/provisioning.md, benchmark).
+    pub header_read_timeout: Option<Duration>,
     /// A connection with no byte moving either way for this long is closed (also cuts a
     /// download whose phone stopped reading).
     pub idle_timeout: Duration,
@@ -128,7 +130,7 @@ impl Default for ServerConfig {
             credentials_file: None,
             max_uri_bytes: 1024,
             max_header_bytes: 8 * 1024,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
         }
@@ -318,7 +320,10 @@ async fn accept_loop(
         let state = state.clone();
         tokio::spawn(async move {
             let idle = state.config.idle_timeout;
-            let handshake = state.config.header_read_timeout;
+            let handshake = state
+                .config
+                .header_read_timeout
+                .unwrap_or(state.config.idle_timeout);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
