@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let manifest = phonefleet::manifest::load(&file)?;
             let now = now.unwrap_or_else(chrono::Utc::now);
-            let rendered = phonefleet::render::offline::render_phone(
+            let rendered = phonefleet::controller::preview::render_phone(
                 &manifest,
                 mac,
                 format,

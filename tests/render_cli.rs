@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use phonefleet::render::{Format, offline::render_phone};
+use phonefleet::controller::preview::render_phone;
+use phonefleet::render::Format;
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet.yaml");
 const NOW: &str = "2026-12-01T08:00:00Z";

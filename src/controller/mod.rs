@@ -9,6 +9,7 @@ pub mod error;
 pub mod gating;
 pub mod leader;
 pub mod observe;
+pub mod preview;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

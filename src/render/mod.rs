@@ -14,7 +14,6 @@
 
 mod file_name;
 mod format;
-pub mod offline;
 
 use std::fmt;
 use std::str::FromStr;

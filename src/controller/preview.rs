@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Format, RenderedFile, ServerUrl};
-use crate::controller::desired::{self, Inputs, PhoneFile};
+use super::desired::{self, Inputs, PhoneFile};
 use crate::core::Mac;
 use crate::manifest::{Manifest, ManifestError};
+use crate::render::{Format, RenderedFile, ServerUrl};
 
 /// Why a phone's file cannot be rendered from a manifest.
 #[derive(Debug, thiserror::Error)]
