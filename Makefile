@@ -29,8 +29,9 @@ lint: ## Check formatting and run clippy with warnings as errors.
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
-generate: ## Regenerate the CRD YAML in crds/ from the Rust types.
+generate: ## Regenerate the CRD YAML in crds/ from the Rust types (and the chart's copy).
 	$(CARGO) run --quiet -- crd --out-dir crds
+	rm -f charts/phonefleet/crds/*.yaml && cp crds/*.yaml charts/phonefleet/crds/
 
 test: lint ## Lint, unit and property tests, then integration tests on a fresh local control plane.
 	tests/cluster/build.sh >/dev/null
