@@ -6,6 +6,7 @@ pub mod clock;
 pub mod controller;
 pub mod core;
 pub mod manifest;
+pub mod metrics;
 pub mod plan_report;
 pub mod render;
 pub mod run;

@@ -2,12 +2,12 @@
 //! server scales out behind a Service); only the replica holding the leader Lease reconciles.
 //! SIGTERM stops both gracefully.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::{self, ControllerConfig, NoObserver, leader::LeaseConfig};
+use crate::controller::{self, ControllerConfig, leader::LeaseConfig};
+use crate::metrics::{Metrics, endpoint::Endpoint};
 use crate::render::ServerUrl;
 use crate::server::{
     self,
@@ -45,6 +45,13 @@ pub struct RunArgs {
     /// Do not run the provisioning server in this process (controller only).
     #[arg(long)]
     pub no_provisioning_server: bool,
+    /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long,
+        env = "PHONEFLEET_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: std::net::SocketAddr,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -100,13 +107,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity();
     let shutdown = shutdown_on_signals();
 
-    let server_task = (!args.no_provisioning_server).then(|| {
+    let stats = (!args.no_provisioning_server).then(server::ServerStats::new);
+    let metrics = Metrics::new(stats.clone(), true)?;
+    let endpoint = Endpoint::bind(args.metrics_listen, metrics.clone()).await?;
+    tracing::info!(addr = ?endpoint.local_addr(), "metrics endpoint listening");
+    tokio::spawn(endpoint.serve(shutdown.clone().cancelled_owned()));
+
+    let server_task = stats.map(|stats| {
         let mut config = args.server.config(args.namespace.clone());
         config.replica_id = identity.clone();
-        let (client, stop) = (client.clone(), shutdown.clone());
-        tokio::spawn(
-            async move { server::serve(config, client, clock, stop.cancelled_owned()).await },
-        )
+        let (client, stop, metrics) = (client.clone(), shutdown.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let handle = server::start_with_stats(config, client, clock, stats).await?;
+            crate::metrics::follow_server_readiness(&metrics, || handle.is_ready(), &stop).await;
+            stop.cancelled().await;
+            handle.shutdown().await;
+            Ok::<(), server::ServerError>(())
+        })
     });
 
     let config = ControllerConfig {
@@ -121,14 +138,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         instance: identity,
     };
-    let controller_result = controller::run(
-        client,
-        clock,
-        config,
-        Arc::new(NoObserver),
-        shutdown.clone(),
-    )
-    .await;
+    let controller_result =
+        controller::run(client, clock, config, metrics.clone(), shutdown.clone()).await;
     // However the controller ended, the process is going down: let the server drain.
     shutdown.cancel();
     if let Some(task) = server_task {

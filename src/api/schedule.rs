@@ -454,6 +454,15 @@ pub struct SiteSummary {
     pub upgraded: u32,
     /// Phones of the site that failed.
     pub failed: u32,
+    /// Phones of the site downloading or rebooting now.
+    #[serde(default)]
+    pub in_progress: u32,
+    /// Whether some phone of the site is inside its released slot now (downloads may happen).
+    #[serde(default)]
+    pub window_open: bool,
+    /// Start of the site's next slot in which some phone may download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<DateTime<Utc>>,
     /// When the site's last phone is predicted to be done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<DateTime<Utc>>,

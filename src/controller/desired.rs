@@ -510,6 +510,32 @@ fn decide(
                 .iter()
                 .filter(|m| m.state == Some(PhoneState::Failed))
                 .count() as u32,
+            in_progress: members
+                .iter()
+                .filter(|m| {
+                    matches!(
+                        m.state,
+                        Some(PhoneState::Downloading | PhoneState::Rebooting)
+                    )
+                })
+                .count() as u32,
+            window_open: members
+                .iter()
+                .filter_map(|m| slots.get(&m.mac))
+                .any(|s| s.start <= now && now < s.end),
+            next_window: members
+                .iter()
+                .filter_map(|m| slots.get(&m.mac))
+                .map(|s| s.start)
+                .chain(site_plan.slots.iter().map(|s| s.start))
+                .filter(|s| *s > now)
+                .min()
+                .filter(|_| {
+                    active
+                        && members.iter().any(|m| {
+                            m.state != Some(PhoneState::Upgraded) && !halted.contains(m.model)
+                        })
+                }),
             completion: latest(
                 site_plan.completion,
                 members

@@ -116,6 +116,11 @@ pub trait ReconcileObserver: Send + Sync {
     }
     /// The status the reconcile decided (written or not).
     fn status(&self, _schedule: &PhoneSchedule, _status: &crate::api::PhoneScheduleStatus) {}
+    /// Whether this replica leads now; called once at start and on every change.
+    fn leading(&self, _leading: bool) {}
+    /// The controller's schedule cache, once it starts: lets an observer forget the schedules
+    /// that were deleted (no reconcile runs for those) and tell when the caches are synced.
+    fn watching(&self, _schedules: Store<PhoneSchedule>) {}
 }
 
 /// An observer that does nothing.
@@ -167,6 +172,16 @@ pub async fn run(
     check_crds(&client, config.namespace.as_deref()).await?;
 
     let (leading_tx, mut leading) = watch::channel(config.lease.is_none());
+    {
+        // Tell the observer the leadership now and on every change (the leader gauge).
+        let (observer, mut leading) = (observer.clone(), leading.clone());
+        observer.leading(*leading.borrow_and_update());
+        tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                observer.leading(*leading.borrow_and_update());
+            }
+        });
+    }
     let stop_leading = CancellationToken::new();
     let leader_task = config.lease.clone().map(|lease| {
         let (client, stop) = (client.clone(), stop_leading.clone());
@@ -252,6 +267,7 @@ pub async fn run(
     .backoff(WatchBackoff::default())
     .applied_objects();
     let controller = Controller::for_stream(schedule_stream, schedules.clone());
+    observer.watching(schedules.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),

@@ -335,6 +335,7 @@ impl State {
             return (Outcome::FirmwareServed, resp);
         }
         let site_stats = self.stats.site(path.site());
+        site_stats.cap.store(phone.shard.cap, Ordering::Relaxed);
         let now = self.clock.now();
         if let Err(refusal) = self.in_slot(&phone, now, &site_stats) {
             return *refusal;
@@ -526,6 +527,10 @@ impl Download {
         match self.file.read_exact(&mut buf).await {
             Ok(_) => {
                 self.remaining -= n as u64;
+                self.session
+                    .site_stats
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 // Complete once the last byte is handed to hyper: knowing the length, hyper
                 // may drop the body without polling it for its end.
                 if self.remaining == 0 {

@@ -100,6 +100,11 @@ pub struct SiteStats {
     pub refused_busy: AtomicU64,
     /// 503 because the phone was outside its slot.
     pub refused_outside_slot: AtomicU64,
+    /// Firmware bytes handed to the phones' connections.
+    pub bytes_sent: AtomicU64,
+    /// The site's download cap, as last read from its rendered configs (0 until the first
+    /// firmware request), so the metrics can show in-flight downloads against it.
+    pub cap: AtomicU32,
 }
 
 impl SiteStats {

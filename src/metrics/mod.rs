@@ -1,0 +1,665 @@
+//! Prometheus metrics of `phonefleet run`: one registry holding the controller's view of each
+//! rollout (fed by the [`ReconcileObserver`] hooks), the provisioning server's counters (read
+//! from [`ServerStats`] at scrape time) and process facts (leader, build).
+//!
+//! Label values are bounded by the inventory, never by phones or error text: `namespace` and
+//! `schedule` (PhoneSchedules), `site` (PhoneSites), `state`, `phase`, `reason`, `result`
+//! (fixed sets in the code), `stage` (at most 10 per schedule, validated) and `model` (only on
+//! halted models: the inventory's model names, a few dozen at most). The series of a deleted
+//! schedule, or of a site a schedule no longer selects, are removed. See `docs/metrics.md`.
+
+pub mod endpoint;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::api::{PhoneSchedule, PhoneScheduleStatus};
+use crate::controller::ReconcileObserver;
+use crate::controller::desired::phase;
+use crate::server::{Outcome, ServerStats};
+
+/// Phone states of `phonefleet_phones`, as in `status.counts`.
+pub const PHONE_STATES: [&str; 4] = ["pending", "in_progress", "upgraded", "failed"];
+
+/// Every phase of `phonefleet_rollout_phase`, so the gauge is one-hot over a fixed set.
+pub const PHASES: [&str; 7] = [
+    phase::INVALID,
+    phase::PENDING,
+    phase::IDLE,
+    phase::PAUSED,
+    phase::HALTED,
+    phase::PROGRESSING,
+    phase::COMPLETED,
+];
+
+/// Every value [`crate::controller::Error::reason`] returns; the error counter starts at zero
+/// for each, so `rate()` and alerts have a series before the first error.
+pub const RECONCILE_ERROR_REASONS: [&str; 8] = [
+    "CrdsMissing",
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "ApiError",
+    "Transport",
+    "BadIndex",
+    "LostLeadership",
+];
+
+/// Reasons of `phonefleet_downloads_refused_total`.
+pub const REFUSAL_REASONS: [&str; 2] = ["busy", "outside_slot"];
+
+/// Reconcile durations: a no-op reconcile takes milliseconds, a first render of a big fleet
+/// seconds.
+const RECONCILE_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Why the metrics could not be set up or served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("registering metric: {0}")]
+    Register(#[from] prometheus::Error),
+    #[error("binding the metrics endpoint {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Series written for one schedule, so they can all be removed when it goes away.
+#[derive(Clone, Debug, Default)]
+struct ScheduleSeries {
+    sites: BTreeSet<String>,
+    stage: Option<String>,
+    halted: BTreeSet<String>,
+    /// The schedule-level timestamps set now (removed when they become unknown).
+    completion: bool,
+    next_window: bool,
+}
+
+/// The registry and every metric of the process. Cheap to share behind an [`Arc`].
+pub struct Metrics {
+    registry: Registry,
+    // Controller: one rollout per schedule.
+    phones: IntGaugeVec,
+    stage: IntGaugeVec,
+    stages: IntGaugeVec,
+    phase: IntGaugeVec,
+    halted_model: IntGaugeVec,
+    completion: GaugeVec,
+    next_window: GaugeVec,
+    site_completion: GaugeVec,
+    site_next_window: GaugeVec,
+    site_window_open: IntGaugeVec,
+    reconciles: IntCounterVec,
+    reconcile_errors: IntCounterVec,
+    reconcile_duration: Histogram,
+    // Provisioning server, per site (copied from ServerStats at scrape time).
+    in_flight: IntGaugeVec,
+    peak_in_flight: IntGaugeVec,
+    cap: IntGaugeVec,
+    downloads_started: IntCounterVec,
+    downloads_completed: IntCounterVec,
+    downloads_dropped: IntCounterVec,
+    refused: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    requests: IntCounterVec,
+    // Process.
+    leader: IntGauge,
+    ready: IntGauge,
+    server_stats: Option<Arc<ServerStats>>,
+    series: Mutex<BTreeMap<(String, String), ScheduleSeries>>,
+    schedules: Mutex<Option<Store<PhoneSchedule>>>,
+    leader_known: AtomicBool,
+    is_leader: AtomicBool,
+    server_ready: AtomicBool,
+    controller_enabled: bool,
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn float_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<GaugeVec> {
+    let v = GaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(v.clone()))?;
+    Ok(v)
+}
+
+const SCHEDULE: [&str; 2] = ["namespace", "schedule"];
+const SITE: [&str; 3] = ["namespace", "schedule", "site"];
+
+impl Metrics {
+    /// Registers every metric. `server_stats` are the provisioning server's counters when it
+    /// runs in this process; `controller_enabled` is false for `--no-controller`-like setups
+    /// where no reconcile will ever happen (readiness then ignores the controller).
+    pub fn new(
+        server_stats: Option<Arc<ServerStats>>,
+        controller_enabled: bool,
+    ) -> Result<Arc<Self>, MetricsError> {
+        let r = Registry::new();
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "phonefleet_reconcile_duration_seconds",
+                "Time one reconcile of a PhoneSchedule took.",
+            )
+            .buckets(RECONCILE_BUCKETS.to_vec()),
+        )?;
+        r.register(Box::new(reconcile_duration.clone()))?;
+        let leader = IntGauge::new(
+            "phonefleet_leader",
+            "1 while this replica holds the leader Lease and reconciles, else 0.",
+        )?;
+        r.register(Box::new(leader.clone()))?;
+        let ready = IntGauge::new(
+            "phonefleet_ready",
+            "1 while /readyz answers 200 (caches synced, provisioning server indexed).",
+        )?;
+        r.register(Box::new(ready.clone()))?;
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "phonefleet_build_info",
+                "Always 1; the labels say which build runs.",
+            ),
+            &["version", "simulated_time"],
+        )?;
+        r.register(Box::new(build.clone()))?;
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                if cfg!(feature = "simulated-time") {
+                    "true"
+                } else {
+                    "false"
+                },
+            ])
+            .set(1);
+        let metrics = Metrics {
+            phones: gauge_vec(
+                &r,
+                "phonefleet_phones",
+                "Phones a rollout targets, by site and state (pending, in_progress, upgraded, failed).",
+                &["namespace", "schedule", "site", "state"],
+            )?,
+            stage: gauge_vec(
+                &r,
+                "phonefleet_rollout_stage",
+                "Index (from 0) of the rollout stage released last; the stage label is its name.",
+                &["namespace", "schedule", "stage"],
+            )?,
+            stages: gauge_vec(
+                &r,
+                "phonefleet_rollout_stages",
+                "Number of stages of the rollout.",
+                &SCHEDULE,
+            )?,
+            phase: gauge_vec(
+                &r,
+                "phonefleet_rollout_phase",
+                "1 for the schedule's current phase, 0 for the others.",
+                &["namespace", "schedule", "phase"],
+            )?,
+            halted_model: gauge_vec(
+                &r,
+                "phonefleet_rollout_halted_model",
+                "1 for each model whose failure ratio halted the rollout.",
+                &["namespace", "schedule", "model"],
+            )?,
+            completion: float_vec(
+                &r,
+                "phonefleet_rollout_predicted_completion_timestamp_seconds",
+                "When the last phone is predicted to be done (Unix time, on the controller's clock).",
+                &SCHEDULE,
+            )?,
+            next_window: float_vec(
+                &r,
+                "phonefleet_rollout_next_window_timestamp_seconds",
+                "Start of the next slot in which some phone may download (Unix time).",
+                &SCHEDULE,
+            )?,
+            site_completion: float_vec(
+                &r,
+                "phonefleet_site_predicted_completion_timestamp_seconds",
+                "When the site's last phone is predicted to be done (Unix time).",
+                &SITE,
+            )?,
+            site_next_window: float_vec(
+                &r,
+                "phonefleet_site_next_window_timestamp_seconds",
+                "Start of the site's next slot in which some phone may download (Unix time).",
+                &SITE,
+            )?,
+            site_window_open: gauge_vec(
+                &r,
+                "phonefleet_site_window_open",
+                "1 while some phone of the site is inside its released slot (downloads expected).",
+                &SITE,
+            )?,
+            reconciles: counter_vec(
+                &r,
+                "phonefleet_reconciles_total",
+                "Reconciles run, failed or not.",
+                &SCHEDULE,
+            )?,
+            reconcile_errors: counter_vec(
+                &r,
+                "phonefleet_reconcile_errors_total",
+                "Reconciles that failed, by bounded reason.",
+                &["namespace", "schedule", "reason"],
+            )?,
+            reconcile_duration,
+            in_flight: gauge_vec(
+                &r,
+                "phonefleet_downloads_in_flight",
+                "Firmware downloads holding a token of the site now (this replica).",
+                &["site"],
+            )?,
+            peak_in_flight: gauge_vec(
+                &r,
+                "phonefleet_downloads_in_flight_peak",
+                "Most firmware downloads this replica held at once for the site since it started.",
+                &["site"],
+            )?,
+            cap: gauge_vec(
+                &r,
+                "phonefleet_download_cap",
+                "The site's cap of concurrent firmware downloads, as the server enforces it.",
+                &["site"],
+            )?,
+            downloads_started: counter_vec(
+                &r,
+                "phonefleet_downloads_started_total",
+                "Firmware downloads started.",
+                &["site"],
+            )?,
+            downloads_completed: counter_vec(
+                &r,
+                "phonefleet_downloads_completed_total",
+                "Firmware downloads whose last byte was sent.",
+                &["site"],
+            )?,
+            downloads_dropped: counter_vec(
+                &r,
+                "phonefleet_downloads_dropped_total",
+                "Firmware downloads that ended early (phone gone, token lost).",
+                &["site"],
+            )?,
+            refused: counter_vec(
+                &r,
+                "phonefleet_downloads_refused_total",
+                "Firmware requests refused with 503: busy (cap reached) or outside_slot.",
+                &["site", "reason"],
+            )?,
+            bytes_sent: counter_vec(
+                &r,
+                "phonefleet_firmware_sent_bytes_total",
+                "Firmware bytes handed to phones' connections.",
+                &["site"],
+            )?,
+            requests: counter_vec(
+                &r,
+                "phonefleet_provisioning_requests_total",
+                "Provisioning server requests, by result.",
+                &["result"],
+            )?,
+            leader,
+            ready,
+            registry: r,
+            server_stats,
+            series: Mutex::new(BTreeMap::new()),
+            schedules: Mutex::new(None),
+            leader_known: AtomicBool::new(false),
+            is_leader: AtomicBool::new(false),
+            server_ready: AtomicBool::new(false),
+            controller_enabled,
+        };
+        if metrics.server_stats.is_some() {
+            for outcome in Outcome::ALL {
+                metrics.requests.with_label_values(&[outcome.as_str()]);
+            }
+        }
+        Ok(Arc::new(metrics))
+    }
+
+    /// Records that the provisioning server indexed every rendered config (readiness).
+    pub fn set_server_ready(&self, ready: bool) {
+        self.server_ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether this replica should receive traffic: the provisioning server (if any) has its
+    /// index, leadership is known, and a leader's watch caches are synced.
+    pub fn is_ready(&self) -> bool {
+        let server = self.server_stats.is_none() || self.server_ready.load(Ordering::SeqCst);
+        let controller = !self.controller_enabled
+            || (self.leader_known.load(Ordering::SeqCst)
+                && (!self.is_leader.load(Ordering::SeqCst) || self.caches_synced()));
+        server && controller
+    }
+
+    fn caches_synced(&self) -> bool {
+        let store = self
+            .schedules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        store.is_some_and(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
+    }
+
+    /// The Prometheus text exposition of every metric, refreshed from the server's counters
+    /// and with the series of deleted schedules dropped.
+    pub fn render(&self) -> String {
+        self.forget_deleted_schedules();
+        self.copy_server_stats();
+        self.ready.set(i64::from(self.is_ready()));
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+
+    fn copy_server_stats(&self) {
+        let Some(stats) = &self.server_stats else {
+            return;
+        };
+        let bump = |c: prometheus::IntCounter, now: u64| {
+            let seen = c.get();
+            if now > seen {
+                c.inc_by(now - seen);
+            }
+        };
+        for (outcome, n) in stats.outcomes() {
+            bump(self.requests.with_label_values(&[outcome.as_str()]), n);
+        }
+        for (site, s) in stats.sites() {
+            let l = [site.as_str()];
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            self.in_flight
+                .with_label_values(&l)
+                .set(i64::from(s.in_flight.load(Ordering::SeqCst)));
+            self.peak_in_flight
+                .with_label_values(&l)
+                .set(i64::from(s.peak_in_flight.load(Ordering::SeqCst)));
+            self.cap
+                .with_label_values(&l)
+                .set(i64::from(s.cap.load(Ordering::Relaxed)));
+            bump(
+                self.downloads_started.with_label_values(&l),
+                load(&s.downloads_started),
+            );
+            bump(
+                self.downloads_completed.with_label_values(&l),
+                load(&s.downloads_completed),
+            );
+            bump(
+                self.downloads_dropped.with_label_values(&l),
+                load(&s.downloads_dropped),
+            );
+            bump(self.bytes_sent.with_label_values(&l), load(&s.bytes_sent));
+            bump(
+                self.refused.with_label_values(&[&site, "busy"]),
+                load(&s.refused_busy),
+            );
+            bump(
+                self.refused.with_label_values(&[&site, "outside_slot"]),
+                load(&s.refused_outside_slot),
+            );
+        }
+    }
+
+    /// Drops every series of the schedules the controller's cache no longer holds.
+    fn forget_deleted_schedules(&self) {
+        let store = self
+            .schedules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(store) = store else { return };
+        if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            return;
+        }
+        let live: BTreeSet<(String, String)> = store
+            .state()
+            .iter()
+            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        let gone: Vec<((String, String), ScheduleSeries)> = {
+            let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+            let keys: Vec<_> = series
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| series.remove(&k).map(|v| (k, v)))
+                .collect()
+        };
+        for ((ns, name), s) in gone {
+            self.remove_schedule(&ns, &name, &s);
+        }
+    }
+
+    fn remove_schedule(&self, ns: &str, name: &str, s: &ScheduleSeries) {
+        let key = [ns, name];
+        for site in &s.sites {
+            self.remove_site(ns, name, site);
+        }
+        if let Some(stage) = &s.stage {
+            let _ = self.stage.remove_label_values(&[ns, name, stage]);
+        }
+        for model in &s.halted {
+            let _ = self.halted_model.remove_label_values(&[ns, name, model]);
+        }
+        for p in PHASES {
+            let _ = self.phase.remove_label_values(&[ns, name, p]);
+        }
+        for reason in RECONCILE_ERROR_REASONS {
+            let _ = self
+                .reconcile_errors
+                .remove_label_values(&[ns, name, reason]);
+        }
+        let _ = self.stages.remove_label_values(&key);
+        let _ = self.completion.remove_label_values(&key);
+        let _ = self.next_window.remove_label_values(&key);
+        let _ = self.reconciles.remove_label_values(&key);
+    }
+
+    fn remove_site(&self, ns: &str, name: &str, site: &str) {
+        for state in PHONE_STATES {
+            let _ = self.phones.remove_label_values(&[ns, name, site, state]);
+        }
+        let l = [ns, name, site];
+        let _ = self.site_completion.remove_label_values(&l);
+        let _ = self.site_next_window.remove_label_values(&l);
+        let _ = self.site_window_open.remove_label_values(&l);
+    }
+
+    /// Sets the series of one schedule from the status its reconcile decided.
+    fn record_status(&self, schedule: &PhoneSchedule, status: &PhoneScheduleStatus) {
+        let ns = schedule.namespace().unwrap_or_default();
+        let name = schedule.name_any();
+        let mut all = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = all
+            .get(&(ns.clone(), name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let mut new = ScheduleSeries::default();
+        let key = [ns.as_str(), name.as_str()];
+
+        for site in &status.sites {
+            let l = [ns.as_str(), name.as_str(), site.name.as_str()];
+            let pending = site
+                .phones
+                .saturating_sub(site.upgraded + site.failed + site.in_progress);
+            for (state, n) in
+                PHONE_STATES
+                    .iter()
+                    .zip([pending, site.in_progress, site.upgraded, site.failed])
+            {
+                self.phones
+                    .with_label_values(&[ns.as_str(), name.as_str(), site.name.as_str(), state])
+                    .set(i64::from(n));
+            }
+            set_time(&self.site_completion, &l, site.completion);
+            set_time(&self.site_next_window, &l, site.next_window);
+            self.site_window_open
+                .with_label_values(&l)
+                .set(i64::from(site.window_open));
+            new.sites.insert(site.name.clone());
+        }
+        for site in old.sites.difference(&new.sites) {
+            self.remove_site(&ns, &name, site);
+        }
+
+        let current_phase = status.phase.as_deref().unwrap_or(phase::PENDING);
+        for p in PHASES {
+            self.phase
+                .with_label_values(&[&ns, &name, p])
+                .set(i64::from(p == current_phase));
+        }
+        self.stages
+            .with_label_values(&key)
+            .set(schedule.spec.rollout.stages.len().max(1) as i64);
+        if let Some(rollout) = &status.rollout {
+            let stage = status
+                .stage
+                .clone()
+                .unwrap_or_else(|| format!("stage-{}", rollout.released_stage + 1));
+            self.stage
+                .with_label_values(&[&ns, &name, &stage])
+                .set(i64::from(rollout.released_stage));
+            new.stage = Some(stage);
+            new.halted = rollout.halted_models.iter().cloned().collect();
+            for model in &new.halted {
+                self.halted_model
+                    .with_label_values(&[&ns, &name, model])
+                    .set(1);
+            }
+        }
+        if let Some(stage) = &old.stage
+            && new.stage.as_ref() != Some(stage)
+        {
+            let _ = self.stage.remove_label_values(&[&ns, &name, stage]);
+        }
+        for model in old.halted.difference(&new.halted) {
+            let _ = self.halted_model.remove_label_values(&[&ns, &name, model]);
+        }
+        new.completion = set_time(&self.completion, &key, status.predicted_completion);
+        new.next_window = set_time(&self.next_window, &key, status.next_window);
+        all.insert((ns, name), new);
+    }
+}
+
+/// Sets a timestamp gauge, or removes it when the time is unknown (a series saying "0" would
+/// read as 1970). Returns whether the series exists.
+fn set_time(g: &GaugeVec, labels: &[&str], t: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+    match t {
+        Some(t) => {
+            let gauge: Gauge = g.with_label_values(labels);
+            gauge.set(t.timestamp_millis() as f64 / 1000.0);
+            true
+        }
+        None => {
+            let _ = g.remove_label_values(labels);
+            false
+        }
+    }
+}
+
+impl ReconcileObserver for Metrics {
+    fn reconciled(&self, schedule: &PhoneSchedule, elapsed: Duration, error: Option<&'static str>) {
+        let ns = schedule.namespace().unwrap_or_default();
+        let name = schedule.name_any();
+        self.reconcile_duration.observe(elapsed.as_secs_f64());
+        self.reconciles.with_label_values(&[&ns, &name]).inc();
+        for reason in RECONCILE_ERROR_REASONS {
+            let c = self
+                .reconcile_errors
+                .with_label_values(&[&ns, &name, reason]);
+            if error == Some(reason) {
+                c.inc();
+            }
+        }
+        if let Some(reason) = error.filter(|r| !RECONCILE_ERROR_REASONS.contains(r)) {
+            // A reason added to the controller but not here: count it under a catch-all
+            // rather than minting a label value nobody alerts on.
+            tracing::debug!(reason, "unlisted reconcile error reason");
+            self.reconcile_errors
+                .with_label_values(&[&ns, &name, "ApiError"])
+                .inc();
+        }
+        self.series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((ns, name))
+            .or_default();
+    }
+
+    fn status(&self, schedule: &PhoneSchedule, status: &PhoneScheduleStatus) {
+        self.record_status(schedule, status);
+    }
+
+    fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+        self.is_leader.store(leading, Ordering::SeqCst);
+        self.leader_known.store(true, Ordering::SeqCst);
+    }
+
+    fn watching(&self, schedules: Store<PhoneSchedule>) {
+        *self
+            .schedules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(schedules);
+    }
+}
+
+/// Marks the provisioning server ready in `metrics` once `ready()` says so (it never becomes
+/// unready again: its index only grows more complete), or gives up when `stop` is cancelled.
+pub async fn follow_server_readiness(
+    metrics: &Metrics,
+    ready: impl Fn() -> bool,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    while !ready() {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    metrics.set_server_ready(true);
+}
+
+#[cfg(test)]
+mod tests;
