@@ -2,9 +2,9 @@
 //! default and the all-features values, the schema refusing bad values, and install, upgrade
 //! and uninstall on the real API server.
 
-mod support;
 #[path = "helm/common.rs"]
 mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -86,7 +86,10 @@ async fn default_values_render_a_hardened_namespaced_controller() {
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "pf-phonefleet");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let c = container(&objects);
     let sc = &c["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
@@ -167,10 +170,16 @@ async fn default_values_render_a_hardened_namespaced_controller() {
     let prov = svc("pf-phonefleet-provisioning");
     assert_eq!(prov["spec"]["ports"][0]["port"], 80);
     assert_eq!(prov["spec"]["ports"][0]["targetPort"], "provisioning");
-    assert_eq!(svc("pf-phonefleet-metrics")["spec"]["ports"][0]["port"], 9090);
+    assert_eq!(
+        svc("pf-phonefleet-metrics")["spec"]["ports"][0]["port"],
+        9090
+    );
 
     one(&objects, "ServiceAccount");
-    assert_eq!(one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
     // Off by default: the Prometheus Operator's kinds.
     assert!(of_kind(&objects, "ServiceMonitor").is_empty());
     assert!(of_kind(&objects, "PrometheusRule").is_empty());
@@ -241,14 +250,20 @@ async fn all_features_values_render_cluster_rbac_monitoring_tls_and_a_firmware_c
     assert_eq!(prov["spec"]["ports"][0]["name"], "https");
 
     let monitor = one(&objects, "ServiceMonitor");
-    assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(
         monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
         "metrics"
     );
-    assert_eq!(one(&objects, "PodDisruptionBudget")["spec"]["minAvailable"], 2);
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["minAvailable"],
+        2
+    );
 
     // The metrics engineer's files: rendered exactly when they exist.
     let rules = chart_dir().join("rules/phonefleet-rules.yaml");
@@ -317,7 +332,8 @@ async fn dashboards_and_alert_rules_are_templated_from_the_chart_files() {
     copy_dir(&chart_dir(), &chart);
     std::fs::create_dir_all(chart.join("dashboards")).unwrap();
     std::fs::create_dir_all(chart.join("rules")).unwrap();
-    let dashboard = r#"{"title": "Fixture {{ not a template }}", "panels": [{"expr": "sum(rate(x[5m]))"}]}"#;
+    let dashboard =
+        r#"{"title": "Fixture {{ not a template }}", "panels": [{"expr": "sum(rate(x[5m]))"}]}"#;
     std::fs::write(chart.join("dashboards/fixture.json"), dashboard).unwrap();
     let rules = "groups:\n  - name: fixture\n    rules:\n      - alert: FixtureAlert\n        expr: up == 0\n        for: 5m\n        labels: {severity: page}\n        annotations:\n          summary: \"{{ $labels.instance }} is down\"\n";
     std::fs::write(chart.join("rules/phonefleet-rules.yaml"), rules).unwrap();
@@ -415,7 +431,10 @@ async fn values_violating_the_schema_fail_naming_the_field() {
     let chart = chart_dir();
     let cases = [
         // A typo is refused, not silently ignored.
-        ("replicas: 3\n", "additional properties 'replicas' not allowed"),
+        (
+            "replicas: 3\n",
+            "additional properties 'replicas' not allowed",
+        ),
         ("replicaCount: two\n", "/replicaCount"),
         ("watch:\n  scope: Everywhere\n", "/watch/scope"),
         (
@@ -426,7 +445,10 @@ async fn values_violating_the_schema_fail_naming_the_field() {
             "controller:\n  leaderElection:\n    enabled: yes-please\n",
             "/controller/leaderElection/enabled",
         ),
-        ("provisioning:\n  service:\n    type: Ingress\n", "/provisioning/service/type"),
+        (
+            "provisioning:\n  service:\n    type: Ingress\n",
+            "/provisioning/service/type",
+        ),
         ("securityContext: 1\n", "/securityContext"),
     ];
     let dir = tempfile::tempdir().unwrap();
@@ -443,7 +465,10 @@ async fn values_violating_the_schema_fail_naming_the_field() {
             stderr.contains("values don't meet the specifications of the schema"),
             "{values:?}: {stderr}"
         );
-        assert!(stderr.contains(field), "{values:?} should name {field}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{values:?} should name {field}: {stderr}"
+        );
     }
 }
 
@@ -470,7 +495,10 @@ async fn install_upgrade_and_uninstall_on_the_api_server_leave_only_the_crds() {
         ],
     );
     assert!(out.contains("STATUS: deployed"), "{out}");
-    assert!(out.contains("DHCP option 66"), "NOTES tell what to do next:\n{out}");
+    assert!(
+        out.contains("DHCP option 66"),
+        "NOTES tell what to do next:\n{out}"
+    );
 
     // Everything the chart renders is on the API server (no pods run: the control plane has
     // no nodes).
@@ -522,7 +550,11 @@ async fn install_upgrade_and_uninstall_on_the_api_server_leave_only_the_crds() {
         .unwrap()
         .clone();
     assert!(args.contains(&json!("--server-url=http://prov2.example.net")));
-    assert!(!args.iter().any(|a| a.as_str().unwrap().starts_with("--namespace")));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("--namespace"))
+    );
     let role = get_json(cluster, "", &format!("clusterrole/{full}"));
     assert_eq!(flat_rules(&role), EXPECTED_RULES);
     cluster.kubectl_ok(&["get", &format!("clusterrolebinding/{full}")]);

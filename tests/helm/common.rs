@@ -119,6 +119,7 @@ pub fn flat_rules(role: &Value) -> Vec<String> {
 
 /// Exactly the API access `phonefleet run` needs in a watched namespace (docs/helm.md).
 pub const EXPECTED_RULES: &[&str] = &[
+    "/configmaps:create",
     "/configmaps:delete",
     "/configmaps:get",
     "/configmaps:list",

@@ -96,10 +96,11 @@ is a call in src/: see docs/helm.md for the table.
   resources: ["phoneschedules/status"]
   verbs: ["patch"]
 # Rendered configs (controller: server-side apply, delete of stale shards, get after a restart)
-# and progress (server: server-side apply of the skeleton, merge patch of changed phones).
+# and progress (server: server-side apply of the skeleton, merge patch of changed phones). A
+# server-side apply that creates the object needs create as well as patch.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Download tokens (server) and, in the release namespace, the leader Lease (controller).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

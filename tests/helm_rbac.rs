@@ -1,0 +1,453 @@
+//! The chart's RBAC is sufficient and minimal, shown with its own ServiceAccount: the chart is
+//! installed with helm, a token for its ServiceAccount comes from the TokenRequest API, and
+//! `phonefleet run` (out of cluster: the control plane has no nodes) runs with that token and
+//! the arguments the chart's Deployment gives it. A small fleet is rolled out to completion
+//! through the provisioning server by the phone simulator on a compressed clock. Then the same
+//! identity is refused Secrets, Pods, other namespaces and the CRDs.
+#![cfg(feature = "simulated-time")]
+
+#[path = "helm/common.rs"]
+mod common;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use common::{chart_dir, helm_ok, parse_documents};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+/// Simulated start: a Monday 00:00 UTC, inside the schedule's 00:00-06:00 window.
+const ORIGIN: &str = "2026-01-05T00:00:00Z";
+/// Five simulated minutes per real second: the plan's 33 minutes take seconds.
+const SCALE: &str = "300";
+
+fn fleet(namespace: &str) -> String {
+    format!(
+        r#"apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata:
+  name: night
+  namespace: {namespace}
+spec:
+  siteSelector: {{}}
+  provisioning:
+    powerOn: true
+    repeatedly: {{enabled: false}}
+    weekly:
+      enabled: true
+      intervalWeeks: 1
+      inactivityMinutes: 0
+      window: {{start: "00:00", end: "06:00"}}
+      days: [Sun, Mon, Tue, Wed, Thu, Fri, Sat]
+    flexible: {{enabled: false}}
+  firmware:
+    version: 2.0.0
+    file: gxp2170fw.bin
+    sizeBytes: 20480
+    models: [GXP2170]
+  rollout:
+    stages:
+      - {{name: everyone, percent: 100}}
+---
+apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSite
+metadata:
+  name: lab
+  namespace: {namespace}
+spec:
+  timeZone: UTC
+  maxConcurrentDownloads: 2
+  uplinkMbps: 100
+  phones:
+    - {{mac: "00:0b:82:00:00:01", model: GXP2170}}
+    - {{mac: "00:0b:82:00:00:02", model: GXP2170}}
+    - {{mac: "00:0b:82:00:00:03", model: GXP2170}}
+    - {{mac: "00:0b:82:00:00:04", model: GXP2170}}
+"#
+    )
+}
+
+/// A kubeconfig for `token`, with the server and CA of the admin kubeconfig.
+fn token_kubeconfig(admin: &Path, token: &str, namespace: &str, out: &Path) {
+    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
+    let admin: Value = serde_yaml_ng::from_str(&text).expect("kubeconfig parses");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().expect("server");
+    let ca = cluster["certificate-authority"]
+        .as_str()
+        .expect("certificate-authority file");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": ca}}],
+        "users": [{"name": "phonefleet", "user": {"token": token}}],
+        "contexts": [{"name": "phonefleet", "context": {"cluster": "test", "user": "phonefleet", "namespace": namespace}}],
+        "current-context": "phonefleet",
+    });
+    std::fs::write(out, serde_yaml_ng::to_string(&config).unwrap()).expect("write kubeconfig");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Status code of `GET path` on `addr`, if it answered.
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).ok()?;
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `phonefleet run` killed when dropped.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// "yes" or "no" from `kubectl auth can-i` as `user` (impersonated by the admin).
+fn can_i(cluster: &support::TestCluster, user: &str, args: &[&str]) -> String {
+    let mut all = vec!["auth", "can-i", "--as", user];
+    all.extend_from_slice(args);
+    let out = cluster.kubectl(&all);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_charts_service_account_runs_a_rollout_to_completion_and_nothing_more() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("helm-rbac").await;
+    let other = cluster.namespace("helm-rbac-other").await;
+    let release = ns.name.replacen("helm-rbac", "pf", 1);
+    let sa = format!("{release}-phonefleet");
+    let user = format!("system:serviceaccount:{}:{sa}", ns.name);
+
+    // The chart as an operator installs it: one namespace, leader election on.
+    let chart = chart_dir();
+    helm_ok(
+        cluster,
+        &["install", &release, chart.to_str().unwrap(), "-n", &ns.name],
+    );
+    let manifest = helm_ok(cluster, &["get", "manifest", &release, "-n", &ns.name]);
+    let objects = parse_documents(&manifest);
+    let deployment = common::one(&objects, "Deployment");
+    let chart_args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+
+    // A token for the chart's ServiceAccount from the TokenRequest API.
+    let token = cluster.kubectl_ok(&["create", "token", &sa, "-n", &ns.name, "--duration=1h"]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    token_kubeconfig(&cluster.kubeconfig, token.trim(), &ns.name, &kubeconfig);
+    let as_sa = |args: &[&str]| {
+        cluster
+            .tool("kubectl")
+            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    let whoami = as_sa(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout), user);
+
+    // Firmware the simulated phones flash (their image name comes from their model).
+    let firmware = dir.path().join("firmware");
+    std::fs::create_dir_all(&firmware).unwrap();
+    std::fs::write(
+        firmware.join("gxp2170fw.bin"),
+        phonefleet::simulator::firmware_image("2.0.0", 20 * 1024),
+    )
+    .unwrap();
+
+    // `phonefleet run` with the chart's arguments; what differs out of cluster is where it
+    // listens, the URL phones use, the firmware directory, and the downward API's variables.
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server_url = format!("http://{addr}");
+    let local = [
+        "--server-url",
+        "--provisioning-listen",
+        "--metrics-listen",
+        "--firmware-dir",
+    ];
+    let mut run_args: Vec<String> = chart_args
+        .into_iter()
+        .filter(|a| !local.iter().any(|l| a.starts_with(l)))
+        .collect();
+    assert_eq!(run_args[0], "run");
+    assert!(run_args.contains(&format!("--namespace={}", ns.name)));
+    assert!(run_args.contains(&"--leader-elect".to_owned()));
+    run_args.extend([
+        format!("--server-url={server_url}"),
+        format!("--provisioning-listen={addr}"),
+        format!("--firmware-dir={}", firmware.display()),
+    ]);
+    let help = Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+        .args(["run", "--help"])
+        .output()
+        .expect("phonefleet run --help");
+    // The probes' endpoints, where the chart points them (once the flag exists).
+    let metrics: Option<SocketAddr> = String::from_utf8_lossy(&help.stdout)
+        .contains("--metrics-listen")
+        .then(|| ([127, 0, 0, 1], free_port()).into());
+    if let Some(metrics) = metrics {
+        run_args.push(format!("--metrics-listen={metrics}"));
+    }
+    let real_origin = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let clock = [
+        format!("--time-origin={ORIGIN}"),
+        format!("--time-scale={SCALE}"),
+        format!("--time-real-origin={real_origin}"),
+    ];
+    let log = dir.path().join("run.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let controller = Controller {
+        child: Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(&run_args)
+            .args(&clock)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", &ns.name)
+            .env("POD_NAME", format!("{release}-0"))
+            .env("RUST_LOG", "info,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("spawn phonefleet run"),
+        log,
+    };
+    support::eventually("the provisioning server to be ready", WAIT, || async {
+        (http_status(addr, "/readyz") == Some(200)).then_some(())
+    })
+    .await;
+    if let Some(metrics) = metrics {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            support::eventually(&format!("{path} on the metrics port"), WAIT, || async {
+                (http_status(metrics, path) == Some(200)).then_some(())
+            })
+            .await;
+        }
+    }
+
+    // A fleet, applied by the operator (admin); the controller acts with the chart's rights.
+    let fleet_file = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet_file, fleet(&ns.name)).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", fleet_file.to_str().unwrap()]);
+    let (kubectl, admin, namespace) = (
+        cluster.bin_dir.join("kubectl"),
+        cluster.kubeconfig.clone(),
+        ns.name.clone(),
+    );
+    let wait = tokio::task::spawn_blocking(move || {
+        Command::new(kubectl)
+            .env("KUBECONFIG", admin)
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "--timeout=90s",
+                "-n",
+                &namespace,
+            ])
+            .arg("phoneschedule/night")
+            .output()
+            .expect("kubectl wait")
+    })
+    .await
+    .unwrap();
+    assert!(
+        wait.status.success(),
+        "schedule not Ready: {}\ncontroller log:\n{}",
+        String::from_utf8_lossy(&wait.stderr),
+        controller.log()
+    );
+    let configs = cluster.kubectl_ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        &ns.name,
+        "-l",
+        "app.kubernetes.io/component=rendered-config",
+        "-o",
+        "name",
+    ]);
+    assert!(!configs.trim().is_empty(), "no rendered-config ConfigMap");
+    support::eventually("phones' configs to be served", WAIT, || async {
+        (http_status(addr, "/cfg000b82000001.xml") == Some(200)).then_some(())
+    })
+    .await;
+
+    // The phones: boot at once, fetch their files, download inside their slots, reboot.
+    let (admin, namespace, url) = (cluster.kubeconfig.clone(), ns.name.clone(), server_url);
+    let sim = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(["simulate", "--server", &url, "-n", &namespace])
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args(["--hours", "5", "--until-settled", "--seed", "3"])
+            .args(&clock)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("phonefleet simulate")
+    })
+    .await
+    .unwrap();
+    assert!(
+        sim.status.success(),
+        "simulate failed\n{}",
+        controller.log()
+    );
+    let summary: Value = serde_json::from_slice(&sim.stdout).unwrap_or_else(|e| {
+        panic!(
+            "simulate printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&sim.stdout)
+        )
+    });
+    let site = &summary["sites"]["lab"];
+    assert_eq!(site["upgraded"], 4, "{summary}\n{}", controller.log());
+    assert_eq!(site["failed"], 0, "{summary}");
+    assert!(
+        site["peakConcurrentDownloads"].as_u64().unwrap() <= 2,
+        "{summary}"
+    );
+
+    // The controller read the progress the server wrote and reports the rollout done.
+    support::eventually("the schedule to report 4/4 upgraded", WAIT, || async {
+        let out = cluster.kubectl(&[
+            "get",
+            "phoneschedule/night",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.progress}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout) == "4/4").then_some(())
+    })
+    .await;
+    let log = controller.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "some call was refused by RBAC:\n{log}"
+    );
+    // The leader Lease and download tokens were written with the chart's rights.
+    let lease = cluster.kubectl_ok(&[
+        "get",
+        "lease/phonefleet-controller",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, format!("{release}-0"));
+    let tokens = cluster.kubectl_ok(&[
+        "get",
+        "leases",
+        "-n",
+        &ns.name,
+        "-l",
+        "phonefleet.io/site=lab",
+        "-o",
+        "name",
+    ]);
+    assert!(!tokens.trim().is_empty(), "no download token Lease");
+
+    // Minimal: what it needs, and nothing else.
+    let n = ns.name.as_str();
+    for (args, expected) in [
+        (vec!["create", "configmaps", "-n", n], "yes"),
+        (vec!["patch", "configmaps", "-n", n], "yes"),
+        (
+            vec![
+                "patch",
+                "phoneschedules.phonefleet.io",
+                "--subresource=status",
+                "-n",
+                n,
+            ],
+            "yes",
+        ),
+        (vec!["update", "leases.coordination.k8s.io", "-n", n], "yes"),
+        (vec!["get", "secrets", "-n", n], "no"),
+        (vec!["list", "secrets", "-n", n], "no"),
+        (vec!["list", "pods", "-n", n], "no"),
+        (vec!["create", "pods", "-n", n], "no"),
+        (vec!["get", "configmaps", "-n", &other.name], "no"),
+        (vec!["list", "configmaps", "--all-namespaces"], "no"),
+        (
+            vec!["update", "leases.coordination.k8s.io", "-n", &other.name],
+            "no",
+        ),
+        (vec!["patch", "phoneschedules.phonefleet.io", "-n", n], "no"),
+        (
+            vec!["delete", "phoneschedules.phonefleet.io", "-n", n],
+            "no",
+        ),
+        (vec!["create", "phonesites.phonefleet.io", "-n", n], "no"),
+        (
+            vec!["delete", "customresourcedefinitions.apiextensions.k8s.io"],
+            "no",
+        ),
+        (
+            vec!["create", "roles.rbac.authorization.k8s.io", "-n", n],
+            "no",
+        ),
+        (vec!["create", "serviceaccounts/token", "-n", n], "no"),
+    ] {
+        assert_eq!(can_i(cluster, &user, &args), expected, "can-i {args:?}");
+    }
+    // And the token itself is refused where it matters.
+    for args in [
+        vec!["get", "secrets", "-n", n],
+        vec!["get", "configmaps", "-n", &other.name],
+        vec!["delete", "crd", "phoneschedules.phonefleet.io"],
+    ] {
+        let out = as_sa(&args);
+        assert!(!out.status.success(), "{args:?} was allowed");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Forbidden"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    drop(controller);
+    helm_ok(cluster, &["uninstall", &release, "-n", &ns.name]);
+    ns.delete().await;
+    other.delete().await;
+}
