@@ -70,9 +70,10 @@ pub async fn apply(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut written = Written::default();
 
-    for shard in desired.shards.iter().flatten() {
-        if let Some(data) = &shard.data {
-            let object = shard_object(schedule, shard, data);
+    for shard in desired.shards.iter().flatten().filter(|s| s.changed) {
+        {
+            let data = desired.shard_data(shard);
+            let object = shard_object(schedule, shard, &data);
             configmaps
                 .patch(&shard.name, &params, &Patch::Apply(&object))
                 .await

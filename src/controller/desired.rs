@@ -80,9 +80,105 @@ pub struct Inputs<'a> {
 pub struct Shard {
     pub name: String,
     pub site: String,
+    /// Hash of the content, stored in the ConfigMap's annotation.
     pub hash: String,
-    /// The files and the index; `None` when the cluster already holds exactly this content.
-    pub data: Option<BTreeMap<String, String>>,
+    /// Whether the cluster's copy differs (by hash): only changed shards are written.
+    pub changed: bool,
+    /// Which [`SiteFiles`] and which phones of it (positions in its MAC order).
+    files: usize,
+    phones: std::ops::Range<usize>,
+}
+
+/// Index bytes budgeted per phone when cutting shards (a phone's index entry is ~120 bytes).
+const INDEX_BYTES_PER_PHONE: usize = 200;
+
+/// How one site's files are laid out: its phones in MAC order, with what their files need.
+#[derive(Clone, Debug)]
+struct SiteFiles {
+    site: usize,
+    check_minutes: u32,
+    cap: u32,
+    order: Vec<usize>,
+}
+
+/// What any shard can be rendered again from.
+#[derive(Clone, Debug)]
+pub struct Rendering {
+    fleet: Fleet,
+    schedule: String,
+    server_url: ServerUrl,
+    firmware: Option<IndexFirmware>,
+    sites: Vec<SiteFiles>,
+}
+
+fn shards_of_site(shards: &[Shard], site: &str) -> usize {
+    shards.iter().filter(|s| s.site == site).count()
+}
+
+/// The phone at `pos` of a site's MAC order: its bare MAC, its file and its index entry.
+fn render_entry(
+    fleet: &Fleet,
+    r: &Rendering,
+    slots: &HashMap<Mac, IndexSlot>,
+    files: &SiteFiles,
+    pos: usize,
+) -> (String, render::RenderedFile, IndexPhone) {
+    let site = &fleet.sites[files.site];
+    let phone = &site.phones[files.order[pos]];
+    let model = fleet.models[phone.model.0 as usize].as_str();
+    let slot = slots.get(&phone.mac).copied();
+    let file = phone_file(&PhoneFile {
+        mac: phone.mac,
+        model,
+        site,
+        check_minutes: files.check_minutes,
+        slot,
+        firmware: fleet.schedule.firmware.as_ref(),
+        provisioning: &fleet.schedule.provisioning,
+        server_url: &r.server_url,
+        format: Format::for_model(model),
+    });
+    let entry = IndexPhone {
+        model: model.to_owned(),
+        file: file.name.clone(),
+        slot,
+    };
+    (phone.mac.bare().to_string(), file, entry)
+}
+
+/// The index of the phones at `range` of a site's MAC order, as a data entry.
+fn index_entry(
+    fleet: &Fleet,
+    r: &Rendering,
+    slots: &HashMap<Mac, IndexSlot>,
+    files: &SiteFiles,
+    range: std::ops::Range<usize>,
+) -> (String, String) {
+    let site = &fleet.sites[files.site];
+    let index = ShardIndex {
+        schedule: r.schedule.clone(),
+        site: site.name.clone(),
+        time_zone: site.time_zone.name().to_owned(),
+        cap: files.cap,
+        firmware: r.firmware.clone(),
+        phones: range
+            .map(|pos| {
+                let phone = &site.phones[files.order[pos]];
+                let model = fleet.models[phone.model.0 as usize].clone();
+                let file = Format::for_model(&model).file_name(phone.mac);
+                let slot = slots.get(&phone.mac).copied();
+                (
+                    phone.mac.bare().to_string(),
+                    IndexPhone { model, file, slot },
+                )
+            })
+            .collect(),
+    };
+    // Serialising plain structs with string keys cannot fail.
+    (
+        INDEX_KEY.to_owned(),
+        serde_json::to_string(&index).unwrap_or_default(),
+    )
 }
 
 /// An event to publish on the schedule.
@@ -99,6 +195,8 @@ pub struct Desired {
     /// `None` when the spec is invalid: the children are left as they are (phones keep being
     /// served their last good files) until the operator fixes the spec.
     pub shards: Option<Vec<Shard>>,
+    /// What the shards' content is rendered from ([`Desired::shard_data`]).
+    rendering: Option<Rendering>,
     /// Owned shards that should no longer exist.
     pub stale: Vec<String>,
     pub status: PhoneScheduleStatus,
@@ -254,6 +352,7 @@ fn invalid_spec(inputs: &Inputs<'_>, old: &PhoneScheduleStatus, message: String)
     let events = transition_event(old, &status, reason::INVALID_SPEC, true, &message);
     Desired {
         shards: None,
+        rendering: None,
         stale: Vec::new(),
         status,
         events,
@@ -392,41 +491,20 @@ fn decide(
         }
     }
 
-    // Render every phone's file and shard them per site.
+    // Render every phone's file and cut each site's files into shards. Only one shard's files
+    // are held at a time: the decision keeps what it needs to render a shard again
+    // ([`Desired::shard_data`]), so a 100,000-phone fleet is never in memory all at once.
     let mut shards = Vec::new();
     let mut check_minutes_by_site = BTreeMap::new();
     let mut desired_names = BTreeSet::new();
     let schedule_name = inputs.schedule.name_any();
-    for (site, site_plan) in fleet.sites.iter().zip(&plan.sites) {
-        let check_minutes = site_plan.check_minutes;
-        let mut items: Vec<(String, String, String, IndexPhone)> = site
-            .phones
-            .iter()
-            .map(|p| {
-                let model = fleet.models[p.model.0 as usize].as_str();
-                let slot = slots.get(&p.mac).copied();
-                let file = phone_file(&PhoneFile {
-                    mac: p.mac,
-                    model,
-                    site,
-                    check_minutes,
-                    slot,
-                    firmware,
-                    provisioning: &schedule.provisioning,
-                    server_url: inputs.server_url,
-                    format: Format::for_model(model),
-                });
-                let entry = IndexPhone {
-                    model: model.to_owned(),
-                    file: file.name.clone(),
-                    slot,
-                };
-                (p.mac.bare().to_string(), file.name, file.body, entry)
-            })
-            .collect();
-        check_minutes_by_site.insert(site.name.clone(), check_minutes);
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        let index_firmware = firmware.filter(|_| active).map(|fw| IndexFirmware {
+    let mut rendering = Rendering {
+        schedule: format!(
+            "{}/{schedule_name}",
+            inputs.schedule.namespace().unwrap_or_default()
+        ),
+        server_url: inputs.server_url.clone(),
+        firmware: firmware.filter(|_| active).map(|fw| IndexFirmware {
             version: fw.version.clone(),
             file: fw.file.clone(),
             models: fw
@@ -435,44 +513,73 @@ fn decide(
                 .flatten()
                 .map(|id| fleet.models[id.0 as usize].clone())
                 .collect(),
-        });
-        let budget_per_phone = 200;
-        let groups = children::shard_by_size(items, MAX_SHARD_BYTES, |(_, name, body, _)| {
-            name.len() + body.len() + budget_per_phone
-        });
-        for (n, group) in groups.into_iter().enumerate() {
-            let name = children::config_map_name(&schedule_name, &site.name, n);
-            let mut index = ShardIndex {
-                schedule: format!(
-                    "{}/{}",
-                    inputs.schedule.namespace().unwrap_or_default(),
-                    schedule_name
-                ),
-                site: site.name.clone(),
-                time_zone: site.time_zone.name().to_owned(),
-                cap: site_plan.cap.get(),
-                firmware: index_firmware.clone(),
-                phones: BTreeMap::new(),
-            };
-            let mut data = BTreeMap::new();
-            for (mac, file, body, entry) in group {
-                index.phones.insert(mac, entry);
-                data.insert(file, body);
-            }
-            // Serialising plain structs with string keys cannot fail.
-            let index_json = serde_json::to_string(&index).unwrap_or_default();
-            data.insert(INDEX_KEY.to_owned(), index_json);
-            let hash = children::content_hash(data.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            let unchanged = inputs.existing_shards.get(&name) == Some(&hash);
+        }),
+        sites: Vec::with_capacity(fleet.sites.len()),
+        fleet: Fleet {
+            schedule: fleet.schedule.clone(),
+            sites: Vec::new(),
+            models: fleet.models.clone(),
+        },
+    };
+    for (index, (site, site_plan)) in fleet.sites.iter().zip(&plan.sites).enumerate() {
+        let mut order: Vec<usize> = (0..site.phones.len()).collect();
+        order.sort_by_key(|&i| site.phones[i].mac);
+        let files = SiteFiles {
+            site: index,
+            check_minutes: site_plan.check_minutes,
+            cap: site_plan.cap.get(),
+            order,
+        };
+        check_minutes_by_site.insert(site.name.clone(), files.check_minutes);
+        let mut cut = |range: std::ops::Range<usize>,
+                       entries: Vec<(String, String)>,
+                       shards: &mut Vec<Shard>| {
+            let name = children::config_map_name(
+                &schedule_name,
+                &site.name,
+                shards_of_site(shards, &site.name),
+            );
+            let hash =
+                children::content_hash(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let changed = inputs.existing_shards.get(&name) != Some(&hash);
             desired_names.insert(name.clone());
             shards.push(Shard {
                 name,
                 site: site.name.clone(),
                 hash,
-                data: (!unchanged).then_some(data),
+                changed,
+                files: index,
+                phones: range,
             });
+        };
+        let mut start = 0;
+        let mut used = 0;
+        let mut current: Vec<(String, String)> = Vec::new();
+        for pos in 0..files.order.len() {
+            let (_, file, _) = render_entry(&fleet, &rendering, &slots, &files, pos);
+            let size = file.name.len() + file.body.len() + INDEX_BYTES_PER_PHONE;
+            if pos > start && used + size > MAX_SHARD_BYTES {
+                current.push(index_entry(&fleet, &rendering, &slots, &files, start..pos));
+                cut(start..pos, std::mem::take(&mut current), &mut shards);
+                start = pos;
+                used = 0;
+            }
+            used += size;
+            current.push((file.name, file.body));
         }
+        if start < files.order.len() {
+            current.push(index_entry(
+                &fleet,
+                &rendering,
+                &slots,
+                &files,
+                start..files.order.len(),
+            ));
+            cut(start..files.order.len(), current, &mut shards);
+        }
+        rendering.sites.push(files);
     }
+    rendering.fleet.sites = fleet.sites.clone();
     let stale = inputs
         .existing_shards
         .keys()
@@ -743,12 +850,34 @@ fn decide(
 
     Desired {
         shards: Some(shards),
+        rendering: Some(rendering),
         stale,
         status,
         events,
         wake_at,
         slots,
         check_minutes: check_minutes_by_site,
+    }
+}
+
+impl Desired {
+    /// The files and index of `shard`, rendered again (the decision keeps only their hash).
+    pub fn shard_data(&self, shard: &Shard) -> BTreeMap<String, String> {
+        let Some(r) = &self.rendering else {
+            return BTreeMap::new();
+        };
+        let files = &r.sites[shard.files];
+        let mut data: BTreeMap<String, String> = shard
+            .phones
+            .clone()
+            .map(|pos| {
+                let (_, file, _) = render_entry(&r.fleet, r, &self.slots, files, pos);
+                (file.name, file.body)
+            })
+            .collect();
+        let (key, index) = index_entry(&r.fleet, r, &self.slots, files, shard.phones.clone());
+        data.insert(key, index);
+        data
     }
 }
 

@@ -137,8 +137,7 @@ fn files(desired: &Desired) -> BTreeMap<String, String> {
         .shards
         .iter()
         .flatten()
-        .flat_map(|s| s.data.iter().flatten())
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .flat_map(|s| desired.shard_data(s))
         .collect()
 }
 
@@ -169,7 +168,7 @@ fn a_second_decision_on_the_written_state_changes_nothing() {
     world.settle(&first);
     let second = world.decide();
     assert!(
-        second.shards.iter().flatten().all(|s| s.data.is_none()),
+        second.shards.iter().flatten().all(|s| !s.changed),
         "no shard to write"
     );
     assert!(second.stale.is_empty());
@@ -371,6 +370,46 @@ fn upgraded_phones_are_not_planned_again() {
     for mac in &done {
         assert!(!later.slots.contains_key(mac));
     }
+}
+
+#[test]
+fn a_big_site_is_cut_into_shards_under_the_configmap_limit_with_every_phone_once() {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site(
+        "big",
+        "Europe/Paris",
+        5,
+        3000,
+        &["GXP2170", "SIP-T46U"],
+    ))];
+    let d = world.decide();
+    let shards = d.shards.as_ref().expect("shards");
+    assert!(shards.len() > 1, "{} shards", shards.len());
+    let mut phones = 0;
+    for shard in shards {
+        let data = d.shard_data(shard);
+        let bytes: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(bytes < 1024 * 1024, "{} is {bytes} bytes", shard.name);
+        let index: ShardIndex = serde_json::from_str(&data[INDEX_KEY]).expect("index");
+        assert_eq!(
+            index.phones.len() + 1,
+            data.len(),
+            "one file per indexed phone"
+        );
+        assert_eq!(
+            children::content_hash(
+                index
+                    .phones
+                    .values()
+                    .map(|p| (p.file.as_str(), data[&p.file].as_str()))
+                    .chain([(INDEX_KEY, data[INDEX_KEY].as_str())])
+            ),
+            shard.hash,
+            "the hash covers exactly the data written"
+        );
+        phones += index.phones.len();
+    }
+    assert_eq!(phones, 3000);
 }
 
 #[test]
