@@ -95,6 +95,8 @@ impl ControllerProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
             .args(["run", "--namespace", namespace, "--server-url", SERVER_URL])
             .args(["--provisioning-listen", "127.0.0.1:0"])
+            // Several replicas run side by side: no fixed metrics port.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,phonefleet=debug,kube=warn")
