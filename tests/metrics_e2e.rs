@@ -433,6 +433,23 @@ async fn prometheus_scrapes_a_rollout_every_panel_and_alert_has_data_and_a_halt_
         .collect();
     let mut panel_exprs: BTreeMap<String, String> = BTreeMap::new();
     for (file, d) in &dashboards {
+        // Template variables: `label_values(selector, label)` must list values too.
+        for var in d["templating"]["list"].as_array().unwrap() {
+            if var["type"] != "query" {
+                continue;
+            }
+            let q = var["definition"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{file}: unexpected variable query {q}"));
+            let (selector, label) = inner.rsplit_once(',').unwrap();
+            let expr = format!("count by ({}) ({selector})", label.trim());
+            panel_exprs.insert(
+                substitute(&expr, &ns.name, "paris"),
+                format!("{file}: variable {}", var["name"]),
+            );
+        }
         for (title, expr) in panel_queries(d) {
             panel_exprs.insert(
                 substitute(&expr, &ns.name, "paris"),
@@ -590,7 +607,7 @@ async fn prometheus_scrapes_a_rollout_every_panel_and_alert_has_data_and_a_halt_
         );
     }
     eprintln!(
-        "metrics e2e: {} panel queries and {} alert rules evaluated in {:?}; promtool: {}",
+        "metrics e2e: {} panel and variable queries and {} alert rules evaluated in {:?}; promtool: {}",
         panel_exprs.len(),
         alert_rules.len(),
         start.elapsed(),
