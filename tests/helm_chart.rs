@@ -481,6 +481,11 @@ async fn install_upgrade_and_uninstall_on_the_api_server_leave_only_the_crds() {
     let release = ns.name.replacen("helm-install", "pf", 1);
     let full = format!("{release}-phonefleet");
     let chart = chart_dir();
+    let _guard = common::ReleaseGuard {
+        cluster,
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
 
     let out = helm_ok(
         cluster,
@@ -512,6 +517,19 @@ async fn install_upgrade_and_uninstall_on_the_api_server_leave_only_the_crds() {
         format!("poddisruptionbudget/{full}"),
     ] {
         cluster.kubectl_ok(&["get", "-n", &ns.name, &object]);
+    }
+    let has_dashboards = std::fs::read_dir(chart.join("dashboards"))
+        .is_ok_and(|mut d| d.any(|e| e.unwrap().path().extension().is_some_and(|x| x == "json")));
+    if has_dashboards {
+        let labels = cluster.kubectl_ok(&[
+            "get",
+            "-n",
+            &ns.name,
+            &format!("configmap/{full}-dashboards"),
+            "-o",
+            "jsonpath={.metadata.labels.grafana_dashboard}",
+        ]);
+        assert_eq!(labels, "1");
     }
     let deployment = get_json(cluster, &ns.name, &format!("deployment/{full}"));
     assert_eq!(deployment["spec"]["replicas"], 2);

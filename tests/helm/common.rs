@@ -137,3 +137,26 @@ pub const EXPECTED_RULES: &[&str] = &[
     "phonefleet.io/phonesites:list",
     "phonefleet.io/phonesites:watch",
 ];
+
+/// Uninstalls a release when dropped, so a failing test leaves no cluster-wide objects
+/// (ClusterRole, ClusterRoleBinding) behind; namespace deletion takes care of the rest.
+pub struct ReleaseGuard<'a> {
+    pub cluster: &'a TestCluster,
+    pub release: String,
+    pub namespace: String,
+}
+
+impl Drop for ReleaseGuard<'_> {
+    fn drop(&mut self) {
+        let _ = helm(
+            self.cluster,
+            &[
+                "uninstall",
+                &self.release,
+                "-n",
+                &self.namespace,
+                "--ignore-not-found",
+            ],
+        );
+    }
+}
