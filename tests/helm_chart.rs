@@ -438,6 +438,10 @@ async fn values_violating_the_schema_fail_naming_the_field() {
         ("replicaCount: two\n", "/replicaCount"),
         ("watch:\n  scope: Everywhere\n", "/watch/scope"),
         (
+            "controller:\n  serverUrl: prov.example.net\n",
+            "/controller/serverUrl",
+        ),
+        (
             "firmware:\n  source: persistentVolumeClaim\n",
             "/firmware/persistentVolumeClaim/claimName",
         ),
