@@ -8,6 +8,9 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Smaller binary than the repository's release profile (which keeps line tables for profiling):
+# no debug info, symbol names kept so panics still show a readable backtrace.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
 # Dependencies first, so that a source change does not rebuild them: build a stub crate with
 # the real manifest and lock file, then the real sources.
 COPY Cargo.toml Cargo.lock ./
