@@ -4,6 +4,7 @@
 # both and the ratio.
 #
 #   scripts/bench-provisioning.sh [--phones N] [--duration 10s] [--connections 64] [--threads 2]
+#                                 [--rounds 3] [--no-build]
 #                                 [-- extra flags for the server, e.g. --header-read-timeout-seconds 0]
 #
 # Installs wrk and nginx with apt-get when missing. Starts a private local control plane
@@ -13,13 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-PHONES=500 DURATION=10s CONNECTIONS=64 THREADS=2
+PHONES=500 DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 BUILD=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --phones) PHONES=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
     --) shift; break ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -44,9 +47,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building (release)" >&2
-nice cargo build --release --quiet --example provisioning-server
 BIN=$ROOT/target/release/examples/provisioning-server
+if [[ $BUILD == 1 || ! -x $BIN ]]; then
+  echo "building (release)" >&2
+  nice cargo build --release --quiet --example provisioning-server
+fi
 
 # The same rendered files for both servers.
 NS=phonefleet-bench
@@ -129,23 +134,31 @@ run() { # port -> "req/s p99_ms"
   echo "$rps $p99"
 }
 
-# Warm both up, then measure alternately.
+# Warm both up, then measure alternately, ROUNDS times each: on a shared machine the load
+# changes from second to second, so medians of alternated runs compare the two fairly.
 wrk -t1 -c8 -d2s -s "$WORK/paths.lua" "http://127.0.0.1:$OURS" >/dev/null
 wrk -t1 -c8 -d2s -s "$WORK/paths.lua" "http://127.0.0.1:$NGX" >/dev/null
-read -r N1 NP1 < <(run "$NGX")
-read -r O1 OP1 < <(run "$OURS")
-read -r N2 NP2 < <(run "$NGX")
-read -r O2 OP2 < <(run "$OURS")
+RESULTS=()
+for _ in $(seq 1 "$ROUNDS"); do
+  RESULTS+=("nginx $(run "$NGX")")
+  RESULTS+=("phonefleet $(run "$OURS")")
+done
 
-python3 - "$N1" "$NP1" "$O1" "$OP1" "$N2" "$NP2" "$O2" "$OP2" "$PHONES" "$DURATION" "$CONNECTIONS" "$THREADS" <<'PY'
-import sys
-n1, np1, o1, op1, n2, np2, o2, op2 = map(float, sys.argv[1:9])
-phones, duration, conns, threads = sys.argv[9:]
-nr, orr = (n1 + n2) / 2, (o1 + o2) / 2
-npp, opp = (np1 + np2) / 2, (op1 + op2) / 2
-print(f"wrk -t{threads} -c{conns} -d{duration}, {phones} rendered files, random paths; two runs each, alternated")
-print(f"{'server':<12}{'req/s':>12}{'p99 ms':>10}")
-print(f"{'nginx':<12}{nr:>12.0f}{npp:>10.2f}   (runs: {n1:.0f}, {n2:.0f} req/s)")
-print(f"{'phonefleet':<12}{orr:>12.0f}{opp:>10.2f}   (runs: {o1:.0f}, {o2:.0f} req/s)")
-print(f"ratio phonefleet/nginx: {orr / nr:.2f}x req/s, p99 {opp / npp:.2f}x")
+printf '%s\n' "${RESULTS[@]}" >"$WORK/results.txt"
+python3 - "$WORK/results.txt" "$PHONES" "$DURATION" "$CONNECTIONS" "$THREADS" "$ROUNDS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import statistics, sys
+results, phones, duration, conns, threads, rounds, load = sys.argv[1:]
+runs = {}
+for line in open(results):
+    name, rps, p99 = line.split()
+    runs.setdefault(name, []).append((float(rps), float(p99)))
+med = {n: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for n, v in runs.items()}
+print(f"wrk -t{threads} -c{conns} -d{duration}, {phones} rendered files, random paths; "
+      f"{rounds} alternated runs each, medians; load average at the end: {load}")
+print(f"{'server':<12}{'req/s':>10}{'p99 ms':>9}   runs (req/s)")
+for n in ("nginx", "phonefleet"):
+    r, p = med[n]
+    print(f"{n:<12}{r:>10.0f}{p:>9.2f}   {', '.join(f'{x:.0f}' for x, _ in runs[n])}")
+(nr, np), (orr, op) = med["nginx"], med["phonefleet"]
+print(f"ratio phonefleet/nginx: {orr / nr:.2f}x req/s, p99 {op / np:.2f}x")
 PY
