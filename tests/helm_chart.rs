@@ -639,3 +639,26 @@ fn get_json(cluster: &support::TestCluster, namespace: &str, object: &str) -> Va
     }
     serde_json::from_str(&cluster.kubectl_ok(&args)).expect("kubectl JSON")
 }
+
+#[tokio::test]
+async fn rendered_arguments_are_accepted_by_phonefleet_run() {
+    // clap validates every argument before it acts on a trailing --help: unknown flags and
+    // unparsable values (a URL, an address, a number) fail here rather than in a crash-looping
+    // pod.
+    let cluster = support::cluster().await;
+    let values = all_features_values();
+    for extra in [vec![], vec!["-f", path(&values)]] {
+        let objects = template(cluster, &chart_dir(), "pf", "voice", &extra);
+        let a = args(&objects);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(&a)
+            .arg("--help")
+            .output()
+            .expect("run phonefleet");
+        assert!(
+            out.status.success(),
+            "phonefleet refuses the chart's arguments {a:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
