@@ -401,6 +401,9 @@ pub struct PhoneScheduleStatus {
     /// Per-site summary (one entry per site, never per phone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<SiteSummary>,
+    /// Per-stage summary of the rollout, in stage order (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSummary>,
     /// Where the rollout of the current firmware stands; the controller's memory of released
     /// stages and halted models, so a restart or upgrade of phonefleet redoes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -439,6 +442,22 @@ pub struct PhoneCounts {
     /// Phones seen running the target firmware.
     pub upgraded: u32,
     /// Phones that missed their slot or came back on the old firmware.
+    pub failed: u32,
+}
+
+/// Rollout summary of one stage, over every site.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSummary {
+    /// Name of the stage.
+    pub name: String,
+    /// Phones the stage holds.
+    pub phones: u32,
+    /// Phones of the stage downloading or rebooting now.
+    pub in_progress: u32,
+    /// Phones of the stage seen running the target firmware.
+    pub upgraded: u32,
+    /// Phones of the stage that failed.
     pub failed: u32,
 }
 

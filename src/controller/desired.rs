@@ -12,7 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::api::{PhoneCounts, PhoneSchedule, PhoneScheduleStatus, PhoneSite, SiteSummary};
+use crate::api::{
+    PhoneCounts, PhoneSchedule, PhoneScheduleStatus, PhoneSite, SiteSummary, StageSummary,
+};
 use crate::children::{
     self, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, MAX_SHARD_BYTES, PhoneProgress,
     PhoneState, ShardIndex,
@@ -601,6 +603,31 @@ fn decide(
     let total = members.len() as u32;
     let remaining = count(&|m| m.state != Some(PhoneState::Upgraded) && !halted.contains(m.model));
 
+    let stage_summaries: Vec<StageSummary> = if firmware.is_some() {
+        rollout
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let of_stage = || members.iter().filter(move |m| m.stage == i as u32);
+                let with = |state: &[PhoneState]| {
+                    of_stage()
+                        .filter(|m| m.state.is_some_and(|s| state.contains(&s)))
+                        .count() as u32
+                };
+                StageSummary {
+                    name: stage.name.clone(),
+                    phones: of_stage().count() as u32,
+                    in_progress: with(&[PhoneState::Downloading, PhoneState::Rebooting]),
+                    upgraded: with(&[PhoneState::Upgraded]),
+                    failed: with(&[PhoneState::Failed]),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     let site_summaries: Vec<SiteSummary> = fleet
         .sites
         .iter()
@@ -769,6 +796,7 @@ fn decide(
         next_window,
         predicted_completion: completion,
         sites: site_summaries,
+        stages: stage_summaries,
         rollout: rollout_state,
         conditions: vec![
             cond(old, condition::READY, ready.0, ready.1, &ready.2, now),

@@ -438,3 +438,26 @@ fn an_invalid_spec_keeps_the_children_and_says_why() {
         ready.message
     );
 }
+
+#[test]
+fn status_counts_phones_per_stage_and_per_site_by_state() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    let canary: Vec<Mac> = first.slots.keys().copied().collect();
+    world.report(canary[0], PhoneState::Downloading);
+    world.report(canary[1], PhoneState::Upgraded);
+    let second = world.decide();
+    let stages = &second.status.stages;
+    assert_eq!(
+        stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["canary", "all"]
+    );
+    assert_eq!(stages.iter().map(|s| s.phones).sum::<u32>(), 20);
+    assert_eq!((stages[0].in_progress, stages[0].upgraded), (1, 1));
+    assert_eq!((stages[1].in_progress, stages[1].upgraded), (0, 0));
+    let paris = &second.status.sites[0];
+    assert_eq!((paris.in_progress, paris.upgraded), (1, 1));
+    // Canary slots lie ahead or are open now: either way the site has a window to show.
+    assert!(paris.window_open || paris.next_window.is_some_and(|t| t > world.now));
+}

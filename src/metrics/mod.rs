@@ -81,6 +81,8 @@ pub enum MetricsError {
 #[derive(Clone, Debug, Default)]
 struct ScheduleSeries {
     sites: BTreeSet<String>,
+    /// Stage names of `phonefleet_rollout_stage_phones`.
+    stages: BTreeSet<String>,
     stage: Option<String>,
     halted: BTreeSet<String>,
     /// The schedule-level timestamps set now (removed when they become unknown).
@@ -93,6 +95,7 @@ pub struct Metrics {
     registry: Registry,
     // Controller: one rollout per schedule.
     phones: IntGaugeVec,
+    stage_phones: IntGaugeVec,
     stage: IntGaugeVec,
     stages: IntGaugeVec,
     phase: IntGaugeVec,
@@ -214,6 +217,12 @@ impl Metrics {
                 "phonefleet_phones",
                 "Phones a rollout targets, by site and state (pending, in_progress, upgraded, failed).",
                 &["namespace", "schedule", "site", "state"],
+            )?,
+            stage_phones: gauge_vec(
+                &r,
+                "phonefleet_rollout_stage_phones",
+                "Phones of each rollout stage (all sites), by state (pending, in_progress, upgraded, failed).",
+                &["namespace", "schedule", "stage", "state"],
             )?,
             stage: gauge_vec(
                 &r,
@@ -476,6 +485,9 @@ impl Metrics {
         for site in &s.sites {
             self.remove_site(ns, name, site);
         }
+        for stage in &s.stages {
+            self.remove_stage_phones(ns, name, stage);
+        }
         if let Some(stage) = &s.stage {
             let _ = self.stage.remove_label_values(&[ns, name, stage]);
         }
@@ -494,6 +506,14 @@ impl Metrics {
         let _ = self.completion.remove_label_values(&key);
         let _ = self.next_window.remove_label_values(&key);
         let _ = self.reconciles.remove_label_values(&key);
+    }
+
+    fn remove_stage_phones(&self, ns: &str, name: &str, stage: &str) {
+        for state in PHONE_STATES {
+            let _ = self
+                .stage_phones
+                .remove_label_values(&[ns, name, stage, state]);
+        }
     }
 
     fn remove_site(&self, ns: &str, name: &str, site: &str) {
@@ -541,6 +561,24 @@ impl Metrics {
         }
         for site in old.sites.difference(&new.sites) {
             self.remove_site(&ns, &name, site);
+        }
+        for stage in &status.stages {
+            let pending = stage
+                .phones
+                .saturating_sub(stage.upgraded + stage.failed + stage.in_progress);
+            for (state, n) in
+                PHONE_STATES
+                    .iter()
+                    .zip([pending, stage.in_progress, stage.upgraded, stage.failed])
+            {
+                self.stage_phones
+                    .with_label_values(&[ns.as_str(), name.as_str(), stage.name.as_str(), state])
+                    .set(i64::from(n));
+            }
+            new.stages.insert(stage.name.clone());
+        }
+        for stage in old.stages.difference(&new.stages) {
+            self.remove_stage_phones(&ns, &name, stage);
         }
 
         let current_phase = status.phase.as_deref().unwrap_or(phase::PENDING);

@@ -3,7 +3,7 @@ use super::*;
 use chrono::TimeZone;
 use kube::runtime::{reflector, watcher};
 
-use crate::api::{RolloutStatus, SiteSummary};
+use crate::api::{RolloutStatus, SiteSummary, StageSummary};
 
 fn schedule(ns: &str, name: &str) -> PhoneSchedule {
     serde_json::from_value(serde_json::json!({
@@ -29,6 +29,13 @@ fn site(name: &str, phones: u32, upgraded: u32, failed: u32, in_progress: u32) -
 
 fn halted_status(sites: Vec<SiteSummary>) -> PhoneScheduleStatus {
     PhoneScheduleStatus {
+        stages: vec![StageSummary {
+            name: "canary".into(),
+            phones: 3,
+            in_progress: 0,
+            upgraded: 2,
+            failed: 1,
+        }],
         phase: Some(phase::HALTED.into()),
         stage: Some("canary".into()),
         sites,
@@ -91,6 +98,15 @@ fn a_status_becomes_per_site_state_counts_and_a_one_hot_phase() {
             "phonefleet_site_next_window_timestamp_seconds{namespace=\"voice\",schedule=\"fw\",site=\"paris\"} 1767574800"
         ]
     );
+    assert_eq!(
+        samples(
+            &text,
+            &["phonefleet_rollout_stage_phones{", "state=\"failed\""]
+        ),
+        [
+            "phonefleet_rollout_stage_phones{namespace=\"voice\",schedule=\"fw\",stage=\"canary\",state=\"failed\"} 1"
+        ]
+    );
     // Unknown predicted completion: no series rather than a 1970 timestamp.
     assert!(samples(&text, &["predicted_completion"]).is_empty());
 }
@@ -108,9 +124,11 @@ fn a_site_no_longer_selected_and_a_resumed_model_lose_their_series() {
     status.rollout.as_mut().unwrap().halted_models.clear();
     status.rollout.as_mut().unwrap().released_stage = 1;
     status.stage = Some("all".into());
+    status.stages[0].name = "renamed".into();
     m.status(&s, &status);
     let text = m.render();
     assert!(samples(&text, &["oslo"]).is_empty(), "{text}");
+    assert!(samples(&text, &["stage=\"canary\""]).is_empty(), "{text}");
     assert!(samples(&text, &["phonefleet_rollout_halted_model{"]).is_empty());
     assert_eq!(
         samples(&text, &["phonefleet_rollout_stage{"]),
