@@ -74,11 +74,24 @@ fn image_for(model: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails() {
+/// One night of a site: 12 phones, cap 3, four 30-minute slots from 01:00 UTC on a Monday,
+/// served by a real server on a compressed clock.
+struct Night {
+    ns: support::TestNamespace,
+    cms: Api<ConfigMap>,
+    srv: server::ServerHandle,
+    base: String,
+    clock: Clock,
+    real_origin: DateTime<Utc>,
+    phones: Vec<SimPhone>,
+    /// Kept alive: the server serves firmware from it.
+    _firmware_dir: tempfile::TempDir,
+}
+
+async fn night(prefix: &str) -> Night {
     let cluster = support::cluster().await;
     cluster.apply_crds().await;
-    let ns = cluster.namespace("sim-fleet").await;
+    let ns = cluster.namespace(prefix).await;
     let client = cluster.client().await;
     let schedule: PhoneSchedule = serde_json::from_value(serde_json::json!({
         "apiVersion": "phonefleet.io/v1alpha1", "kind": "PhoneSchedule",
@@ -106,7 +119,8 @@ async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails()
         .unwrap();
     }
     // Bind the server first: its URL goes into the rendered files.
-    let clock = Clock::scaled(origin(), Utc::now(), SCALE);
+    let real_origin = Utc::now();
+    let clock = Clock::scaled(origin(), real_origin, SCALE);
     let config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         namespace: Some(ns.name.clone()),
@@ -232,6 +246,57 @@ async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails()
     )
     .await;
 
+    Night {
+        ns,
+        cms,
+        srv,
+        base,
+        clock,
+        real_origin,
+        phones: sim_phones,
+        _firmware_dir: firmware_dir,
+    }
+}
+
+/// The progress ConfigMaps of the night show 9 upgraded and 3 failed phones.
+async fn progress_shows_nine_upgraded_and_three_failed(cms: &Api<ConfigMap>) {
+    support::eventually(
+        "progress to show 9 upgraded and 3 failed",
+        Duration::from_secs(60),
+        || {
+            let cms = cms.clone();
+            async move {
+                let lp = ListParams::default()
+                    .labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}"));
+                let list = cms.list(&lp).await.ok()?;
+                let mut counts: BTreeMap<PhoneState, u32> = BTreeMap::new();
+                for cm in list.items {
+                    for v in cm.data.unwrap_or_default().values() {
+                        let p: PhoneProgress = serde_json::from_str(v).ok()?;
+                        *counts.entry(p.state).or_default() += 1;
+                    }
+                }
+                (counts.get(&PhoneState::Upgraded) == Some(&9)
+                    && counts.get(&PhoneState::Failed) == Some(&3))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails() {
+    let Night {
+        ns,
+        cms,
+        srv,
+        base,
+        clock,
+        phones: sim_phones,
+        _firmware_dir,
+        ..
+    } = night("sim-fleet").await;
     let sites = vec![SimSite {
         name: "paris".into(),
         time_zone: chrono_tz::UTC,
@@ -271,29 +336,71 @@ async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails()
     );
 
     // The progress the controller reads: 9 upgraded, 3 failed once their reboot deadline passes.
-    support::eventually(
-        "progress to show 9 upgraded and 3 failed",
-        Duration::from_secs(60),
-        || {
-            let cms = cms.clone();
-            async move {
-                let lp = ListParams::default()
-                    .labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}"));
-                let list = cms.list(&lp).await.ok()?;
-                let mut counts: BTreeMap<PhoneState, u32> = BTreeMap::new();
-                for cm in list.items {
-                    for v in cm.data.unwrap_or_default().values() {
-                        let p: PhoneProgress = serde_json::from_str(v).ok()?;
-                        *counts.entry(p.state).or_default() += 1;
-                    }
-                }
-                (counts.get(&PhoneState::Upgraded) == Some(&9)
-                    && counts.get(&PhoneState::Failed) == Some(&3))
-                .then_some(())
-            }
-        },
-    )
-    .await;
+    progress_shows_nine_upgraded_and_three_failed(&cms).await;
     srv.shutdown().await;
     ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_simulate_subcommand_reads_a_manifest_and_shares_the_servers_clock() {
+    let night = night("sim-cli").await;
+    let phones: Vec<serde_json::Value> = night
+        .phones
+        .iter()
+        .map(|p| serde_json::json!({"mac": p.mac.to_string(), "model": p.model}))
+        .collect();
+    let manifest = serde_json::json!({
+        "apiVersion": "phonefleet.io/v1alpha1", "kind": "PhoneSite",
+        "metadata": {"name": "paris"},
+        "spec": {"timeZone": "UTC", "maxConcurrentDownloads": CAP, "phones": phones}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&manifest).unwrap()).unwrap();
+    let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+        .arg("simulate")
+        .args(["--server", &night.base, "-f"])
+        .arg(&path)
+        .args([
+            "--time-origin",
+            &rfc(origin()),
+            "--time-scale",
+            &SCALE.to_string(),
+        ])
+        .args(["--time-real-origin", &rfc(night.real_origin)])
+        .args([
+            "--hours",
+            "5",
+            "--until-settled",
+            "--seed",
+            "3",
+            "--fail-model",
+            "GXP1625",
+        ])
+        .args([
+            "--power-cut",
+            &format!("paris={}", rfc(origin() + chrono::Duration::minutes(100))),
+        ])
+        .output()
+        .await
+        .expect("run phonefleet simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    let site = &summary["sites"]["paris"];
+    assert_eq!(site["phones"], 12, "{summary}");
+    assert_eq!(site["upgraded"], 9, "{summary}");
+    assert_eq!(site["failed"], 3, "{summary}");
+    assert!(
+        site["peakConcurrentDownloads"].as_u64().unwrap() <= u64::from(CAP),
+        "{summary}"
+    );
+    progress_shows_nine_upgraded_and_three_failed(&night.cms).await;
+    let _ = night.clock;
+    night.srv.shutdown().await;
+    night.ns.delete().await;
 }

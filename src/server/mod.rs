@@ -412,6 +412,17 @@ async fn flush_once(state: &http::State, client: &Client, deadline: chrono::Dura
                         tracker.settle(mac, generation, &resolution);
                     }
                 }
+                // The namespace is gone (schedule and namespace deleted): nobody will read
+                // these records, drop them instead of retrying forever.
+                Err(progress::ProgressError::Write {
+                    source: kube::Error::Api(e),
+                    ..
+                }) if e.code == 404 => {
+                    let mut tracker = state.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (mac, _, generation) in &changes {
+                        tracker.settle(*mac, *generation, &progress::Resolution::Write);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "writing progress failed; retrying next batch")
                 }
