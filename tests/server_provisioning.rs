@@ -885,3 +885,85 @@ async fn tls_serves_configs_over_https() {
     srv.shutdown().await;
     f.ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_phone_seen_back_by_another_replica_is_not_failed_by_the_first() {
+    let f = fixture(
+        "srv-replicas",
+        3,
+        &[TestPhone {
+            mac: mac(1),
+            slot: now_slot(),
+        }],
+        4096,
+    )
+    .await;
+    let short = |replica| ServerConfig {
+        reboot_deadline: Duration::from_secs(3),
+        ..config(&f, replica)
+    };
+    let a = started(short("replica-a"), f.client.clone(), ServerStats::new()).await;
+    let b = started(short("replica-b"), f.client.clone(), ServerStats::new()).await;
+    let http = http();
+    // The download goes through replica A...
+    let fw = get(
+        &http,
+        a.local_addr(),
+        &format!("/firmware/paris/{FW_FILE}"),
+        &[("user-agent", &ua(mac(1), OLD))],
+    )
+    .await;
+    assert_eq!(fw.status, 200);
+    let state_is = |want: PhoneState| {
+        let client = f.client.clone();
+        let ns = f.ns.name.clone();
+        move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                progress_of(&client, &ns, mac(1))
+                    .await
+                    .filter(|(r, _)| r.state == want)
+                    .map(|_| ())
+            }
+        }
+    };
+    support::eventually(
+        "A to record the reboot",
+        Duration::from_secs(20),
+        state_is(PhoneState::Rebooting),
+    )
+    .await;
+    // ...and the phone comes back, on the target version, through replica B.
+    let back = get(
+        &http,
+        b.local_addr(),
+        &format!("/{}", Format::Xml.file_name(mac(1))),
+        &[("user-agent", &ua(mac(1), TARGET))],
+    )
+    .await;
+    assert_eq!(back.status, 200);
+    support::eventually(
+        "B to record the upgrade",
+        Duration::from_secs(20),
+        state_is(PhoneState::Upgraded),
+    )
+    .await;
+    // A never saw the phone again: its reboot deadline passes, it infers a failure, finds the
+    // stored record newer than what it inferred from, and adopts it instead of writing.
+    support::eventually("A to adopt the upgrade", Duration::from_secs(30), || {
+        let state = a.progress_of(mac(1)).map(|p| p.state);
+        async move { (state == Some(PhoneState::Upgraded)).then_some(()) }
+    })
+    .await;
+    let (stored, _) = progress_of(&f.client, &f.ns.name, mac(1))
+        .await
+        .expect("record");
+    assert_eq!(
+        stored.state,
+        PhoneState::Upgraded,
+        "the phone was not failed"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    f.ns.delete().await;
+}

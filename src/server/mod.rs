@@ -161,6 +161,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     ready: Arc<AtomicBool>,
     stats: Arc<ServerStats>,
+    tracker: Arc<Mutex<progress::Tracker>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -179,6 +180,15 @@ impl ServerHandle {
     /// The server's counters.
     pub fn stats(&self) -> Arc<ServerStats> {
         self.stats.clone()
+    }
+
+    /// What this replica believes about a phone now (its latest record, written or not).
+    pub fn progress_of(&self, mac: crate::core::Mac) -> Option<crate::children::PhoneProgress> {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .latest(mac)
+            .cloned()
     }
 
     /// Stops accepting, drains downloads, writes the last progress batch.
@@ -257,11 +267,12 @@ pub async fn start_with_stats(
         config.lease_duration,
         config.release_grace,
     );
+    let tracker = Arc::new(Mutex::new(tracker));
     let state = Arc::new(http::State {
         config: config.clone(),
         clock,
         index: index.clone(),
-        tracker: Arc::new(Mutex::new(tracker)),
+        tracker: tracker.clone(),
         tokens,
         stats: stats.clone(),
         credentials,
@@ -291,6 +302,7 @@ pub async fn start_with_stats(
         addr,
         ready,
         stats,
+        tracker,
         shutdown: shutdown_tx,
         task,
     })

@@ -134,6 +134,11 @@ impl Tracker {
             .filter(|r| r.target == target)
     }
 
+    /// The latest record of a phone, whatever its target.
+    pub fn latest(&self, mac: Mac) -> Option<&PhoneProgress> {
+        self.phones.get(&mac).and_then(|e| e.record.as_ref())
+    }
+
     fn set(&mut self, mac: Mac, map: &MapRef, next: PhoneProgress, inferred: bool) {
         let entry = self.phones.entry(mac).or_insert_with(|| Entry {
             map: map.clone(),
