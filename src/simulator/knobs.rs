@@ -293,7 +293,7 @@ mod tests {
                 "{format}"
             );
             assert_eq!(k.weekly_window, window("02:30", "02:55"));
-            assert!(!k.flexible && k.repeat_minutes.is_none());
+            assert!(!k.flexible, "{format}");
             assert_eq!(
                 k.firmware_url.as_deref(),
                 Some("http://prov:8080/firmware/paris/gxp2170fw.bin"),
