@@ -277,6 +277,7 @@ pub async fn run(config: SimConfig, clock: Clock) -> Summary {
                 vendor: vendor_of(&phone.model),
                 version: config.initial_version.clone(),
                 installed: None,
+                partial: None,
                 knobs: None,
                 rng,
                 cuts: cuts.clone(),
@@ -326,11 +327,24 @@ struct Phone {
     version: String,
     /// URL of the image last installed: the phone does not fetch the same image again.
     installed: Option<String>,
+    /// A download cut short: resumed with `Range` at the next attempt, as phones do.
+    partial: Option<Partial>,
     knobs: Option<PhoneKnobs>,
     rng: SplitMix,
     cuts: Vec<DateTime<Utc>>,
     settled: bool,
 }
+
+/// The part of an image received before its download was cut.
+struct Partial {
+    url: String,
+    received: u64,
+    /// The first bytes, where the image names its version.
+    head: Vec<u8>,
+}
+
+/// Bytes of an image's beginning kept for its version line.
+const HEAD_BYTES: usize = 256;
 
 enum Check {
     /// Nothing to download (or done).
@@ -513,7 +527,13 @@ impl Phone {
     }
 
     async fn download(&mut self, url: String) -> Check {
-        let Some(resp) = self.get(&url, &[]).await else {
+        let resume = self.partial.take().filter(|p| p.url == url);
+        let range: Vec<(&str, String)> = resume
+            .iter()
+            .map(|p| ("range", format!("bytes={}-", p.received)))
+            .collect();
+        let Some(resp) = self.get(&url, &range).await else {
+            self.partial = resume;
             return Check::Idle;
         };
         let status = resp.status();
@@ -527,6 +547,7 @@ impl Phone {
                 .unwrap_or(600)
                 .clamp(1, 7 * 24 * 3600);
             let _ = resp.into_body().collect().await;
+            self.partial = resume;
             return Check::RetryAt(self.shared.clock.now() + chrono::Duration::seconds(after));
         }
         if !status.is_success() {
@@ -534,19 +555,42 @@ impl Phone {
             let _ = resp.into_body().collect().await;
             return Check::Idle;
         }
-        let c = &self.counters;
+        // 206 continues the cut download; 200 (the server ignored the range) starts over.
+        let mut part = match resume {
+            Some(p) if status == 206 => p,
+            _ => Partial {
+                url: url.clone(),
+                received: 0,
+                head: Vec::new(),
+            },
+        };
+        let c = self.counters.clone();
         let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         c.peak.fetch_max(now, Ordering::SeqCst);
-        let body = resp.into_body().collect().await;
+        let mut body = resp.into_body();
+        let outcome = loop {
+            match body.frame().await {
+                None => break Ok(()),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let keep = HEAD_BYTES.saturating_sub(part.head.len()).min(data.len());
+                        part.head.extend_from_slice(&data[..keep]);
+                        part.received += data.len() as u64;
+                    }
+                }
+                Some(Err(e)) => break Err(e),
+            }
+        };
         c.in_flight.fetch_sub(1, Ordering::SeqCst);
-        match body {
-            Ok(b) => {
+        match outcome {
+            Ok(()) => {
                 c.completed.fetch_add(1, Ordering::Relaxed);
                 self.installed = Some(url);
-                Check::Reboot(image_version(&b.to_bytes()))
+                Check::Reboot(image_version(&part.head))
             }
             Err(_) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
+                self.partial = Some(part);
                 Check::Idle
             }
         }
