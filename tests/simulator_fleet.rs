@@ -404,3 +404,140 @@ async fn the_simulate_subcommand_reads_a_manifest_and_shares_the_servers_clock()
     night.srv.shutdown().await;
     night.ns.delete().await;
 }
+
+/// A phone whose download is cut resumes it with `Range` and installs the image. The server is
+/// a small scripted one, so the cut happens exactly once and the requests can be inspected.
+#[tokio::test]
+async fn a_cut_download_is_resumed_with_range() {
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mac = Mac::from_u64(0x0015_65aa_bbcc).unwrap();
+    let image = simulator::firmware_image(TARGET, 4096);
+    let config = format!(
+        "#!version:1.0.0.1\n\
+         static.auto_provision.power_on = 1\n\
+         static.auto_provision.repeat.enable = 1\n\
+         static.auto_provision.repeat.minutes = 1\n\
+         static.auto_provision.weekly.enable = 0\n\
+         static.auto_provision.weekly_upgrade_interval = 0\n\
+         static.auto_provision.inactivity_time_expire = 0\n\
+         static.auto_provision.weekly.begin_time = 00:00\n\
+         static.auto_provision.weekly.end_time = 05:00\n\
+         static.auto_provision.weekly.dayofweek = 0123456\n\
+         static.auto_provision.flexible.enable = 0\n\
+         static.auto_provision.flexible.interval = 1\n\
+         static.auto_provision.flexible.begin_time = 00:00\n\
+         static.auto_provision.flexible.end_time = 00:00\n\
+         static.firmware.url = http://{addr}/firmware/paris/t46ufw.bin\n"
+    );
+    // (request line, Range header, User-Agent) of every request.
+    let seen: Arc<Mutex<Vec<(String, Option<String>, String)>>> = Arc::default();
+    let server = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut firmware_requests = 0;
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with(name)
+                            .then(|| l[name.len()..].trim().to_owned())
+                    })
+                };
+                let range = header("range:");
+                seen.lock().unwrap().push((
+                    line.clone(),
+                    range.clone(),
+                    header("user-agent:").unwrap_or_default(),
+                ));
+                let reply: Vec<u8> = if line.contains("/firmware/") {
+                    firmware_requests += 1;
+                    if firmware_requests == 1 {
+                        // Announce the whole image, send half, hang up.
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            image.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&image[..2048]);
+                        r
+                    } else {
+                        let from: usize = range
+                            .as_deref()
+                            .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+                            .unwrap_or(0);
+                        let mut r = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                            image.len() - from,
+                            image.len() - 1,
+                            image.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&image[from..]);
+                        r
+                    }
+                } else {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        config.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(config.as_bytes());
+                    r
+                };
+                let _ = conn.write_all(&reply).await;
+                let _ = conn.shutdown().await;
+            }
+        })
+    };
+    let sites = vec![SimSite {
+        name: "paris".into(),
+        time_zone: chrono_tz::UTC,
+        phones: vec![SimPhone {
+            mac,
+            model: "SIP-T46U".into(),
+        }],
+    }];
+    let mut sim = SimConfig::new(format!("http://{addr}"), sites);
+    sim.duration = Duration::from_secs(3600);
+    sim.stop_when_settled = true;
+    let summary = simulator::run(sim, Clock::scaled(origin(), Utc::now(), 600)).await;
+    server.abort();
+    let site = &summary.sites["paris"];
+    assert_eq!(
+        (site.upgraded, site.downloads_completed),
+        (1, 1),
+        "{summary:?}"
+    );
+    let seen = seen.lock().unwrap();
+    let firmware: Vec<_> = seen
+        .iter()
+        .filter(|(l, _, _)| l.contains("/firmware/"))
+        .collect();
+    assert_eq!(firmware.len(), 2, "{seen:?}");
+    assert_eq!(firmware[0].1, None);
+    assert_eq!(
+        firmware[1].1.as_deref(),
+        Some("bytes=2048-"),
+        "resumed where it was cut"
+    );
+    let last = seen.last().unwrap();
+    assert!(
+        last.2.contains(TARGET),
+        "the phone came back on the image's version: {last:?}"
+    );
+}
