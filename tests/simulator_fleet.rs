@@ -405,6 +405,9 @@ async fn the_simulate_subcommand_reads_a_manifest_and_shares_the_servers_clock()
     night.ns.delete().await;
 }
 
+/// Request line, Range header and User-Agent of a request.
+type Seen = (String, Option<String>, String);
+
 /// A phone whose download is cut resumes it with `Range` and installs the image. The server is
 /// a small scripted one, so the cut happens exactly once and the requests can be inspected.
 #[tokio::test]
@@ -431,8 +434,7 @@ async fn a_cut_download_is_resumed_with_range() {
          static.auto_provision.flexible.end_time = 00:00\n\
          static.firmware.url = http://{addr}/firmware/paris/t46ufw.bin\n"
     );
-    // (request line, Range header, User-Agent) of every request.
-    let seen: Arc<Mutex<Vec<(String, Option<String>, String)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let server = {
         let seen = seen.clone();
         tokio::spawn(async move {
