@@ -445,8 +445,16 @@ fn decide(
     let released = rollout_state.as_ref().map_or(0, |s| s.released_stage);
     let active = firmware.is_some() && !rollout.paused;
 
-    // Phones keeping the slot they have (inside it, or mid-download/reboot) and phones out of
-    // the plan (done, failed, halted, or keeping their slot).
+    // A phone learns a new slot only when it next fetches its file: slots handed out now start
+    // no earlier than one "repeatedly" interval ahead, and a slot already announced (starting
+    // before that) is kept, so the phones that know it are not moved under their feet.
+    let lead = Duration::minutes(i64::from(
+        schedule.provisioning.repeatedly.map_or(0, |m| m.get()),
+    ));
+    let plan_from = now + lead;
+
+    // Phones keeping the slot they have (announced, inside it, or mid-download/reboot) and
+    // phones out of the plan (done, failed, halted, or keeping their slot).
     let mut kept: HashMap<Mac, IndexSlot> = HashMap::new();
     let mut not_planned: HashSet<Mac> = HashSet::new();
     for m in members_by_site.iter().flatten() {
@@ -461,7 +469,7 @@ fn decide(
         }
         if let Some(prev) = inputs.previous_slots.get(&m.mac)
             && active
-            && (busy || (prev.start <= now && now < prev.end))
+            && (busy || (prev.start < plan_from.max(now + Duration::seconds(1)) && now < prev.end))
         {
             kept.insert(m.mac, *prev);
             not_planned.insert(m.mac);
@@ -469,7 +477,7 @@ fn decide(
             not_planned.insert(m.mac);
         }
     }
-    let plan = core::plan(&fleet, now, &not_planned);
+    let plan = core::plan(&fleet, plan_from, &not_planned);
 
     // The slots rendered: kept ones, and planned ones of released stages.
     let mut slots: HashMap<Mac, IndexSlot> = HashMap::new();

@@ -461,3 +461,30 @@ fn status_counts_phones_per_stage_and_per_site_by_state() {
     // Canary slots lie ahead or are open now: either way the site has a window to show.
     assert!(paris.window_open || paris.next_window.is_some_and(|t| t > world.now));
 }
+
+#[test]
+fn with_repeated_checks_new_slots_leave_phones_time_to_hear_of_them() {
+    let mut world = World::new();
+    world.schedule.spec.provisioning.repeatedly.enabled = true;
+    world.schedule.spec.provisioning.repeatedly.every_minutes = 60;
+    world.now = at("2026-12-01T00:55:00Z"); // 01:55 in Paris, inside the 01:00-05:00 window
+    let d = world.decide();
+    assert!(!d.slots.is_empty());
+    for slot in d.slots.values() {
+        assert!(slot.start >= world.now + Duration::minutes(60), "{slot:?}");
+    }
+}
+
+#[test]
+fn an_announced_slot_is_kept_until_it_is_over() {
+    let mut world = World::new();
+    world.schedule.spec.provisioning.repeatedly.enabled = true;
+    world.schedule.spec.provisioning.repeatedly.every_minutes = 60;
+    let first = world.decide();
+    world.settle(&first);
+    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    // Half an hour before it starts, a re-plan would put it an hour out: it stays.
+    world.now = slot.start - Duration::minutes(30);
+    let second = world.decide();
+    assert_eq!(second.slots.get(&mac), Some(&slot));
+}

@@ -7,8 +7,11 @@
 //! `Knobs`, and differ only in spelling.
 //!
 //! During a rollout slot the file narrows the phone's checks to its own slot: weekly on, every
-//! week (interval 0), only the slot's weekday, the slot's check window, flexible and "repeatedly"
-//! off (either would let the phone fetch firmware outside its slot), and a firmware location.
+//! week (interval 0), only the slot's weekday, the slot's check window, flexible off, and a
+//! firmware location. "Repeatedly" stays as the operator set it, like power-on: a phone only
+//! learns a new slot when it fetches its file, so a phone that missed its slot needs its
+//! repeated checks to hear of the next one within the hour instead of a week later; firmware
+//! it asks for outside its slot is refused by the provisioning server (503, Retry-After).
 //! Outside a slot, or once the phone is done, the file carries the operator's policy unchanged
 //! and no firmware location, so firmware only ever goes out inside planned slots.
 
@@ -342,7 +345,6 @@ impl Knobs {
                     one_line(&slot.firmware_version),
                     slot.firmware,
                 ),
-                repeat: false,
                 weekly: true,
                 interval_weeks: 0,
                 // The planner sized the slot for the idle time of the windows it planned in.
@@ -464,11 +466,13 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_turns_off_every_check_that_could_fetch_firmware_outside_it() {
+    fn a_slot_turns_flexible_off_and_keeps_power_on_and_repeated_checks() {
         let k = knobs(Some(&slot()));
-        assert!(!k.repeat && !k.flexible);
-        // Power-on checks stay as the operator set them: the server's run-time cap covers them.
+        assert!(!k.flexible);
+        // Power-on and repeated checks stay as the operator set them: the server refuses
+        // firmware outside the slot, and repeated checks carry re-planned slots to the phone.
         assert!(k.power_on);
+        assert_eq!(k.repeat, knobs(None).repeat);
     }
 
     #[test]

@@ -1,0 +1,329 @@
+//! End to end on the real control plane: controller + provisioning server (`phonefleet run`)
+//! + simulated phones (`phonefleet simulate`) over real HTTP on a compressed clock. 2,000
+//! phones over 10 sites with caps 5–20 and a canary stage; one model's firmware never comes
+//! back. Mid-rollout the controller and server are killed with SIGKILL and started again.
+#![cfg(feature = "simulated-time")]
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use kube::api::Api;
+use phonefleet::api::PhoneSchedule;
+use serde_json::Value;
+
+const ORIGIN: &str = "2026-01-05T00:00:00Z";
+/// Twenty simulated minutes per real second.
+const SCALE: &str = "1200";
+const SITES: usize = 10;
+const PHONES_PER_SITE: usize = 200;
+const CAPS: [u32; SITES] = [5, 6, 8, 10, 12, 14, 15, 16, 18, 20];
+const WAIT: Duration = Duration::from_secs(120);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn model(site: usize, phone: usize) -> &'static str {
+    if (site + phone) % 3 == 0 {
+        "SIP-T46U"
+    } else {
+        "GXP2170"
+    }
+}
+
+fn fleet(namespace: &str) -> String {
+    let mut out = format!(
+        r#"apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata: {{name: fleet, namespace: {namespace}}}
+spec:
+  siteSelector: {{matchLabels: {{e2e: "yes"}}}}
+  provisioning:
+    powerOn: true
+    # Phones only learn their slot when they fetch their file: checking every 30 minutes
+    # outside slots lets a released stage reach them within half an hour.
+    repeatedly: {{enabled: true, everyMinutes: 30}}
+    weekly: {{enabled: true, window: {{start: "00:00", end: "00:00"}}, days: [Sun, Mon, Tue, Wed, Thu, Fri, Sat]}}
+  firmware: {{version: 2.0.0, file: gxp2170fw.bin, sizeBytes: 65536, models: [GXP2170, SIP-T46U]}}
+  rollout:
+    downloadMinutes: 5
+    checkSpreadMinutes: 5
+    stages: [{{name: canary, percent: 2}}, {{name: early, percent: 30}}, {{name: everyone, percent: 100}}]
+    successThresholdPercent: 95
+    failureThresholdPercent: 10
+"#
+    );
+    let zones = [
+        "UTC",
+        "Europe/Paris",
+        "America/New_York",
+        "Asia/Tokyo",
+        "Australia/Sydney",
+    ];
+    for site in 0..SITES {
+        out.push_str(&format!(
+            "---\napiVersion: phonefleet.io/v1alpha1\nkind: PhoneSite\nmetadata: {{name: site-{site}, namespace: {namespace}, labels: {{e2e: \"yes\"}}}}\nspec:\n  timeZone: {}\n  maxConcurrentDownloads: {}\n  phones:\n",
+            zones[site % zones.len()],
+            CAPS[site]
+        ));
+        for phone in 0..PHONES_PER_SITE {
+            out.push_str(&format!(
+                "  - {{mac: '00:0b:82:{site:02x}:{:02x}:{:02x}', model: {}}}\n",
+                phone / 256,
+                phone % 256,
+                model(site, phone)
+            ));
+        }
+    }
+    out
+}
+
+/// `phonefleet run` (controller + provisioning server) as a child process.
+struct Run {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Run {
+    fn start(
+        cluster: &support::TestCluster,
+        ns: &str,
+        dir: &Path,
+        addr: SocketAddr,
+        clock: &[String],
+    ) -> Run {
+        let log = dir.join(format!("run-{}.log", Utc::now().timestamp_millis()));
+        let file = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(["run", "--namespace", ns])
+            .arg(format!("--server-url=http://{addr}"))
+            .arg(format!("--provisioning-listen={addr}"))
+            .arg(format!("--firmware-dir={}", dir.join("firmware").display()))
+            .args([
+                "--token-lease-seconds",
+                "3",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(clock)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn phonefleet run");
+        Run { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+async fn schedule(client: &kube::Client, ns: &str) -> PhoneSchedule {
+    Api::<PhoneSchedule>::namespaced(client.clone(), ns)
+        .get("fleet")
+        .await
+        .expect("schedule")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_the_bad_model() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("e2e").await;
+    let client = cluster.client().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("firmware")).expect("firmware dir");
+    std::fs::write(
+        dir.path().join("firmware/gxp2170fw.bin"),
+        phonefleet::simulator::firmware_image("2.0.0", 64 * 1024),
+    )
+    .expect("firmware");
+    let manifest = dir.path().join("fleet.yaml");
+    std::fs::write(&manifest, fleet(&ns.name)).expect("fleet");
+    cluster.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        manifest.to_str().expect("path"),
+    ]);
+
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let real_origin = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let clock = vec![
+        format!("--time-origin={ORIGIN}"),
+        format!("--time-scale={SCALE}"),
+        format!("--time-real-origin={real_origin}"),
+    ];
+    let mut first = Run::start(cluster, &ns.name, dir.path(), addr, &clock);
+    let (kubectl, kubeconfig, namespace) = (
+        cluster.bin_dir.join("kubectl"),
+        cluster.kubeconfig.clone(),
+        ns.name.clone(),
+    );
+    let ready = tokio::task::spawn_blocking(move || {
+        Command::new(kubectl)
+            .env("KUBECONFIG", kubeconfig)
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "--timeout=120s",
+                "-n",
+                &namespace,
+            ])
+            .arg("phoneschedule/fleet")
+            .output()
+            .expect("kubectl wait")
+    })
+    .await
+    .expect("join");
+    assert!(ready.status.success(), "not Ready:\n{}", first.log());
+
+    // The phones: all boot at once (a storm), and site-3 loses power three simulated hours in.
+    let (kubeconfig, namespace, url) = (
+        cluster.kubeconfig.clone(),
+        ns.name.clone(),
+        format!("http://{addr}"),
+    );
+    let sim_clock = clock.clone();
+    let simulator = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(["simulate", "--server", &url, "-n", &namespace])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--hours", "24", "--seed", "7", "--fail-model", "SIP-T46U"])
+            .args([
+                "--power-cut",
+                "site-3=2026-01-05T03:00:00Z",
+                "--boot-spread-minutes",
+                "0",
+            ])
+            .args(&sim_clock)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("phonefleet simulate")
+    });
+
+    // Mid-rollout: kill -9 controller and server together, start them again at once.
+    let upgraded_at_kill = support::eventually("a fifth of the fleet upgraded", WAIT, || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            let s = schedule(&client, &ns).await.status?;
+            let upgraded = s.counts.as_ref()?.upgraded;
+            if upgraded < 400 {
+                eprintln!(
+                    "e2e: {:?} stage {:?} counts {:?} rollout {:?} next {:?}",
+                    s.phase, s.stage, s.counts, s.rollout, s.next_window
+                );
+            }
+            (upgraded >= 400).then_some(upgraded)
+        }
+    })
+    .await;
+    first.kill_9();
+    let first_log = first.log();
+    let second = Run::start(cluster, &ns.name, dir.path(), addr, &clock);
+
+    let sim = simulator.await.expect("join simulator");
+    assert!(sim.status.success(), "simulate failed:\n{}", second.log());
+    let summary: Value = serde_json::from_slice(&sim.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): {}",
+            String::from_utf8_lossy(&sim.stdout)
+        )
+    });
+
+    let final_status = support::eventually("the controller to count every upgrade", WAIT, || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move {
+            let s = schedule(&client, &ns).await.status?;
+            let healthy: u32 = (0..SITES)
+                .map(|site| {
+                    (0..PHONES_PER_SITE)
+                        .filter(|p| model(site, *p) == "GXP2170")
+                        .count() as u32
+                })
+                .sum();
+            (s.counts.as_ref()?.upgraded == healthy).then_some(s)
+        }
+    })
+    .await;
+
+    let mut failed_total = 0;
+    for site in 0..SITES {
+        let s = &summary["sites"][format!("site-{site}")];
+        let healthy = (0..PHONES_PER_SITE)
+            .filter(|p| model(site, *p) == "GXP2170")
+            .count() as u64;
+        let cap = u64::from(CAPS[site]);
+        let (upgraded, failed) = (
+            s["upgraded"].as_u64().unwrap_or(0),
+            s["failed"].as_u64().unwrap_or(0),
+        );
+        let peak = s["peakConcurrentDownloads"].as_u64().unwrap_or(u64::MAX);
+        let completed = s["downloadsCompleted"].as_u64().unwrap_or(0);
+        println!(
+            "site-{site}: cap {cap}, peak {peak}, upgraded {upgraded}/{healthy}, failed {failed}, downloads {completed}"
+        );
+        assert_eq!(
+            upgraded, healthy,
+            "site-{site}: every healthy phone upgraded\n{summary}"
+        );
+        assert!(
+            peak <= cap,
+            "site-{site}: {peak} concurrent downloads over cap {cap}\n{summary}"
+        );
+        assert!(peak >= 1);
+        // Only canary phones of the bad model ever got its firmware: 2 % of 200 is 4 phones.
+        assert!(
+            failed <= 4,
+            "site-{site}: {failed} phones bricked, beyond the canary\n{summary}"
+        );
+        assert_eq!(
+            completed,
+            upgraded + failed,
+            "site-{site}: a phone downloaded twice\n{summary}"
+        );
+        failed_total += failed;
+    }
+    assert!(failed_total >= 1, "the bad model failed in the canary");
+    let rollout = final_status.rollout.clone().expect("rollout status");
+    assert_eq!(rollout.halted_models, ["SIP-T46U"]);
+    assert_eq!(final_status.phase.as_deref(), Some("Halted"));
+    assert_eq!(
+        final_status.counts.as_ref().map(|c| u64::from(c.failed)),
+        Some(failed_total)
+    );
+    assert!(upgraded_at_kill < 2000, "the kill happened mid-rollout");
+    let events = cluster.kubectl_ok(&["get", "events", "-n", &ns.name]);
+    assert!(
+        events.contains("RolloutHalted") && events.contains("StageReleased"),
+        "{events}"
+    );
+    assert!(!first_log.is_empty());
+    drop(second);
+    ns.delete().await;
+}
