@@ -7,6 +7,9 @@ CARGO ?= cargo
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+demo: ## Run the product end to end: control plane, controller, server, 600 simulated phones.
+	scripts/demo.sh
+
 tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and helm from source (cached).
 	tests/cluster/build.sh
 
@@ -40,4 +43,4 @@ test: lint ## Lint, unit and property tests, then integration tests on a fresh l
 bench: ## Run the criterion benchmarks.
 	$(CARGO) bench
 
-.PHONY: help tools cluster cluster-down cluster-status fmt lint generate test bench
+.PHONY: help demo tools cluster cluster-down cluster-status fmt lint generate test bench

@@ -8,6 +8,7 @@ pub mod core;
 pub mod manifest;
 pub mod metrics;
 pub mod plan_report;
+pub mod progress;
 pub mod render;
 pub mod run;
 pub mod selector;

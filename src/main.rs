@@ -16,6 +16,8 @@ enum Command {
     /// Run the controller (leader-elected with --leader-elect) against the current kubeconfig
     /// or in-cluster credentials, until SIGTERM.
     Run(phonefleet::run::RunArgs),
+    /// Show live per-site progress bars of a PhoneSchedule's rollout (from its status).
+    Progress(phonefleet::progress::ProgressArgs),
     /// Simulate a fleet of phones against a provisioning server over HTTP; prints a JSON
     /// summary per site (see docs/provisioning.md).
     Simulate(phonefleet::simulator::cli::SimulateArgs),
@@ -74,6 +76,9 @@ fn main() -> anyhow::Result<()> {
                 )
                 .init();
             tokio::runtime::Runtime::new()?.block_on(phonefleet::run::run(args))?;
+        }
+        Command::Progress(args) => {
+            tokio::runtime::Runtime::new()?.block_on(phonefleet::progress::run(args))?;
         }
         Command::Simulate(args) => {
             tokio::runtime::Runtime::new()?.block_on(phonefleet::simulator::cli::simulate(args))?;

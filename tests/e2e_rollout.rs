@@ -1,7 +1,8 @@
-//! End to end on the real control plane: controller + provisioning server (`phonefleet run`)
-//! + simulated phones (`phonefleet simulate`) over real HTTP on a compressed clock. 2,000
-//! phones over 10 sites with caps 5–20 and a canary stage; one model's firmware never comes
-//! back. Mid-rollout the controller and server are killed with SIGKILL and started again.
+//! End to end on the real control plane: controller and provisioning server (`phonefleet
+//! run`) with simulated phones (`phonefleet simulate`) over real HTTP on a compressed clock:
+//! two thousand phones over ten sites with caps from five to twenty and a canary stage, one
+//! model's firmware never coming back, and the controller and server killed with SIGKILL and
+//! started again mid-rollout.
 #![cfg(feature = "simulated-time")]
 
 mod support;
@@ -32,7 +33,7 @@ fn free_port() -> u16 {
 }
 
 fn model(site: usize, phone: usize) -> &'static str {
-    if (site + phone) % 3 == 0 {
+    if (site + phone).is_multiple_of(3) {
         "SIP-T46U"
     } else {
         "GXP2170"

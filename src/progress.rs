@@ -1,0 +1,94 @@
+//! `phonefleet progress`: live per-site progress bars of a PhoneSchedule's rollout, from its
+//! status (what `kubectl get phoneschedules -w` shows, one bar per site).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kube::{Api, Client};
+
+use crate::api::{PhoneSchedule, PhoneScheduleStatus};
+
+/// Options of `phonefleet progress`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProgressArgs {
+    /// Namespace of the PhoneSchedule.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Name of the PhoneSchedule.
+    pub schedule: String,
+    /// Stop once no phone is pending or in progress any more (completed, or halted).
+    #[arg(long)]
+    pub until_settled: bool,
+    /// Stop after this many seconds at the latest.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_seconds: u64,
+}
+
+/// Draws the bars until the rollout settles (with `--until_settled`) or the timeout.
+pub async fn run(args: ProgressArgs) -> anyhow::Result<()> {
+    let api: Api<PhoneSchedule> = Api::namespaced(Client::try_default().await?, &args.namespace);
+    let bars = MultiProgress::new();
+    let style =
+        ProgressStyle::with_template("{prefix:>14} [{bar:40.green/red}] {pos:>5}/{len:<5} {msg}")?
+            .progress_chars("=> ");
+    let header = bars.add(ProgressBar::new_spinner());
+    let mut by_site: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_seconds);
+    loop {
+        let status: PhoneScheduleStatus = api.get(&args.schedule).await?.status.unwrap_or_default();
+        header.set_message(summary_line(&status));
+        header.tick();
+        for site in &status.sites {
+            let bar = by_site.entry(site.name.clone()).or_insert_with(|| {
+                let bar = bars.add(ProgressBar::new(u64::from(site.phones)));
+                bar.set_style(style.clone());
+                bar.set_prefix(site.name.clone());
+                bar
+            });
+            bar.set_length(u64::from(site.phones));
+            bar.set_position(u64::from(site.upgraded));
+            bar.set_message(if site.failed > 0 {
+                format!("{} failed", site.failed)
+            } else {
+                String::new()
+            });
+        }
+        let settled = status.counts.as_ref().is_some_and(|c| {
+            c.pending + c.in_progress == 0 || status.phase.as_deref() == Some("Completed")
+        });
+        let halted_done = status.phase.as_deref() == Some("Halted")
+            && status.sites.iter().all(|s| s.in_progress == 0)
+            && status.next_window.is_none();
+        if (args.until_settled && (settled || halted_done))
+            || tokio::time::Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for bar in by_site.values() {
+        bar.abandon();
+    }
+    header.abandon();
+    Ok(())
+}
+
+fn summary_line(status: &PhoneScheduleStatus) -> String {
+    let counts = status.counts.clone().unwrap_or_default();
+    format!(
+        "phase {} · stage {} · upgraded {}/{} · in progress {} · failed {}{}",
+        status.phase.as_deref().unwrap_or("-"),
+        status.stage.as_deref().unwrap_or("-"),
+        counts.upgraded,
+        counts.total,
+        counts.in_progress,
+        counts.failed,
+        status
+            .rollout
+            .as_ref()
+            .filter(|r| !r.halted_models.is_empty())
+            .map(|r| format!(" · halted: {}", r.halted_models.join(", ")))
+            .unwrap_or_default()
+    )
+}
