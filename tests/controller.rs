@@ -5,15 +5,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use support::fleet;
+
 use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use phonefleet::api::{PhoneSchedule, PhoneSite};
-use phonefleet::children::{INDEX_KEY, LABEL_SCHEDULE};
 use phonefleet::clock::Clock;
 use phonefleet::core::Mac;
 use phonefleet::render::Format;
@@ -29,41 +28,6 @@ fn origin() -> DateTime<Utc> {
 /// A clock frozen in effect at ORIGIN (real speed from there), so plans are reproducible.
 fn clock() -> Clock {
     Clock::scaled(origin(), Utc::now(), 1)
-}
-
-/// The example fleet, moved into `namespace`, written to a file `kubectl apply` can read.
-fn example_fleet(namespace: &str) -> tempfile::NamedTempFile {
-    let text = std::fs::read_to_string(support::repo_root().join("examples/fleet.yaml"))
-        .expect("examples/fleet.yaml")
-        .replace("namespace: voice", &format!("namespace: {namespace}"));
-    let mut file = tempfile::NamedTempFile::new().expect("temp file");
-    std::io::Write::write_all(&mut file, text.as_bytes()).expect("write fixture");
-    file
-}
-
-/// Every file the schedule's ConfigMaps hold, by file name.
-async fn served_files(client: &kube::Client, ns: &str, schedule: &str) -> BTreeMap<String, String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let list = cms
-        .list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE}={schedule}")))
-        .await
-        .expect("list ConfigMaps");
-    list.items
-        .into_iter()
-        .flat_map(|cm| cm.data.unwrap_or_default())
-        .filter(|(k, _)| k != INDEX_KEY)
-        .collect()
-}
-
-async fn wait_ready(cluster: &support::TestCluster, ns: &str, name: &str) {
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=60s",
-        "-n",
-        ns,
-        &format!("phoneschedule/{name}"),
-    ]);
 }
 
 async fn status_of(
@@ -85,13 +49,13 @@ async fn applied_fleet_becomes_ready_and_serves_exactly_what_render_prints() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("ctl-ready").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     let path = fixture.path().to_str().expect("utf-8 path");
     cluster.kubectl_ok(&["apply", "-f", path]);
     let controller = RunningController::start(client.clone(), &ns.name, clock());
-    wait_ready(cluster, &ns.name, "night-rollout").await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
 
-    let files = served_files(&client, &ns.name, "night-rollout").await;
+    let files = fleet::served_files(&client, &ns.name, "night-rollout").await;
     let sites: Api<PhoneSite> = Api::namespaced(client.clone(), &ns.name);
     let status = status_of(&client, &ns.name, "night-rollout").await;
     let mut compared = 0;
@@ -143,34 +107,16 @@ async fn adding_phones_to_a_site_renders_their_files() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("ctl-edit").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
     let controller = RunningController::start(client.clone(), &ns.name, clock());
-    wait_ready(cluster, &ns.name, "night-rollout").await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
 
-    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), &ns.name);
-    let mut site = sites.get("berlin-shop").await.expect("site");
-    site.spec.phones.push(phonefleet::api::PhoneEntry {
-        mac: "00:0b:82:aa:bb:01".into(),
-        model: "GXP2170".into(),
-    });
-    site.metadata.managed_fields = None;
-    sites
-        .patch(
-            "berlin-shop",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "phonefleet.io/v1alpha1",
-                "kind": "PhoneSite",
-                "spec": site.spec,
-            })),
-        )
-        .await
-        .expect("edit site");
+    fleet::add_phone(&client, &ns.name, "berlin-shop", "00:0b:82:aa:bb:01").await;
     support::eventually("the new phone's file", WAIT, || {
         let (client, ns) = (client.clone(), ns.name.clone());
         async move {
-            served_files(&client, &ns, "night-rollout")
+            fleet::served_files(&client, &ns, "night-rollout")
                 .await
                 .contains_key("cfg000b82aabb01.xml")
                 .then_some(())
@@ -187,12 +133,12 @@ async fn deleting_the_schedule_garbage_collects_its_configmaps() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("ctl-gc").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
     let controller = RunningController::start(client.clone(), &ns.name, clock());
-    wait_ready(cluster, &ns.name, "night-rollout").await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
     assert!(
-        !served_files(&client, &ns.name, "night-rollout")
+        !fleet::served_files(&client, &ns.name, "night-rollout")
             .await
             .is_empty()
     );
@@ -201,7 +147,7 @@ async fn deleting_the_schedule_garbage_collects_its_configmaps() {
     support::eventually("the ConfigMaps to be garbage collected", WAIT, || {
         let (client, ns) = (client.clone(), ns.name.clone());
         async move {
-            served_files(&client, &ns, "night-rollout")
+            fleet::served_files(&client, &ns, "night-rollout")
                 .await
                 .is_empty()
                 .then_some(())
@@ -218,10 +164,10 @@ async fn the_newer_of_two_schedules_on_one_site_reports_the_conflict() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("ctl-conflict").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
     let controller = RunningController::start(client.clone(), &ns.name, clock());
-    wait_ready(cluster, &ns.name, "night-rollout").await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
 
     let second = format!(
         "apiVersion: phonefleet.io/v1alpha1\nkind: PhoneSchedule\nmetadata: {{name: second, namespace: {}}}\nspec:\n  siteSelector: {{matchLabels: {{region: emea}}}}\n  provisioning:\n    weekly: {{enabled: true, window: {{start: '01:00', end: '05:00'}}, days: [Sat]}}\n",
@@ -264,7 +210,7 @@ async fn an_unknown_time_zone_is_a_condition_not_a_crash() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("ctl-zone").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     let text = std::fs::read_to_string(fixture.path())
         .expect("fixture")
         .replacen("timeZone: Europe/Berlin", "timeZone: Europe/Atlantis", 1);
@@ -298,7 +244,7 @@ async fn an_unknown_time_zone_is_a_condition_not_a_crash() {
         status.sites.iter().any(|s| s.name == "paris-hq"),
         "the others go on"
     );
-    wait_ready(cluster, &ns.name, "night-rollout").await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
     controller
         .stop()
         .await

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use phonefleet::api::PhoneSite;
 use phonefleet::clock::Clock;
@@ -53,39 +54,13 @@ async fn idle_reconciles_send_no_write_to_the_api_server() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("economy").await;
     let client = cluster.client().await;
-    let text = std::fs::read_to_string(support::repo_root().join("examples/fleet.yaml"))
-        .expect("examples")
-        .replace("namespace: voice", &format!("namespace: {}", ns.name));
-    let fixture = tempfile::NamedTempFile::new().expect("temp");
-    std::fs::write(fixture.path(), text).expect("write");
-    cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
+    let _fixture = support::fleet::apply_example_fleet(cluster, &ns.name);
     let controller = RunningController::start(
         client.clone(),
         &ns.name,
         Clock::scaled("2026-12-01T12:00:00Z".parse().expect("t"), Utc::now(), 1),
     );
-    let (kubectl, kubeconfig, name) = (
-        cluster.bin_dir.join("kubectl"),
-        cluster.kubeconfig.clone(),
-        ns.name.clone(),
-    );
-    let ready = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(kubectl)
-            .env("KUBECONFIG", kubeconfig)
-            .args([
-                "wait",
-                "--for=condition=Ready",
-                "--timeout=60s",
-                "-n",
-                &name,
-            ])
-            .arg("phoneschedule/night-rollout")
-            .status()
-            .expect("kubectl wait")
-    })
-    .await
-    .expect("join");
-    assert!(ready.success());
+    support::fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
     // Let the controller see its own writes come back and go quiet.
     let mut last = controller.reconciles();
     support::eventually(
@@ -103,6 +78,20 @@ async fn idle_reconciles_send_no_write_to_the_api_server() {
     )
     .await;
 
+    // Other test binaries' namespaces may still be being torn down (their ConfigMaps and
+    // events deleted by the garbage collector): wait, so only this controller could write.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    support::eventually("no namespace terminating", Duration::from_secs(120), || {
+        let namespaces = namespaces.clone();
+        async move {
+            let list = namespaces.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|n| n.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating"))
+                .then_some(())
+        }
+    })
+    .await;
     let before = writes(cluster);
     let reconciles_before = controller.reconciles();
     // Each label change on a selected site triggers a reconcile of the schedule that changes

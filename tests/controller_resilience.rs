@@ -4,51 +4,21 @@
 
 mod support;
 
+use support::fleet;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use phonefleet::api::{PhoneSchedule, PhoneSite};
+use kube::api::{Api, ListParams};
+use phonefleet::api::PhoneSchedule;
 use phonefleet::children::LABEL_SCHEDULE;
 use phonefleet::clock::Clock;
 use support::controller::{ControllerProcess, RunningController};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn example_fleet(namespace: &str) -> tempfile::NamedTempFile {
-    let text = std::fs::read_to_string(support::repo_root().join("examples/fleet.yaml"))
-        .expect("examples/fleet.yaml")
-        .replace("namespace: voice", &format!("namespace: {namespace}"));
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), text).expect("write fixture");
-    file
-}
-
-async fn wait_ready(cluster: &support::TestCluster, ns: &str) {
-    let (kubectl, kubeconfig, ns) = (
-        cluster.bin_dir.join("kubectl"),
-        cluster.kubeconfig.clone(),
-        ns.to_owned(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(kubectl)
-            .env("KUBECONFIG", kubeconfig)
-            .args(["wait", "--for=condition=Ready", "--timeout=90s", "-n", &ns])
-            .arg("phoneschedule/night-rollout")
-            .output()
-            .expect("kubectl wait")
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Name → resourceVersion of the schedule's ConfigMaps, and the schedule's own.
 async fn versions(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
@@ -75,39 +45,6 @@ async fn versions(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
     out
 }
 
-async fn add_phone(client: &kube::Client, ns: &str, mac: &str) {
-    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), ns);
-    let mut site = sites.get("berlin-shop").await.expect("site");
-    site.spec.phones.push(phonefleet::api::PhoneEntry {
-        mac: mac.into(),
-        model: "GXP2170".into(),
-    });
-    sites
-        .patch(
-            "berlin-shop",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "phonefleet.io/v1alpha1",
-                "kind": "PhoneSite",
-                "spec": site.spec,
-            })),
-        )
-        .await
-        .expect("edit site");
-}
-
-async fn serves(client: &kube::Client, ns: &str, file: &str) -> bool {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    cms.list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE}=night-rollout")))
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .any(|cm| cm.data.as_ref().is_some_and(|d| d.contains_key(file)))
-        })
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_recovers_from_an_api_server_restart_without_restarting() {
     let _ = tracing_subscriber::fmt()
@@ -117,26 +54,27 @@ async fn the_controller_recovers_from_an_api_server_restart_without_restarting()
     cluster.apply_crds().await;
     let ns = cluster.namespace("res-api").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
     let controller = RunningController::start(
         client.clone(),
         &ns.name,
         Clock::scaled("2026-12-01T12:00:00Z".parse().expect("t"), Utc::now(), 1),
     );
-    wait_ready(&cluster, &ns.name).await;
+    fleet::wait_ready(&cluster, &ns.name, "night-rollout").await;
 
     cluster.restart_apiserver();
     let client = cluster.client().await;
-    add_phone(&client, &ns.name, "00:0b:82:aa:bb:02").await;
+    fleet::add_phone(&client, &ns.name, "berlin-shop", "00:0b:82:aa:bb:02").await;
     support::eventually(
         "the edit made after the restart to be rendered",
         WAIT,
         || {
             let (client, ns) = (client.clone(), ns.name.clone());
             async move {
-                serves(&client, &ns, "cfg000b82aabb02.xml")
+                fleet::served_files(&client, &ns, "night-rollout")
                     .await
+                    .contains_key("cfg000b82aabb02.xml")
                     .then_some(())
             }
         },
@@ -154,11 +92,11 @@ async fn kill_9_and_restart_finds_everything_done_and_rewrites_nothing() {
     cluster.apply_crds().await;
     let ns = cluster.namespace("res-kill").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
 
     let mut first = ControllerProcess::spawn(cluster, &ns.name, &[]);
-    wait_ready(cluster, &ns.name).await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
     // Let the first controller settle: its own writes come back as watch events.
     support::eventually("an idle reconcile of the first process", WAIT, || {
         let log = first.log();
@@ -190,7 +128,7 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_within_the_lea
     cluster.apply_crds().await;
     let ns = cluster.namespace("res-lease").await;
     let client = cluster.client().await;
-    let fixture = example_fleet(&ns.name);
+    let fixture = fleet::example_fleet(&ns.name);
     cluster.kubectl_ok(&["apply", "-f", fixture.path().to_str().expect("path")]);
     let lease_args = |id: &'static str| {
         [
@@ -237,7 +175,7 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_within_the_lea
         async move { holder(leases).await }
     })
     .await;
-    wait_ready(cluster, &ns.name).await;
+    fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
     let (leader_proc, standby_proc, standby) = if leader == "replica-a" {
         (&mut a, &mut b, "replica-b")
     } else {
@@ -277,12 +215,13 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_within_the_lea
         }
     })
     .await;
-    add_phone(&client, &ns.name, "00:0b:82:aa:bb:03").await;
+    fleet::add_phone(&client, &ns.name, "berlin-shop", "00:0b:82:aa:bb:03").await;
     support::eventually("the new leader to render an edit", WAIT, || {
         let (client, ns) = (client.clone(), ns.name.clone());
         async move {
-            serves(&client, &ns, "cfg000b82aabb03.xml")
+            fleet::served_files(&client, &ns, "night-rollout")
                 .await
+                .contains_key("cfg000b82aabb03.xml")
                 .then_some(())
         }
     })

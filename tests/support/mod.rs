@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,97 @@
+//! The example fleet in a test namespace, and what tests ask of it: Ready, served files, edits.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use phonefleet::api::{PhoneEntry, PhoneSite};
+use phonefleet::children::{INDEX_KEY, LABEL_SCHEDULE};
+
+use super::TestCluster;
+
+/// `examples/fleet.yaml` moved into `namespace`, in a file `kubectl apply -f` can read.
+pub fn example_fleet(namespace: &str) -> tempfile::NamedTempFile {
+    let text = std::fs::read_to_string(super::repo_root().join("examples/fleet.yaml"))
+        .expect("examples/fleet.yaml")
+        .replace("namespace: voice", &format!("namespace: {namespace}"));
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), text).expect("write fixture");
+    file
+}
+
+/// Applies the example fleet to `namespace` with kubectl.
+pub fn apply_example_fleet(cluster: &TestCluster, namespace: &str) -> tempfile::NamedTempFile {
+    let file = example_fleet(namespace);
+    cluster.kubectl_ok(&["apply", "-f", file.path().to_str().expect("utf-8 path")]);
+    file
+}
+
+/// `kubectl wait --for=condition=Ready` on a schedule, off the async runtime so an in-process
+/// controller keeps running meanwhile.
+pub async fn wait_ready(cluster: &TestCluster, namespace: &str, schedule: &str) {
+    let (kubectl, kubeconfig) = (cluster.bin_dir.join("kubectl"), cluster.kubeconfig.clone());
+    let (namespace, target) = (namespace.to_owned(), format!("phoneschedule/{schedule}"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(kubectl)
+            .env("KUBECONFIG", kubeconfig)
+            .args([
+                "wait",
+                "--for=condition=Ready",
+                "--timeout=90s",
+                "-n",
+                &namespace,
+                &target,
+            ])
+            .output()
+            .expect("kubectl wait")
+    })
+    .await
+    .expect("join kubectl wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file the schedule's ConfigMaps hold, by file name (the index left out).
+pub async fn served_files(
+    client: &kube::Client,
+    namespace: &str,
+    schedule: &str,
+) -> BTreeMap<String, String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    cms.list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE}={schedule}")))
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .flat_map(|cm| cm.data.unwrap_or_default())
+                .filter(|(k, _)| k != INDEX_KEY)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds a GXP2170 phone to a site, as an operator's edit would.
+pub async fn add_phone(client: &kube::Client, namespace: &str, site: &str, mac: &str) {
+    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), namespace);
+    let mut spec = sites.get(site).await.expect("site").spec;
+    spec.phones.push(PhoneEntry {
+        mac: mac.into(),
+        model: "GXP2170".into(),
+    });
+    sites
+        .patch(
+            site,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "phonefleet.io/v1alpha1",
+                "kind": "PhoneSite",
+                "spec": spec,
+            })),
+        )
+        .await
+        .expect("edit site");
+}
