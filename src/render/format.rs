@@ -10,7 +10,7 @@ use super::Knobs;
 use crate::core::LocalWindow;
 
 /// Grandstream's "Day of Week" boxes, P25029 (Sunday) to P25035 (Saturday).
-const DAY_PCODES: [(u32, Weekday); 7] = [
+pub const DAY_PCODES: [(u32, Weekday); 7] = [
     (25029, Weekday::Sun),
     (25030, Weekday::Mon),
     (25031, Weekday::Tue),

@@ -24,6 +24,7 @@ use std::str::FromStr;
 use chrono::Weekday;
 
 pub use file_name::{FileNameError, parse_file_name};
+pub use format::DAY_PCODES;
 
 use crate::core::{CheckWindow, DaySet, LocalWindow, Mac, ProvisioningPolicy};
 

@@ -83,17 +83,8 @@ pub fn parse_pvalues(body: &str, model: &str) -> Result<PhoneKnobs, KnobsError> 
             end: t(first + 2, first + 3)?,
         })
     };
-    let day_codes = [
-        (25029, Weekday::Sun),
-        (25030, Weekday::Mon),
-        (25031, Weekday::Tue),
-        (25032, Weekday::Wed),
-        (25033, Weekday::Thu),
-        (25034, Weekday::Fri),
-        (25035, Weekday::Sat),
-    ];
     let mut days = DaySet::default();
-    for (code, day) in day_codes {
+    for (code, day) in crate::render::DAY_PCODES {
         if flag(code)? {
             days.insert(day);
         }
