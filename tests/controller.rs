@@ -245,6 +245,33 @@ async fn an_unknown_time_zone_is_a_condition_not_a_crash() {
         "the others go on"
     );
     fleet::wait_ready(cluster, &ns.name, "night-rollout").await;
+    // The site itself says why, and every site shows its phone count.
+    let sites: Api<PhoneSite> = Api::namespaced(client.clone(), &ns.name);
+    support::eventually("the site's Valid=False condition", WAIT, || {
+        let sites = sites.clone();
+        async move {
+            let status = sites.get("berlin-shop").await.ok()?.status?;
+            let valid = status.conditions.iter().find(|c| c.type_ == "Valid")?;
+            (valid.status == "False" && valid.message.contains("Europe/Atlantis")).then_some(())
+        }
+    })
+    .await;
+    let printed = cluster.kubectl_ok(&["get", "phonesites", "-n", &ns.name, "paris-hq"]);
+    let count = sites
+        .get("paris-hq")
+        .await
+        .expect("site")
+        .spec
+        .phones
+        .len()
+        .to_string();
+    assert!(
+        printed
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().any(|w| w == count)),
+        "{printed}"
+    );
     controller
         .stop()
         .await

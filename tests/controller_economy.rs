@@ -16,12 +16,13 @@ use phonefleet::clock::Clock;
 use support::controller::RunningController;
 
 /// Every (resource, verb) the controller writes with: server-side apply of ConfigMaps and of
-/// the schedule's status, deletion of stale ConfigMaps, events. Other actors' writes (the
+/// schedule and site status, deletion of stale ConfigMaps, events. Other actors' writes (the
 /// namespace controller, the root CA publisher) use other verbs and are left out.
-const CONTROLLER_WRITES: [(&str, &str); 5] = [
+const CONTROLLER_WRITES: [(&str, &str); 6] = [
     ("configmaps", "APPLY"),
     ("configmaps", "DELETE"),
     ("phoneschedules", "APPLY"),
+    ("phonesites", "APPLY"),
     ("events", "POST"),
     ("events", "PATCH"),
 ];

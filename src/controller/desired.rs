@@ -326,7 +326,7 @@ fn invalid_spec(inputs: &Inputs<'_>, old: &PhoneScheduleStatus, message: String)
     status.phase = Some(phase::INVALID.into());
     let conditions = vec![
         cond(
-            old,
+            &old.conditions,
             condition::READY,
             false,
             reason::INVALID_SPEC,
@@ -334,7 +334,7 @@ fn invalid_spec(inputs: &Inputs<'_>, old: &PhoneScheduleStatus, message: String)
             now,
         ),
         cond(
-            old,
+            &old.conditions,
             condition::PROGRESSING,
             false,
             reason::INVALID_SPEC,
@@ -342,7 +342,7 @@ fn invalid_spec(inputs: &Inputs<'_>, old: &PhoneScheduleStatus, message: String)
             now,
         ),
         cond(
-            old,
+            &old.conditions,
             condition::DEGRADED,
             true,
             reason::INVALID_SPEC,
@@ -807,9 +807,16 @@ fn decide(
         stages: stage_summaries,
         rollout: rollout_state,
         conditions: vec![
-            cond(old, condition::READY, ready.0, ready.1, &ready.2, now),
             cond(
-                old,
+                &old.conditions,
+                condition::READY,
+                ready.0,
+                ready.1,
+                &ready.2,
+                now,
+            ),
+            cond(
+                &old.conditions,
                 condition::PROGRESSING,
                 progressing.0,
                 progressing.1,
@@ -817,7 +824,7 @@ fn decide(
                 now,
             ),
             cond(
-                old,
+                &old.conditions,
                 condition::DEGRADED,
                 degraded.0,
                 degraded.1,
@@ -1007,8 +1014,8 @@ fn transition_event(
 
 /// A condition, keeping the old transition time when nothing about it changed (so an
 /// unchanged status compares equal and is not written).
-fn cond(
-    old: &PhoneScheduleStatus,
+pub(crate) fn cond(
+    old: &[Condition],
     type_: &str,
     status: bool,
     reason: &str,
@@ -1016,7 +1023,7 @@ fn cond(
     now: DateTime<Utc>,
 ) -> Condition {
     let status = if status { "True" } else { "False" }.to_owned();
-    let previous = old.conditions.iter().find(|c| c.type_ == type_);
+    let previous = old.iter().find(|c| c.type_ == type_);
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Time(to_timestamp(now)),

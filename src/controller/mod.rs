@@ -10,6 +10,7 @@ pub mod gating;
 pub mod leader;
 pub mod observe;
 pub mod preview;
+pub mod site_status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -288,7 +289,15 @@ pub async fn run(
         slots: Mutex::new(HashMap::new()),
         observer,
     });
-    controller
+    let site_statuses = Controller::new(
+        api::<PhoneSite>(&ctx.client, ctx.config.namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .trigger_backoff(WatchBackoff::default())
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(reconcile_site, error_policy_site, ctx.clone())
+    .for_each(|_| async {});
+    let schedules_loop = controller
         .trigger_backoff(WatchBackoff::default())
         .owns_stream(shard_stream)
         .owns_stream(progress_stream)
@@ -301,8 +310,8 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
+        });
+    futures::join!(schedules_loop, site_statuses);
 
     stop_leading.cancel();
     if let Some(task) = leader_task {
@@ -409,6 +418,37 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         Some(at) => Action::requeue(ctx.clock.to_real(desired::until(now, at)).min(MAX_REQUEUE)),
         None => Action::await_change(),
     })
+}
+
+/// Writes a PhoneSite's status when it differs from what the site's spec says.
+async fn reconcile_site(site: Arc<PhoneSite>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let desired = site_status::compute(&site, ctx.clock.now());
+    if site.status.as_ref() != Some(&desired) {
+        let ns = site.namespace().unwrap_or_default();
+        let sites: Api<PhoneSite> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "phonefleet.io/v1alpha1",
+            "kind": "PhoneSite",
+            "status": desired,
+        });
+        sites
+            .patch_status(
+                &site.name_any(),
+                &kube::api::PatchParams::apply(apply::FIELD_MANAGER).force(),
+                &kube::api::Patch::Apply(&patch),
+            )
+            .await
+            .map_err(error::api(format!(
+                "writing status of PhoneSite {ns}/{}",
+                site.name_any()
+            )))?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy_site(site: Arc<PhoneSite>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(site = %site.name_any(), reason = error.reason(), error = %error, "site status not written; retrying");
+    Action::requeue(ERROR_REQUEUE)
 }
 
 fn error_policy(schedule: Arc<PhoneSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -134,6 +134,7 @@ pub const EXPECTED_RULES: &[&str] = &[
     "phonefleet.io/phoneschedules/status:patch",
     "phonefleet.io/phoneschedules:list",
     "phonefleet.io/phoneschedules:watch",
+    "phonefleet.io/phonesites/status:patch",
     "phonefleet.io/phonesites:list",
     "phonefleet.io/phonesites:watch",
 ];

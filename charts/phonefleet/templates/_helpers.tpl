@@ -91,9 +91,9 @@ is a call in src/: see docs/helm.md for the table.
 - apiGroups: ["phonefleet.io"]
   resources: ["phoneschedules", "phonesites"]
   verbs: ["list", "watch"]
-# Schedule status, written by server-side apply.
+# Schedule and site status (phone count, Valid condition), written by server-side apply.
 - apiGroups: ["phonefleet.io"]
-  resources: ["phoneschedules/status"]
+  resources: ["phoneschedules/status", "phonesites/status"]
   verbs: ["patch"]
 # Rendered configs (controller: server-side apply, delete of stale shards, get after a restart)
 # and progress (server: server-side apply of the skeleton, merge patch of changed phones). A
