@@ -16,14 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use chrono::{DateTime, TimeZone, Utc, Weekday};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, ResourceExt};
 use phonefleet::api::PhoneSchedule;
 use phonefleet::children::{
-    self, COMPONENT_CONFIG, COMPONENT_PROGRESS, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot,
-    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_SCHEDULE, LABEL_SITE, MANAGED_BY, PhoneProgress,
-    PhoneState, ShardIndex,
+    COMPONENT_PROGRESS, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
+    PhoneProgress, PhoneState, ShardIndex,
 };
 use phonefleet::clock::Clock;
 use phonefleet::core::{
@@ -202,23 +200,7 @@ async fn night(prefix: &str) -> Night {
         phones,
     };
     data.insert(INDEX_KEY.into(), serde_json::to_string(&index).unwrap());
-    let mut cm = ConfigMap::default();
-    cm.metadata.name = Some(children::config_map_name("fw", "paris", 0));
-    cm.metadata.labels = Some(BTreeMap::from([
-        (LABEL_COMPONENT.into(), COMPONENT_CONFIG.into()),
-        (LABEL_MANAGED_BY.into(), MANAGED_BY.into()),
-        (LABEL_SCHEDULE.into(), "fw".into()),
-        (LABEL_SITE.into(), "paris".into()),
-    ]));
-    cm.metadata.owner_references = Some(vec![OwnerReference {
-        api_version: "phonefleet.io/v1alpha1".into(),
-        kind: "PhoneSchedule".into(),
-        name: "fw".into(),
-        uid: schedule.uid().unwrap(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
-    cm.data = Some(data);
+    let cm = support::fleet::rendered_config_map(&schedule, "paris", data);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     cms.create(&PostParams::default(), &cm)
         .await

@@ -95,3 +95,37 @@ pub async fn add_phone(client: &kube::Client, namespace: &str, site: &str, mac: 
         .await
         .expect("edit site");
 }
+
+/// Shard 0 of `site`'s rendered configs for `schedule`, shaped as the controller writes it
+/// (name, labels, controller owner reference), holding `data` (files and index).
+pub fn rendered_config_map(
+    schedule: &phonefleet::api::PhoneSchedule,
+    site: &str,
+    data: BTreeMap<String, String>,
+) -> ConfigMap {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::ResourceExt;
+    use phonefleet::children::{
+        COMPONENT_CONFIG, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_SITE, MANAGED_BY,
+    };
+
+    let name = schedule.name_any();
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some(phonefleet::children::config_map_name(&name, site, 0));
+    cm.metadata.labels = Some(BTreeMap::from([
+        (LABEL_COMPONENT.into(), COMPONENT_CONFIG.into()),
+        (LABEL_MANAGED_BY.into(), MANAGED_BY.into()),
+        (LABEL_SCHEDULE.into(), name.clone()),
+        (LABEL_SITE.into(), site.into()),
+    ]));
+    cm.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "phonefleet.io/v1alpha1".into(),
+        kind: "PhoneSchedule".into(),
+        name,
+        uid: schedule.uid().expect("schedule uid"),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    cm.data = Some(data);
+    cm
+}
