@@ -316,7 +316,8 @@ async fn the_charts_service_account_runs_a_rollout_to_completion_and_nothing_mor
             .args(["simulate", "--server", &url, "-n", &namespace])
             .arg("--kubeconfig")
             .arg(&admin)
-            .args(["--hours", "5", "--until-settled", "--seed", "3"])
+            // A simulated budget far past the plan; the run ends once every phone settled.
+            .args(["--hours", "48", "--until-settled", "--seed", "3"])
             .args(&clock)
             .stderr(Stdio::inherit())
             .output()

@@ -288,7 +288,9 @@ async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails()
     sim.seed = 7;
     sim.initial_version = "1.0.0".into();
     sim.fail_models = vec!["GXP1625".into()];
-    sim.duration = Duration::from_secs(5 * 3600);
+    // A budget of simulated time far past the plan (the run ends once every phone settled), so
+    // a loaded machine costs real time, not the verdict (tests/support/simulation.rs).
+    sim.duration = Duration::from_secs(48 * 3600);
     // Every phone boots at the start (a storm outside the slots), and again at 01:40.
     sim.power_cuts = vec![("paris".into(), origin() + chrono::Duration::minutes(100))];
     sim.stop_when_settled = true;
@@ -353,7 +355,7 @@ async fn the_simulate_subcommand_reads_a_manifest_and_shares_the_servers_clock()
         .args(["--time-real-origin", &rfc(night.real_origin)])
         .args([
             "--hours",
-            "5",
+            "48",
             "--until-settled",
             "--seed",
             "3",
@@ -497,7 +499,7 @@ async fn a_cut_download_is_resumed_with_range() {
         }],
     }];
     let mut sim = SimConfig::new(format!("http://{addr}"), sites);
-    sim.duration = Duration::from_secs(3600);
+    sim.duration = Duration::from_secs(24 * 3600);
     sim.stop_when_settled = true;
     let summary = simulator::run(sim, Clock::scaled(origin(), Utc::now(), 600)).await;
     server.abort();

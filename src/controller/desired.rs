@@ -75,6 +75,12 @@ pub struct Inputs<'a> {
     /// Base URL phones use to reach the provisioning server.
     pub server_url: &'a ServerUrl,
     pub now: DateTime<Utc>,
+    /// How long this controller's decisions take to reach the provisioning server (the last
+    /// reconcile's compute + apply, on the controller's clock). New slots start at least this
+    /// much later than the announcement lead alone says: a decision that lands after its first
+    /// slots began would hand phones slots they can no longer use (the next decision would move
+    /// them again), which is how a slow reconcile stalled a rollout under a compressed clock.
+    pub propagation: Duration,
 }
 
 /// One rendered-config ConfigMap as it should be.
@@ -451,7 +457,7 @@ fn decide(
     let lead = Duration::minutes(i64::from(
         schedule.provisioning.repeatedly.map_or(0, |m| m.get()),
     ));
-    let plan_from = now + lead;
+    let plan_from = now + lead + inputs.propagation.max(Duration::zero());
 
     // Phones keeping the slot they have (announced, inside it, or mid-download/reboot) and
     // phones out of the plan (done, failed, halted, or keeping their slot).

@@ -62,6 +62,7 @@ struct World {
     previous: HashMap<Mac, IndexSlot>,
     existing: BTreeMap<String, String>,
     now: DateTime<Utc>,
+    propagation: Duration,
 }
 
 impl World {
@@ -80,6 +81,7 @@ impl World {
             previous: HashMap::new(),
             existing: BTreeMap::new(),
             now: at("2026-12-01T12:00:00Z"),
+            propagation: Duration::zero(),
         }
     }
 
@@ -96,6 +98,7 @@ impl World {
             existing_shards: &self.existing,
             server_url: &url,
             now: self.now,
+            propagation: self.propagation,
         })
     }
 
@@ -472,6 +475,24 @@ fn with_repeated_checks_new_slots_leave_phones_time_to_hear_of_them() {
     assert!(!d.slots.is_empty());
     for slot in d.slots.values() {
         assert!(slot.start >= world.now + Duration::minutes(60), "{slot:?}");
+    }
+}
+
+#[test]
+fn a_slow_decision_hands_out_no_slot_that_starts_before_it_lands() {
+    let mut world = World::new();
+    world.schedule.spec.provisioning.repeatedly.enabled = true;
+    world.schedule.spec.provisioning.repeatedly.every_minutes = 30;
+    world.now = at("2026-12-01T00:05:00Z"); // 01:05 in Paris, inside the 01:00-05:00 window
+    // The last reconcile took 50 minutes of this clock (a compressed clock on a loaded machine).
+    world.propagation = Duration::minutes(50);
+    let d = world.decide();
+    assert!(!d.slots.is_empty());
+    for slot in d.slots.values() {
+        assert!(
+            slot.start >= world.now + Duration::minutes(30 + 50),
+            "{slot:?} starts before the decision reaches the phones and they hear of it"
+        );
     }
 }
 

@@ -101,6 +101,9 @@ pub struct Context {
     recorder: Recorder,
     /// Last slots written per schedule uid (see [`observe::load_slots`]).
     slots: Mutex<HashMap<String, HashMap<Mac, IndexSlot>>>,
+    /// How long the last reconcile of each schedule uid took on the controller's clock, from
+    /// reading `now` to the end of its writes (see [`desired::Inputs::propagation`]).
+    propagation: Mutex<HashMap<String, chrono::Duration>>,
     /// Observers of each reconcile (metrics, tests).
     pub observer: Arc<dyn ReconcileObserver>,
 }
@@ -287,6 +290,7 @@ pub async fn run(
             progress,
         },
         slots: Mutex::new(HashMap::new()),
+        propagation: Mutex::new(HashMap::new()),
         observer,
     });
     let site_statuses = Controller::new(
@@ -385,6 +389,12 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
     };
 
     let now = ctx.clock.now();
+    let propagation = ctx
+        .propagation
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&uid).copied())
+        .unwrap_or_else(chrono::Duration::zero);
     let inputs = desired::Inputs {
         schedule,
         schedules: &observed.schedules,
@@ -394,6 +404,7 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         existing_shards: &observed.existing_shards,
         server_url: &ctx.config.server_url,
         now,
+        propagation,
     };
     let desired = desired::compute(&inputs);
     ctx.observer.status(schedule, &desired.status);
@@ -410,6 +421,13 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
             events = written.events,
             "reconciled"
         );
+    }
+    if let Ok(mut took) = ctx.propagation.lock() {
+        // The larger of this reconcile and a decayed memory of slower ones: one quick
+        // reconcile (nothing to write) must not make the next slow one hand out past slots.
+        let this = ctx.clock.now() - now;
+        let decayed = took.get(&uid).map_or(this, |p| *p * 3 / 4);
+        took.insert(uid.clone(), this.max(decayed));
     }
     if let Ok(mut slots) = ctx.slots.lock() {
         slots.insert(uid, desired.slots);

@@ -64,6 +64,8 @@ pub fn render_phone(
         existing_shards: &existing,
         server_url: server,
         now,
+        // Offline there is no reconcile to wait for.
+        propagation: chrono::Duration::zero(),
     });
     Ok(desired::phone_file(&PhoneFile {
         mac,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::server::cli::ClockArgs;
 
-use super::{SimConfig, run, sites_from_cluster, sites_from_manifest};
+use super::{SimConfig, run_until, sites_from_cluster, sites_from_manifest};
 
 /// Flags of `phonefleet simulate`.
 #[derive(clap::Args, Clone, Debug)]
@@ -66,7 +66,7 @@ fn parse_power_cut(s: &str) -> Result<(String, DateTime<Utc>), String> {
     Ok((site.to_owned(), when))
 }
 
-/// Runs the simulation and prints its JSON summary on stdout.
+/// Runs the simulation and prints its JSON summary on stdout (also when ended by a signal).
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let sites = match &args.file {
         Some(path) => {
@@ -99,7 +99,21 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     config.power_cuts = args.power_cuts.clone();
     config.reboot_time = Duration::from_secs(args.reboot_minutes * 60);
     config.busy_fraction = args.busy_fraction;
-    let summary = run(config, args.clock.clock()).await;
+    // SIGTERM or Ctrl-C ends the simulation early and still prints what the phones counted.
+    let stop = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let summary = run_until(config, args.clock.clock(), stop).await;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -232,10 +232,23 @@ struct Shared {
     end: DateTime<Utc>,
     total_settled: AtomicU32,
     total_phones: u32,
+    /// Set when the caller asks the simulation to end now (e.g. SIGTERM to `phonefleet simulate`).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the fleet until the simulated duration has passed; returns what the phones counted.
 pub async fn run(config: SimConfig, clock: Clock) -> Summary {
+    run_until(config, clock, std::future::pending()).await
+}
+
+/// Like [`run`], but also ends (and still counts) as soon as `stop` completes: a test or an
+/// operator can end the simulation when what it waits for has happened, instead of giving the
+/// run a fixed length that a slow machine may not reach in time.
+pub async fn run_until(
+    config: SimConfig,
+    clock: Clock,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Summary {
     let start = clock.now();
     let end =
         start + chrono::Duration::from_std(config.duration).unwrap_or(chrono::Duration::days(7));
@@ -252,7 +265,15 @@ pub async fn run(config: SimConfig, clock: Clock) -> Summary {
         end,
         total_settled: AtomicU32::new(0),
         total_phones,
+        stopped: std::sync::atomic::AtomicBool::new(false),
     });
+    let stopper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            stop.await;
+            shared.stopped.store(true, Ordering::SeqCst);
+        })
+    };
     let mut counters = BTreeMap::new();
     let mut tasks = Vec::new();
     for site in &config.sites {
@@ -289,6 +310,7 @@ pub async fn run(config: SimConfig, clock: Clock) -> Summary {
     for t in tasks {
         let _ = t.await;
     }
+    stopper.abort();
     let mut summary = Summary::default();
     for (name, (phones, c)) in counters {
         summary.sites.insert(
@@ -424,6 +446,9 @@ impl Phone {
             let now = self.shared.clock.now();
             if now >= target {
                 break;
+            }
+            if self.shared.stopped.load(Ordering::SeqCst) {
+                return false;
             }
             if self.shared.config.stop_when_settled
                 && self.shared.total_settled.load(Ordering::SeqCst) >= self.shared.total_phones
