@@ -108,6 +108,10 @@ impl Run {
             .arg(format!("--server-url=http://{addr}"))
             .arg(format!("--provisioning-listen={addr}"))
             .arg(format!("--firmware-dir={}", dir.join("firmware").display()))
+            // Two simulated hours (six real seconds at this scale) to come back from a reboot:
+            // a phone slowed by a loaded machine is not counted failed, which in the canary
+            // could halt a healthy model.
+            .args(["--reboot-deadline-minutes", "120"])
             .args([
                 "--token-lease-seconds",
                 "3",
@@ -278,6 +282,7 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
     )
     .await;
     let summary = simulator.stop();
+
     let final_status = schedule(&client, &ns.name)
         .await
         .status

@@ -410,6 +410,8 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
     ctx.observer.status(schedule, &desired.status);
 
     let written = apply::apply(&ctx.client, &ctx.recorder, schedule, &desired).await?;
+    // Decide + write, on the controller's clock: the next decision's slots start after it.
+    let took = ctx.clock.now() - now;
     if written == apply::Written::default() {
         tracing::debug!(schedule = %format!("{ns}/{}", schedule.name_any()), "reconciled: nothing to write");
     } else {
@@ -419,15 +421,15 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
             deleted = written.deleted,
             status = written.status,
             events = written.events,
+            took_seconds = took.num_milliseconds() as f64 / 1000.0,
             "reconciled"
         );
     }
-    if let Ok(mut took) = ctx.propagation.lock() {
+    if let Ok(mut memory) = ctx.propagation.lock() {
         // The larger of this reconcile and a decayed memory of slower ones: one quick
         // reconcile (nothing to write) must not make the next slow one hand out past slots.
-        let this = ctx.clock.now() - now;
-        let decayed = took.get(&uid).map_or(this, |p| *p * 3 / 4);
-        took.insert(uid.clone(), this.max(decayed));
+        let decayed = memory.get(&uid).map_or(took, |p| *p * 3 / 4);
+        memory.insert(uid.clone(), took.max(decayed));
     }
     if let Ok(mut slots) = ctx.slots.lock() {
         slots.insert(uid, desired.slots);
