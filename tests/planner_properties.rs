@@ -12,8 +12,8 @@ use chrono::{
 use chrono_tz::Tz;
 use phonefleet::core::{
     DaySet, FirmwareTarget, Fleet, FlexiblePolicy, LocalTime, LocalWindow, Mac, ModelId, Percent,
-    Phone, Plan, ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap, StagePolicy,
-    WeeklyPolicy, plan,
+    Phone, PhoneFamily, Plan, ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap,
+    StagePolicy, WeeklyPolicy, plan,
 };
 use phonefleet::plan_report::to_json;
 use proptest::prelude::*;
@@ -91,8 +91,10 @@ fn site(index: usize) -> impl Strategy<Value = Site> {
                 .map(|m| Phone {
                     mac: Mac::from_u64(m).unwrap(),
                     model: ModelId(0),
+                    family: PhoneFamily::Xstim,
                 })
                 .collect(),
+            unplaced_models: Vec::new(),
         })
 }
 

@@ -6,6 +6,7 @@ use std::ops::Range;
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc, Weekday};
 use chrono_tz::Tz;
 
+use super::family::PhoneFamily;
 use super::mac::Mac;
 use super::policy::SiteCap;
 use super::window::{LocalTime, LocalWindow};
@@ -69,8 +70,17 @@ pub struct SitePlan {
     /// The phone's check window inside a slot: check spread plus inactivity requirement.
     pub check_minutes: u32,
     pub download_minutes: u32,
-    /// `check_minutes + download_minutes`: how long a slot's phones may be downloading.
+    /// `check_minutes + download_minutes` (whole hours on a whole-hour grid): how long a
+    /// slot's phones may be downloading.
     pub slot_minutes: u32,
+    /// Families of the phones the firmware is for, sorted.
+    pub families: Vec<PhoneFamily>,
+    /// Slots start on whole local hours and last whole hours, because a family present
+    /// (Grandstream) can only be told whole-hour check windows.
+    pub whole_hours: bool,
+    /// No slot starts earlier than this many minutes after the plan's start: the time the
+    /// site's phones may take to hear of a new slot.
+    pub lead_minutes: u32,
     /// End of the site's last slot, when all its phones are placed.
     pub completion: Option<DateTime<Utc>>,
     /// Sorted by start; never overlapping.
@@ -178,6 +188,11 @@ pub enum Warning {
         deadline: DateTime<Utc>,
         completion: Option<DateTime<Utc>>,
     },
+    /// A family cannot say the operator's policy exactly: what its phones do instead.
+    FamilyConstraint {
+        family: PhoneFamily,
+        detail: String,
+    },
 }
 
 impl Warning {
@@ -196,6 +211,7 @@ impl Warning {
             Warning::NoPhones { .. } => "NoPhones",
             Warning::Unplaced { .. } => "Unplaced",
             Warning::DeadlineMissed { .. } => "DeadlineMissed",
+            Warning::FamilyConstraint { .. } => "FamilyConstraint",
         }
     }
 }
@@ -253,6 +269,7 @@ impl fmt::Display for Warning {
                 "deadline {} cannot be met: some phones cannot be placed at all",
                 rfc(deadline)
             ),
+            Warning::FamilyConstraint { family, detail } => write!(f, "{family} phones: {detail}"),
         }
     }
 }
