@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::policy::ProvisioningPolicy;
 use super::window::{LocalTime, LocalWindow};
 
-/// A family of phones that read the same provisioning keys.
+/// Whose provisioning keys a phone reads: `xstim`, `yealink` or `grandstream`. Left out, the
+/// phone's model decides (Yealink `SIP-…`, `T…`, `CP…`, `VP…`, `W…`, `AX…`; Grandstream
+/// `GXP21xx`, `GRP261x`; see docs/phones.md); XSTIM phones and other models need it, and a
+/// phone no family places gets no file.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -297,6 +300,19 @@ pub fn announcement_lead(
             GrandstreamMode::Off => Duration::minutes(24 * 60 + 60),
         },
     }
+}
+
+/// The lead of a site whose phones hold no slot file yet (a rollout starting): the longest of
+/// its families' leads under `schedule`'s steady state. What `phonefleet plan` previews.
+pub fn fresh_site_lead(site: &super::Site, schedule: &super::Schedule) -> Duration {
+    site.phones
+        .iter()
+        .map(|p| p.family)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|f| announcement_lead(f, &schedule.provisioning, false, 60))
+        .max()
+        .unwrap_or_else(Duration::zero)
 }
 
 /// The check window `[start_hour:00, end_hour:00)` a Grandstream slot file writes for a slot

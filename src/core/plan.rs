@@ -92,6 +92,21 @@ pub struct SitePlan {
 }
 
 impl SitePlan {
+    /// The family constraint the site was planned under, for the plan's outputs: its families
+    /// and whether slots are whole hours, e.g. `grandstream+yealink: whole-hour slots`.
+    pub fn family_constraint(&self) -> String {
+        if self.families.is_empty() {
+            return "-".to_owned();
+        }
+        let names: Vec<&str> = self.families.iter().map(|f| f.name()).collect();
+        let grid = if self.whole_hours {
+            "whole-hour slots"
+        } else {
+            "minute slots"
+        };
+        format!("{}: {grid}", names.join("+"))
+    }
+
     /// The phones of `slot` (a slot of this site), sorted by MAC.
     pub fn phones_of(&self, slot: &Slot) -> &[Mac] {
         &self.macs[slot.phones.start as usize..slot.phones.end as usize]
@@ -188,6 +203,12 @@ pub enum Warning {
         deadline: DateTime<Utc>,
         completion: Option<DateTime<Utc>>,
     },
+    /// Phones whose model no family places: left out of the plan and served no file.
+    NoFamily {
+        site: String,
+        models: Vec<String>,
+        phones: u32,
+    },
     /// A family cannot say the operator's policy exactly: what its phones do instead.
     FamilyConstraint {
         family: PhoneFamily,
@@ -211,6 +232,7 @@ impl Warning {
             Warning::NoPhones { .. } => "NoPhones",
             Warning::Unplaced { .. } => "Unplaced",
             Warning::DeadlineMissed { .. } => "DeadlineMissed",
+            Warning::NoFamily { .. } => "NoFamily",
             Warning::FamilyConstraint { .. } => "FamilyConstraint",
         }
     }
@@ -268,6 +290,11 @@ impl fmt::Display for Warning {
                 f,
                 "deadline {} cannot be met: some phones cannot be placed at all",
                 rfc(deadline)
+            ),
+            Warning::NoFamily { site, models, phones } => write!(
+                f,
+                "site {site}: {phones} phones of model(s) {} belong to no phone family: left out, no file (set spec.phones[].family)",
+                models.join(", ")
             ),
             Warning::FamilyConstraint { family, detail } => write!(f, "{family} phones: {detail}"),
         }

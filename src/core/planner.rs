@@ -90,6 +90,20 @@ pub fn plan_with_leads(
     if schedule.firmware.is_some() {
         family_warnings(&works, schedule, &mut warnings);
     }
+    for site in &sites {
+        if !site.unplaced_models.is_empty() {
+            let models: BTreeSet<String> = site
+                .unplaced_models
+                .iter()
+                .map(|p| p.model.clone())
+                .collect();
+            warnings.push(Warning::NoFamily {
+                site: site.name.clone(),
+                models: models.into_iter().collect(),
+                phones: site.unplaced_models.len() as u32,
+            });
+        }
+    }
 
     let horizon = Horizon {
         start,
@@ -703,6 +717,97 @@ mod tests {
             .iter()
             .map(|s| (s.start.format("%m-%d %H:%M").to_string(), s.len()))
             .collect()
+    }
+
+    fn with_family(mut site: Site, family: PhoneFamily, every: u64) -> Site {
+        for (i, p) in site.phones.iter_mut().enumerate() {
+            if (i as u64).is_multiple_of(every) {
+                p.family = family;
+            }
+        }
+        site
+    }
+
+    #[test]
+    fn a_grandstream_site_plans_whole_local_hours_that_hold_check_and_download() {
+        // Kolkata is UTC+05:30: whole local hours are not whole UTC hours.
+        let tz: Tz = "Asia/Kolkata".parse().unwrap();
+        let mut f = fleet(vec![with_family(
+            site("gs", tz, 2, 5),
+            PhoneFamily::Grandstream,
+            1,
+        )]);
+        f.schedule.provisioning.weekly.window = window("01:10", "05:40");
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        let s = &p.sites[0];
+        assert!(s.whole_hours);
+        assert_eq!(s.families, [PhoneFamily::Grandstream]);
+        // 10 min spread → a one-hour check window; + 20 min download → two-hour slots.
+        assert_eq!((s.check_minutes, s.slot_minutes), (60, 120));
+        for slot in &s.slots {
+            use chrono::Timelike;
+            assert_eq!(slot.local_start.minute(), 0, "{}", slot.local_start);
+            assert!(slot.local_start.hour() >= 2 && slot.local_end.hour() <= 5);
+            assert!(slot.len() <= 2);
+        }
+        assert!(s.slots.windows(2).all(|w| w[0].end <= w[1].start));
+        assert_eq!(s.slots.iter().map(Slot::len).sum::<u32>(), 5);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| matches!(w, Warning::FamilyConstraint { .. })),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn one_grandstream_phone_puts_its_whole_site_on_whole_hours() {
+        let f = fleet(vec![
+            with_family(
+                site("mixed", chrono_tz::UTC, 2, 6),
+                PhoneFamily::Grandstream,
+                3,
+            ),
+            with_family(
+                site("yealink", chrono_tz::UTC, 2, 6),
+                PhoneFamily::Yealink,
+                1,
+            ),
+        ]);
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert!(p.sites[0].whole_hours && !p.sites[1].whole_hours);
+        assert_eq!(
+            p.sites[0].family_constraint(),
+            "xstim+grandstream: whole-hour slots"
+        );
+        assert_eq!(p.sites[1].slot_minutes, 30);
+    }
+
+    #[test]
+    fn a_whole_hour_check_window_never_ends_past_23_00() {
+        let mut f = fleet(vec![with_family(
+            site("late", chrono_tz::UTC, 1, 3),
+            PhoneFamily::Grandstream,
+            1,
+        )]);
+        f.schedule.provisioning.weekly.window = window("21:00", "03:00");
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        for slot in &p.sites[0].slots {
+            use chrono::Timelike;
+            let h = slot.local_start.hour();
+            assert!(h < 23 && h != 23, "{}", slot.local_start);
+        }
+    }
+
+    #[test]
+    fn no_slot_starts_before_the_sites_announcement_lead() {
+        let f = fleet(vec![site("a", chrono_tz::UTC, 2, 4)]);
+        let now = t("2026-06-01T00:00:00Z");
+        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25));
+        let first = p.sites[0].slots[0].start;
+        assert_eq!(first, t("2026-06-02T01:00:00Z"));
+        assert_eq!(p.sites[0].lead_minutes, 25 * 60);
     }
 
     #[test]

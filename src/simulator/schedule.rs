@@ -80,11 +80,11 @@ pub fn next_check(
     if let Some(h) = k.daily {
         for d in -1..3 {
             let date = today + Duration::days(d);
-            if let Some(t) = daily_check(h, date, tz, mac) {
-                if t > after {
-                    offer(t);
-                    break;
-                }
+            if let Some(t) = daily_check(h, date, tz, mac)
+                && t > after
+            {
+                offer(t);
+                break;
             }
         }
     }
