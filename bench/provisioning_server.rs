@@ -19,7 +19,7 @@ use phonefleet::children::{
 use phonefleet::core::{
     DaySet, FlexiblePolicy, LocalWindow, Mac, ProvisioningPolicy, WeeklyPolicy,
 };
-use phonefleet::render::{self, Format, PhoneConfig};
+use phonefleet::render::{self, PhoneConfig};
 use phonefleet::server::cli::{ClockArgs, ServerArgs};
 
 #[derive(Parser)]
@@ -88,11 +88,11 @@ fn fixture(dir: &PathBuf, manifest: &PathBuf, phones: u32, namespace: &str) -> a
             &PhoneConfig {
                 mac,
                 model: "GXP2170",
+                family: phonefleet::core::PhoneFamily::Grandstream,
                 provisioning: &policy,
                 slot: None,
             },
             &server,
-            Format::Xml,
         );
         std::fs::write(dir.join(&file.name), &file.body)?;
         paths.push_str(&format!("/{}\n", file.name));

@@ -12,7 +12,8 @@ use chrono_tz::Tz;
 use criterion::{BatchSize, Criterion};
 use phonefleet::core::{
     DaySet, FirmwareTarget, Fleet, FlexiblePolicy, LocalWindow, Mac, ModelId, Percent, Phone,
-    ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap, StagePolicy, WeeklyPolicy, plan,
+    PhoneFamily, ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap, StagePolicy,
+    WeeklyPolicy, plan,
 };
 
 const SITES: usize = 10_000;
@@ -99,6 +100,7 @@ fn fleet(site_count: usize) -> Fleet {
             .map(|_| Phone {
                 mac: Mac::from_u64(rng.next() >> 16).expect("48 bits"),
                 model: ModelId(rng.below(4) as u32),
+                family: PhoneFamily::Xstim,
             })
             .collect();
         sites.push(Site {
@@ -107,6 +109,7 @@ fn fleet(site_count: usize) -> Fleet {
             cap: SiteCap::new(2 + rng.below(15) as u32).expect("non-zero"),
             uplink_mbps: NonZeroU32::new(10 + rng.below(190) as u32),
             phones,
+            unplaced_models: Vec::new(),
         });
     }
     let window = |s: &str, e: &str| LocalWindow {

@@ -37,10 +37,13 @@ trap cleanup EXIT
 echo "==> applying the example fleet (examples/demo-fleet.yaml) to namespace $NS"
 sed -E "s/namespace: demo([,}]|$)/namespace: $NS\1/" examples/demo-fleet.yaml | kubectl apply -f - >/dev/null
 mkdir -p "$work/firmware"
-python3 - "$work/firmware/gxp2170fw.bin" <<'PY'
+# Yealink phones fetch static.firmware.url (the schedule's file); Grandstream and XSTIM phones
+# append their own image name to P192's directory (the simulator's <model>fw.bin).
+python3 - "$work/firmware/gxp2170fw.bin" "$work/firmware/xstimfw.bin" <<'PY'
 import sys
 image = b"PHONEFLEET-FIRMWARE 2.0.0\n"
-open(sys.argv[1], "wb").write(image + b"." * (256 * 1024 - len(image)))
+for path in sys.argv[1:]:
+    open(path, "wb").write(image + b"." * (256 * 1024 - len(image)))
 PY
 read -r port metrics < <(python3 -c 'import socket
 s=[socket.socket() for _ in range(2)]
@@ -57,12 +60,13 @@ pids+=($!)
 kubectl wait --for=condition=Ready --timeout=120s -n "$NS" phoneschedule/fleet >/dev/null
 kubectl get phoneschedules,phonesites -n "$NS"
 
-echo "==> 600 phones boot at once and follow their files (simulated 24 h at ${SCALE}x)"
-"$bin" simulate --server "http://127.0.0.1:$port" -n "$NS" --hours 24 --seed 1 \
+# Three days: sites with Grandstream phones roll out on whole-hour slots (docs/planner.md).
+echo "==> 600 phones boot at once and follow their files (simulated 72 h at ${SCALE}x)"
+"$bin" simulate --server "http://127.0.0.1:$port" -n "$NS" --hours 72 --seed 1 \
   --fail-model SIP-T46U "${clock[@]}" >"$work/summary.json" 2>"$work/simulate.log" &
 sim=$!
 pids+=("$sim")
-"$bin" progress -n "$NS" fleet --until-settled --timeout-seconds 300 || true
+"$bin" progress -n "$NS" fleet --until-settled --timeout-seconds 600 || true
 wait "$sim" || true
 
 echo

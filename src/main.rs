@@ -49,10 +49,6 @@ enum Command {
         /// The phone's MAC address (any of 000b82123456, 00:0b:82:12:34:56, 00-0B-82-12-34-56).
         #[arg(long)]
         mac: phonefleet::core::Mac,
-        /// File format: xml (cfg<mac>.xml), text (cfg<mac>) or yealink (<mac>.cfg); default:
-        /// the one the phone's model reads.
-        #[arg(long)]
-        format: Option<phonefleet::render::Format>,
         /// Render as of this instant (RFC 3339, e.g. 2026-12-01T08:00:00Z); default: now.
         #[arg(long)]
         now: Option<chrono::DateTime<chrono::Utc>>,
@@ -103,19 +99,13 @@ fn main() -> anyhow::Result<()> {
         Command::Render {
             file,
             mac,
-            format,
             now,
             server_url,
         } => {
             let manifest = phonefleet::manifest::load(&file)?;
             let now = now.unwrap_or_else(chrono::Utc::now);
-            let rendered = phonefleet::controller::preview::render_phone(
-                &manifest,
-                mac,
-                format,
-                &server_url,
-                now,
-            )?;
+            let rendered =
+                phonefleet::controller::preview::render_phone(&manifest, mac, &server_url, now)?;
             print!("{}", rendered.body);
         }
     }

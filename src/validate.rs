@@ -10,10 +10,11 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use crate::api;
+use crate::core::PhoneFamily;
 use crate::core::mac::{Mac, MacError};
 use crate::core::policy::{
     FirmwareTarget, FlexiblePolicy, ModelId, Percent, Phone, ProvisioningPolicy, RolloutPolicy,
-    Schedule, Site, SiteCap, StagePolicy, WeeklyPolicy,
+    Schedule, Site, SiteCap, StagePolicy, UnplacedPhone, WeeklyPolicy,
 };
 use crate::core::window::{DaySet, LocalTime, LocalTimeError, LocalWindow};
 
@@ -154,6 +155,7 @@ pub fn site(
         .transpose()?;
     let mut seen: HashMap<Mac, usize> = HashMap::with_capacity(spec.phones.len());
     let mut phones = Vec::with_capacity(spec.phones.len());
+    let mut unplaced_models = Vec::new();
     for (i, entry) in spec.phones.iter().enumerate() {
         let field = || format!("spec.phones[{i}].mac");
         let mac: Mac = entry
@@ -170,10 +172,17 @@ pub fn site(
         if entry.model.is_empty() {
             return Err(at.err(format!("spec.phones[{i}].model"), quote(""), Reason::Empty));
         }
-        phones.push(Phone {
-            mac,
-            model: models.intern(&entry.model),
-        });
+        match PhoneFamily::resolve(&entry.model, entry.family) {
+            Some(family) => phones.push(Phone {
+                mac,
+                model: models.intern(&entry.model),
+                family,
+            }),
+            None => unplaced_models.push(UnplacedPhone {
+                mac,
+                model: entry.model.clone(),
+            }),
+        }
     }
     Ok(Site {
         name: name.to_owned(),
@@ -181,6 +190,7 @@ pub fn site(
         cap,
         uplink_mbps,
         phones,
+        unplaced_models,
     })
 }
 
@@ -496,6 +506,7 @@ mod tests {
                 .map(|m| api::PhoneEntry {
                     mac: (*m).into(),
                     model: "GXP2170".into(),
+                    family: None,
                 })
                 .collect(),
         }

@@ -63,7 +63,11 @@ async fn applied_fleet_becomes_ready_and_serves_exactly_what_render_prints() {
         let site = sites.get(&site).await.expect("site");
         for phone in &site.spec.phones {
             let mac: Mac = phone.mac.parse().expect("mac");
-            let name = Format::for_model(&phone.model).file_name(mac);
+            let Some(family) = phonefleet::core::PhoneFamily::resolve(&phone.model, phone.family)
+            else {
+                continue;
+            };
+            let name = Format::of(family).file_name(mac);
             let served = files
                 .get(&name)
                 .unwrap_or_else(|| panic!("{name} is served"));

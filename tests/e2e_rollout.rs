@@ -22,8 +22,9 @@ const SCALE: &str = "1200";
 const SITES: usize = 10;
 const PHONES_PER_SITE: usize = 200;
 const CAPS: [u32; SITES] = [5, 6, 8, 10, 12, 14, 15, 16, 18, 20];
-/// The simulation's budget in simulated hours: the plan completes within the first day.
-const SIMULATED_HOURS: &str = "120";
+/// The simulation's budget in simulated hours: the plan completes in under three days
+/// (whole-hour Grandstream slots).
+const SIMULATED_HOURS: &str = "240";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -32,11 +33,26 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The fleet's three phone families: Yealink SIP-T46U (the bad model) and Grandstream
+/// GXP2170 placed by their model names, XSTIM phones by `family: xstim`.
 fn model(site: usize, phone: usize) -> &'static str {
-    if (site + phone).is_multiple_of(3) {
-        "SIP-T46U"
+    match (site + phone) % 3 {
+        0 => "SIP-T46U",
+        1 => "GXP2170",
+        _ => "XSTIM",
+    }
+}
+
+fn healthy(model: &str) -> bool {
+    model != "SIP-T46U"
+}
+
+/// The inventory's `family` for models no table places.
+fn family_field(model: &str) -> &'static str {
+    if model == "XSTIM" {
+        ", family: xstim"
     } else {
-        "GXP2170"
+        ""
     }
 }
 
@@ -53,7 +69,7 @@ spec:
     # outside slots lets a released stage reach them within half an hour.
     repeatedly: {{enabled: true, everyMinutes: 30}}
     weekly: {{enabled: true, window: {{start: "00:00", end: "00:00"}}, days: [Sun, Mon, Tue, Wed, Thu, Fri, Sat]}}
-  firmware: {{version: 2.0.0, file: gxp2170fw.bin, sizeBytes: 65536, models: [GXP2170, SIP-T46U]}}
+  firmware: {{version: 2.0.0, file: gxp2170fw.bin, sizeBytes: 65536, models: [GXP2170, SIP-T46U, XSTIM]}}
   rollout:
     downloadMinutes: 5
     checkSpreadMinutes: 5
@@ -77,10 +93,11 @@ spec:
         ));
         for phone in 0..PHONES_PER_SITE {
             out.push_str(&format!(
-                "  - {{mac: '00:0b:82:{site:02x}:{:02x}:{:02x}', model: {}}}\n",
+                "  - {{mac: '00:0b:82:{site:02x}:{:02x}:{:02x}', model: {}{}}}\n",
                 phone / 256,
                 phone % 256,
-                model(site, phone)
+                model(site, phone),
+                family_field(model(site, phone))
             ));
         }
     }
@@ -160,11 +177,14 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
     let client = cluster.client().await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("firmware")).expect("firmware dir");
-    std::fs::write(
-        dir.path().join("firmware/gxp2170fw.bin"),
-        phonefleet::simulator::firmware_image("2.0.0", 64 * 1024),
-    )
-    .expect("firmware");
+    // Grandstream and XSTIM phones append their own image name to P192's directory.
+    for image in ["gxp2170fw.bin", "xstimfw.bin"] {
+        std::fs::write(
+            dir.path().join("firmware").join(image),
+            phonefleet::simulator::firmware_image("2.0.0", 64 * 1024),
+        )
+        .expect("firmware");
+    }
     let manifest = dir.path().join("fleet.yaml");
     std::fs::write(&manifest, fleet(&ns.name)).expect("fleet");
     cluster.kubectl_ok(&[
@@ -206,7 +226,7 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
     assert!(ready.status.success(), "not Ready:\n{}", first.log());
 
     // The phones: all boot at once (a storm), and site-3 loses power three simulated hours in.
-    // The simulated budget is five days, several times what the plan predicts (under a day):
+    // The simulated budget is ten days, several times what the plan predicts (under three):
     // the test ends the simulation itself once the controller has counted every healthy phone,
     // so a slow machine costs real time, not the verdict (see tests/support/simulation.rs).
     let mut sim_args: Vec<String> = [
@@ -246,10 +266,10 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
     let first_log = first.log();
     let second = Run::start(cluster, &ns.name, dir.path(), addr, &clock);
 
-    let healthy: u32 = (0..SITES)
+    let healthy_total: u32 = (0..SITES)
         .map(|site| {
             (0..PHONES_PER_SITE)
-                .filter(|p| model(site, *p) == "GXP2170")
+                .filter(|p| healthy(model(site, *p)))
                 .count() as u32
         })
         .sum();
@@ -276,7 +296,7 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
                     eprintln!("e2e: {line}");
                     *last = line;
                 }
-                (s.counts.as_ref()?.upgraded == healthy).then_some(())
+                (s.counts.as_ref()?.upgraded == healthy_total).then_some(())
             }
         },
     )
@@ -292,7 +312,7 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
     for site in 0..SITES {
         let s = &summary["sites"][format!("site-{site}")];
         let healthy = (0..PHONES_PER_SITE)
-            .filter(|p| model(site, *p) == "GXP2170")
+            .filter(|p| healthy(model(site, *p)))
             .count() as u64;
         let cap = u64::from(CAPS[site]);
         let (upgraded, failed) = (

@@ -55,6 +55,8 @@ spec:
     stages:
       - {{name: everyone, percent: 100}}
 ---
+# XSTIM phones (minute-level windows) keep this RBAC test's night short; whole-hour
+# Grandstream planning is covered by e2e_rollout.
 apiVersion: phonefleet.io/v1alpha1
 kind: PhoneSite
 metadata:
@@ -65,10 +67,10 @@ spec:
   maxConcurrentDownloads: 2
   uplinkMbps: 100
   phones:
-    - {{mac: "00:0b:82:00:00:01", model: GXP2170}}
-    - {{mac: "00:0b:82:00:00:02", model: GXP2170}}
-    - {{mac: "00:0b:82:00:00:03", model: GXP2170}}
-    - {{mac: "00:0b:82:00:00:04", model: GXP2170}}
+    - {{mac: "00:0b:82:00:00:01", model: GXP2170, family: xstim}}
+    - {{mac: "00:0b:82:00:00:02", model: GXP2170, family: xstim}}
+    - {{mac: "00:0b:82:00:00:03", model: GXP2170, family: xstim}}
+    - {{mac: "00:0b:82:00:00:04", model: GXP2170, family: xstim}}
 "#
     )
 }

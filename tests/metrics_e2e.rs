@@ -74,7 +74,9 @@ fn site(name: &str, zone: &str, cap: u32, index: u64) -> PhoneSite {
                 (n >> 8) & 0xff,
                 n & 0xff
             );
-            serde_json::json!({"mac": mac, "model": model_of(i)})
+            // XSTIM phones (minute-level windows) keep the run about a minute; whole-hour
+            // Grandstream planning is covered by e2e_rollout.
+            serde_json::json!({"mac": mac, "model": model_of(i), "family": "xstim"})
         })
         .collect();
     serde_json::from_value(serde_json::json!({

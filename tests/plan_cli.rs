@@ -41,7 +41,12 @@ fn table_lists_every_selected_site_and_the_fleet_completion() {
         "the lab site is not selected:\n{text}"
     );
     assert!(
-        text.contains("Fleet: 170 phones, 0 unplaced, completion 2026-12-"),
+        text.contains("Fleet: 173 phones, 0 unplaced, completion 2026-12-"),
+        "{text}"
+    );
+    // Every selected site has Grandstream phones: whole-hour slots, shown per site.
+    assert!(
+        text.contains("xstim+yealink+grandstream: whole-hour slots"),
         "{text}"
     );
     assert!(text.contains("canary"), "{text}");
@@ -58,7 +63,16 @@ fn json_follows_the_contract_and_is_reproducible() {
     assert_eq!(v["schedule"], "voice/night-rollout");
     assert_eq!(v["now"], NOW);
     assert!(v["completion"].as_str().unwrap().ends_with('Z'));
-    assert!(v["warnings"].as_array().unwrap().is_empty());
+    // Only the Grandstream family's constraints: Sun-Thu, inactivity and minute windows
+    // cannot be said with P194, and its sites plan whole hours.
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(!warnings.is_empty());
+    for w in warnings {
+        assert!(
+            w.as_str().unwrap().starts_with("grandstream phones: "),
+            "{w}"
+        );
+    }
     let sites = v["sites"].as_array().unwrap();
     let names: Vec<&str> = sites.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -67,6 +81,11 @@ fn json_follows_the_contract_and_is_reproducible() {
     );
     let sydney = &sites[4];
     assert_eq!(sydney["timeZone"], "Australia/Sydney");
+    assert_eq!(
+        sydney["families"],
+        serde_json::json!(["yealink", "grandstream"])
+    );
+    assert_eq!(sydney["wholeHourSlots"], true);
     assert_eq!(sydney["cap"], 3);
     let slot = &sydney["slots"][0];
     for key in ["stage", "start", "end", "localStart", "localEnd", "phones"] {
@@ -81,7 +100,7 @@ fn json_follows_the_contract_and_is_reproducible() {
         .flat_map(|s| s["slots"].as_array().unwrap())
         .map(|s| s["phones"].as_array().unwrap().len())
         .sum();
-    assert_eq!(placed, 170);
+    assert_eq!(placed, 173);
 }
 
 #[test]

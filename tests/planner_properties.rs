@@ -6,14 +6,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-    Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Timelike, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use phonefleet::core::{
     DaySet, FirmwareTarget, Fleet, FlexiblePolicy, LocalTime, LocalWindow, Mac, ModelId, Percent,
-    Phone, Plan, ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap, StagePolicy,
-    WeeklyPolicy, plan,
+    Phone, PhoneFamily, Plan, ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap,
+    StagePolicy, WeeklyPolicy, plan,
 };
 use phonefleet::plan_report::to_json;
 use proptest::prelude::*;
@@ -91,8 +91,10 @@ fn site(index: usize) -> impl Strategy<Value = Site> {
                 .map(|m| Phone {
                     mac: Mac::from_u64(m).unwrap(),
                     model: ModelId(0),
+                    family: PhoneFamily::Xstim,
                 })
                 .collect(),
+            unplaced_models: Vec::new(),
         })
 }
 
@@ -450,6 +452,48 @@ proptest! {
     fn plans_keep_every_promise(case in case()) {
         let p = plan(&case.fleet, case.now, &HashSet::new());
         check_plan(&case, &p)?;
+    }
+
+    #[test]
+    fn sites_with_grandstream_phones_keep_the_cap_on_whole_local_hours(mut case in case(), every in 1usize..4) {
+        for site in &mut case.fleet.sites {
+            for (i, p) in site.phones.iter_mut().enumerate() {
+                if i % every == 0 {
+                    p.family = PhoneFamily::Grandstream;
+                }
+            }
+        }
+        let allowed = Allowed::of(&case.fleet.schedule);
+        let earliest = case.fleet.schedule.rollout.not_before.map_or(case.now, |nb| nb.max(case.now));
+        let p = plan(&case.fleet, case.now, &HashSet::new());
+        for sp in &p.sites {
+            let tz = sp.time_zone;
+            let has_grandstream = case.fleet.sites.iter().find(|s| s.name == sp.name).unwrap()
+                .phones.iter().any(|p| p.family == PhoneFamily::Grandstream);
+            prop_assert_eq!(sp.whole_hours, has_grandstream);
+            if !sp.whole_hours {
+                continue;
+            }
+            prop_assert!(sp.check_minutes % 60 == 0 && sp.slot_minutes % 60 == 0);
+            prop_assert!(sp.slot_minutes >= sp.check_minutes + sp.download_minutes);
+            for w in sp.slots.windows(2) {
+                prop_assert!(w[0].end <= w[1].start, "slots overlap: {:?} {:?}", w[0], w[1]);
+            }
+            for (slot, phones) in sp.slots_with_phones() {
+                prop_assert!(phones.len() as u32 <= sp.cap.get());
+                prop_assert!(slot.start >= earliest);
+                let (a, b) = (
+                    slot.start.with_timezone(&tz),
+                    (slot.start + Duration::minutes(i64::from(sp.check_minutes))).with_timezone(&tz),
+                );
+                // P285/P8459: whole local hours, the end no later than 23:00 of the same day.
+                prop_assert_eq!((a.minute(), a.second()), (0, 0), "{}", a);
+                prop_assert_eq!(b.minute(), 0, "{}", b);
+                prop_assert!(a.date_naive() == b.date_naive() && b.hour() <= 23, "{} {}", a, b);
+                let (os, oe) = allowed.occurrence(tz, slot.window_date);
+                prop_assert!(os <= slot.start && slot.end <= oe, "{:?} outside {}..{}", slot, os, oe);
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::process::Command;
 
 use phonefleet::controller::preview::render_phone;
-use phonefleet::render::Format;
 
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet.yaml");
 const NOW: &str = "2026-12-01T08:00:00Z";
@@ -19,19 +18,16 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn prints_the_rendered_bytes_for_every_format() {
+fn prints_the_rendered_bytes_for_a_phone_of_every_family() {
     let manifest = phonefleet::manifest::load(MANIFEST.as_ref()).expect("example manifest");
     let server = "https://prov.example/p".parse().expect("URL");
-    let mac = "00:0b:82:a5:4d:ca";
-    for format in Format::ALL {
-        let out = cli(&[
-            "--mac",
-            mac,
-            "--format",
-            &format.to_string(),
-            "--server-url",
-            "https://prov.example/p",
-        ]);
+    // A Grandstream GXP2170, a Yealink SIP-T46U and an XSTIM phone of examples/fleet.yaml.
+    for (mac, name) in [
+        ("00:0b:82:a5:4d:ca", "cfg000b82a54dca.xml"),
+        ("80:5e:c0:18:25:30", "805ec0182530.cfg"),
+        ("00:0e:5f:00:00:01", "cfg000e5f000001.xml"),
+    ] {
+        let out = cli(&["--mac", mac, "--server-url", "https://prov.example/p"]);
         assert!(
             out.status.success(),
             "{}",
@@ -40,12 +36,12 @@ fn prints_the_rendered_bytes_for_every_format() {
         let want = render_phone(
             &manifest,
             mac.parse().expect("MAC"),
-            Some(format),
             &server,
             NOW.parse().expect("RFC 3339"),
         )
         .expect("renders");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), want.body, "{format}");
+        assert_eq!(want.name, name);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want.body, "{mac}");
     }
 }
 
@@ -66,7 +62,6 @@ fn a_phone_in_a_rollout_slot_points_at_its_sites_firmware() {
             "--mac",
             "80:5e:c0:aa:bb:02",
         ])
-        .args(["--format", "text"])
         .env_remove("PHONEFLEET_SERVER_URL")
         .output()
         .expect("run phonefleet render");
@@ -77,11 +72,13 @@ fn a_phone_in_a_rollout_slot_points_at_its_sites_firmware() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("P192 = phonefleet-provisioning/firmware/shop-14\n"),
+        text.contains(
+            "static.firmware.url = http://phonefleet-provisioning/firmware/shop-14/T46U-86.85.0.20.rom\n"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("P25036 = 0\n"),
+        text.contains("static.auto_provision.flexible.enable = 0\n"),
         "flexible is off inside a slot:\n{text}"
     );
 }

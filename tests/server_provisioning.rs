@@ -126,11 +126,11 @@ async fn fixture(prefix: &str, cap: u32, phones: &[TestPhone], firmware_bytes: u
             &PhoneConfig {
                 mac: p.mac,
                 model: "GXP2170",
+                family: phonefleet::core::PhoneFamily::Grandstream,
                 provisioning: &policy,
                 slot: slot.as_ref(),
             },
             &server_url,
-            Format::Xml,
         );
         index_phones.insert(
             p.mac.bare().to_string(),

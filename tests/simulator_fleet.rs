@@ -25,8 +25,8 @@ use phonefleet::children::{
 };
 use phonefleet::clock::Clock;
 use phonefleet::core::{
-    CheckWindow, DaySet, FlexiblePolicy, LocalTime, LocalWindow, Mac, ProvisioningPolicy,
-    WeeklyPolicy,
+    CheckWindow, DaySet, FlexiblePolicy, LocalTime, LocalWindow, Mac, PhoneFamily,
+    ProvisioningPolicy, WeeklyPolicy,
 };
 use phonefleet::render::{self, FirmwarePath, Format, PhoneConfig, RolloutSlot};
 use phonefleet::server::{self, ServerConfig};
@@ -64,6 +64,14 @@ fn policy() -> ProvisioningPolicy {
     }
 }
 
+/// The model whose firmware never comes back: XSTIM phones, placed by their family since no
+/// XSTIM model name is documented.
+const BAD_MODEL: &str = "XSTIM-25";
+
+fn family_of(model: &str) -> PhoneFamily {
+    PhoneFamily::for_model(model).unwrap_or(PhoneFamily::Xstim)
+}
+
 fn image_for(model: &str) -> String {
     if model.starts_with("SIP-") {
         "t46ufw.bin".into()
@@ -72,7 +80,7 @@ fn image_for(model: &str) -> String {
     }
 }
 
-/// One night of a site: 12 phones, cap 3, four 30-minute slots from 01:00 UTC on a Monday,
+/// One night of a site: 12 phones, cap 3, four one-hour slots from 01:00 UTC on a Monday,
 /// served by a real server on a compressed clock.
 struct Night {
     ns: support::TestNamespace,
@@ -101,15 +109,16 @@ async fn night(prefix: &str) -> Night {
         .await
         .expect("create schedule");
 
-    // 12 phones, three per 30-minute slot from 01:00: 6 healthy Grandstream, 3 Yealink, and 3
-    // of a model whose firmware bricks it.
+    // 12 phones, three per whole-hour slot from 01:00 (Grandstream phones can only be told
+    // whole hours): 6 healthy Grandstream, 3 Yealink, and 3 XSTIM phones of a model whose
+    // firmware bricks it.
     let models = [
         "GXP2170", "GXP2170", "GXP2170", "SIP-T46U", "SIP-T46U", "SIP-T46U", "GXP2170", "GXP2170",
-        "GXP2170", "GXP1625", "GXP1625", "GXP1625",
+        "GXP2170", BAD_MODEL, BAD_MODEL, BAD_MODEL,
     ];
     let policy = policy();
     let firmware_dir = tempfile::tempdir().unwrap();
-    for model in ["GXP2170", "GXP1625", "SIP-T46U"] {
+    for model in ["GXP2170", BAD_MODEL, "SIP-T46U"] {
         std::fs::write(
             firmware_dir.path().join(image_for(model)),
             simulator::firmware_image(TARGET, 20 * 1024),
@@ -143,8 +152,8 @@ async fn night(prefix: &str) -> Night {
     for (i, model) in models.iter().enumerate() {
         let mac = Mac::from_u64(0x000b_8210_0000 + i as u64).unwrap();
         let k = (i / CAP as usize) as u32;
-        let start = LocalTime::from_minutes(60 + 30 * k).unwrap();
-        let end = LocalTime::from_minutes(90 + 30 * k).unwrap();
+        let start = LocalTime::from_minutes(60 + 60 * k).unwrap();
+        let end = LocalTime::from_minutes(120 + 60 * k).unwrap();
         let slot = RolloutSlot {
             firmware_version: TARGET.into(),
             firmware: FirmwarePath::new("paris", &image_for(model)).unwrap(),
@@ -153,20 +162,16 @@ async fn night(prefix: &str) -> Night {
                 window: LocalWindow { start, end },
             },
         };
-        let format = if model.starts_with("SIP-") {
-            Format::Yealink
-        } else {
-            Format::Xml
-        };
+        let family = family_of(model);
         let file = render::render(
             &PhoneConfig {
                 mac,
                 model,
+                family,
                 provisioning: &policy,
                 slot: Some(&slot),
             },
             &server_url,
-            format,
         );
         let utc = |t: LocalTime| origin() + chrono::Duration::minutes(i64::from(t.minutes()));
         phones.insert(
@@ -185,6 +190,7 @@ async fn night(prefix: &str) -> Night {
         sim_phones.push(SimPhone {
             mac,
             model: model.to_string(),
+            family: Some(family),
         });
     }
     let index = ShardIndex {
@@ -287,7 +293,7 @@ async fn phones_upgrade_inside_their_slots_under_the_cap_and_a_bad_model_fails()
     let mut sim = SimConfig::new(base, sites);
     sim.seed = 7;
     sim.initial_version = "1.0.0".into();
-    sim.fail_models = vec!["GXP1625".into()];
+    sim.fail_models = vec![BAD_MODEL.into()];
     // A budget of simulated time far past the plan (the run ends once every phone settled), so
     // a loaded machine costs real time, not the verdict (tests/support/simulation.rs).
     sim.duration = Duration::from_secs(48 * 3600);
@@ -331,7 +337,9 @@ async fn the_simulate_subcommand_reads_a_manifest_and_shares_the_servers_clock()
     let phones: Vec<serde_json::Value> = night
         .phones
         .iter()
-        .map(|p| serde_json::json!({"mac": p.mac.to_string(), "model": p.model}))
+        .map(
+            |p| serde_json::json!({"mac": p.mac.to_string(), "model": p.model, "family": p.family}),
+        )
         .collect();
     let manifest = serde_json::json!({
         "apiVersion": "phonefleet.io/v1alpha1", "kind": "PhoneSite",
@@ -360,7 +368,7 @@ async fn the_simulate_subcommand_reads_a_manifest_and_shares_the_servers_clock()
             "--seed",
             "3",
             "--fail-model",
-            "GXP1625",
+            BAD_MODEL,
         ])
         .args([
             "--power-cut",
@@ -496,6 +504,7 @@ async fn a_cut_download_is_resumed_with_range() {
         phones: vec![SimPhone {
             mac,
             model: "SIP-T46U".into(),
+            family: Some(PhoneFamily::Yealink),
         }],
     }];
     let mut sim = SimConfig::new(format!("http://{addr}"), sites);

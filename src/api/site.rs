@@ -3,6 +3,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::PhoneFamily;
+
 /// A MAC address as printed on labels: 12 hex digits, bare or in six pairs separated by `:`
 /// or by `-`.
 pub const MAC_PATTERN: &str =
@@ -92,6 +94,13 @@ pub struct PhoneEntry {
     /// rollouts can be limited to some models.
     #[schemars(length(min = 1, max = 64))]
     pub model: String,
+    /// Whose provisioning keys the phone reads: `xstim`, `yealink` or `grandstream`. Leave it
+    /// out to place the phone by its model (Yealink `SIP-…`/`T…`/`CP…`/`VP…`/`W…`/`AX…`,
+    /// Grandstream `GXP21xx`/`GRP261x`; see docs/phones.md). XSTIM phones and every other
+    /// model need it: a phone no family places is reported and gets no file, never another
+    /// vendor's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<PhoneFamily>,
 }
 
 /// What the controller observed about a site; written only by phonefleet.

@@ -45,6 +45,7 @@ pub mod reason {
     pub const STAGE_RELEASED: &str = "StageReleased";
     pub const SITE_CONFLICT: &str = "SiteConflict";
     pub const INVALID_SITE: &str = "InvalidSite";
+    pub const UNKNOWN_MODEL: &str = "UnknownModel";
     pub const AS_EXPECTED: &str = "AsExpected";
 }
 
@@ -136,6 +137,7 @@ fn render_entry(
     let model = fleet.models[phone.model.0 as usize].as_str();
     let slot = slots.get(&phone.mac).copied();
     let file = phone_file(&PhoneFile {
+        family: phone.family,
         mac: phone.mac,
         model,
         site,
@@ -144,7 +146,6 @@ fn render_entry(
         firmware: fleet.schedule.firmware.as_ref(),
         provisioning: &fleet.schedule.provisioning,
         server_url: &r.server_url,
-        format: Format::for_model(model),
     });
     let entry = IndexPhone {
         model: model.to_owned(),
@@ -173,7 +174,7 @@ fn index_entry(
             .map(|pos| {
                 let phone = &site.phones[files.order[pos]];
                 let model = fleet.models[phone.model.0 as usize].clone();
-                let file = Format::for_model(&model).file_name(phone.mac);
+                let file = Format::of(phone.family).file_name(phone.mac);
                 let slot = slots.get(&phone.mac).copied();
                 (
                     phone.mac.bare().to_string(),
@@ -292,6 +293,14 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
                 for p in &checked_site.phones {
                     owner_of_mac.insert(p.mac, site_name.clone());
                 }
+                if let Some(message) = unknown_models_message(&doc, &checked_site.unplaced_models) {
+                    // Reported, and the site planned without those phones: never guessed.
+                    excluded.push(Excluded {
+                        site: site_name.clone(),
+                        reason: reason::UNKNOWN_MODEL,
+                        message,
+                    });
+                }
                 sites.push((checked_site, site));
             }
         }
@@ -302,6 +311,28 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
         models: models.into_names(),
     };
     decide(inputs, &old, fleet, excluded)
+}
+
+/// What to tell the operator about phones no family places: every model, its phones, the site.
+pub fn unknown_models_message(document: &str, unplaced: &[core::UnplacedPhone]) -> Option<String> {
+    if unplaced.is_empty() {
+        return None;
+    }
+    let mut by_model: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for p in unplaced {
+        by_model
+            .entry(p.model.as_str())
+            .or_default()
+            .push(p.mac.to_string());
+    }
+    let models: Vec<String> = by_model
+        .iter()
+        .map(|(model, macs)| format!("model '{model}' ({})", macs.join(", ")))
+        .collect();
+    Some(format!(
+        "{document}: {} in no phone family (see docs/phones.md); set spec.phones[].family to xstim, yealink or grandstream; left out of the plan and served no file",
+        models.join("; ")
+    ))
 }
 
 /// The older schedule (by creation time, then name) that also selects `site`, if any.
@@ -452,12 +483,47 @@ fn decide(
     let active = firmware.is_some() && !rollout.paused;
 
     // A phone learns a new slot only when it next fetches its file: slots handed out now start
-    // no earlier than one "repeatedly" interval ahead, and a slot already announced (starting
-    // before that) is kept, so the phones that know it are not moved under their feet.
-    let lead = Duration::minutes(i64::from(
-        schedule.provisioning.repeatedly.map_or(0, |m| m.get()),
-    ));
-    let plan_from = now + lead + inputs.propagation.max(Duration::zero());
+    // no earlier than the site's announcement lead ahead (one "repeatedly" interval for the
+    // minute-level families; a day and the check window for a Grandstream phone that holds a
+    // slot file, since it then checks daily), and a slot already announced (starting before
+    // that) is kept, so the phones that know it are not moved under their feet.
+    let site_lead: HashMap<&str, Duration> = fleet
+        .sites
+        .iter()
+        .zip(&members_by_site)
+        .map(|(site, members)| {
+            let family_of: HashMap<Mac, core::PhoneFamily> =
+                site.phones.iter().map(|p| (p.mac, p.family)).collect();
+            let check = grandstream_check_minutes(schedule);
+            let lead = members
+                .iter()
+                .filter_map(|m| family_of.get(&m.mac).map(|f| (m, *f)))
+                .map(|(m, family)| {
+                    let done = matches!(m.state, Some(PhoneState::Upgraded | PhoneState::Failed));
+                    let holds = !done && inputs.previous_slots.contains_key(&m.mac);
+                    core::family::announcement_lead(family, &schedule.provisioning, holds, check)
+                })
+                .max()
+                .unwrap_or_else(|| {
+                    core::family::announcement_lead(
+                        core::PhoneFamily::Xstim,
+                        &schedule.provisioning,
+                        false,
+                        0,
+                    )
+                });
+            (site.name.as_str(), lead)
+        })
+        .collect();
+    // Plus the time a decision takes to reach the server (see `Inputs::propagation`).
+    let propagation = inputs.propagation.max(Duration::zero());
+    let plan_from_of =
+        |site: &str| now + site_lead.get(site).copied().unwrap_or_default() + propagation;
+    let site_of: HashMap<Mac, &str> = fleet
+        .sites
+        .iter()
+        .flat_map(|s| s.phones.iter().map(move |p| (p.mac, s.name.as_str())))
+        .collect();
 
     // Phones keeping the slot they have (announced, inside it, or mid-download/reboot) and
     // phones out of the plan (done, failed, halted, or keeping their slot).
@@ -473,6 +539,7 @@ fn decide(
             not_planned.insert(m.mac);
             continue;
         }
+        let plan_from = plan_from_of(site_of.get(&m.mac).copied().unwrap_or_default());
         if let Some(prev) = inputs.previous_slots.get(&m.mac)
             && active
             && (busy || (prev.start < plan_from.max(now + Duration::seconds(1)) && now < prev.end))
@@ -483,7 +550,12 @@ fn decide(
             not_planned.insert(m.mac);
         }
     }
-    let plan = core::plan(&fleet, plan_from, &not_planned);
+    let plan = core::plan_with_leads(&fleet, now, &not_planned, &|site| {
+        site_lead
+            .get(site.name.as_str())
+            .copied()
+            .unwrap_or_default()
+    });
 
     // The slots rendered: kept ones, and planned ones of released stages.
     let mut slots: HashMap<Mac, IndexSlot> = HashMap::new();
@@ -934,13 +1006,13 @@ impl Desired {
 pub struct PhoneFile<'a> {
     pub mac: Mac,
     pub model: &'a str,
+    pub family: core::PhoneFamily,
     pub site: &'a Site,
     pub check_minutes: u32,
     pub slot: Option<IndexSlot>,
     pub firmware: Option<&'a core::FirmwareTarget>,
     pub provisioning: &'a core::ProvisioningPolicy,
     pub server_url: &'a ServerUrl,
-    pub format: Format,
 }
 
 /// Renders one phone's file: with its slot's window and the firmware location when it has a
@@ -963,12 +1035,25 @@ pub fn phone_file(p: &PhoneFile<'_>) -> render::RenderedFile {
         &PhoneConfig {
             mac: p.mac,
             model: p.model,
+            family: p.family,
             provisioning: p.provisioning,
             slot: rollout_slot.as_ref(),
         },
         p.server_url,
-        p.format,
     )
+}
+
+/// The check window a Grandstream slot gets: the schedule's check spread in whole hours (the
+/// planner's whole-hour grid; Grandstream has no inactivity setting).
+fn grandstream_check_minutes(schedule: &core::Schedule) -> u32 {
+    let inactivity = schedule
+        .provisioning
+        .rollout_windows()
+        .map_or(0, |w| w.inactivity_minutes);
+    (schedule.rollout.check_spread_minutes.get() + inactivity)
+        .div_ceil(60)
+        .max(1)
+        * 60
 }
 
 fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {

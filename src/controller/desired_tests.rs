@@ -509,3 +509,97 @@ fn an_announced_slot_is_kept_until_it_is_over() {
     let second = world.decide();
     assert_eq!(second.slots.get(&mac), Some(&slot));
 }
+
+#[test]
+fn a_model_no_family_places_gets_no_file_and_is_reported_with_its_site() {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site(
+        "paris",
+        "Europe/Paris",
+        2,
+        20,
+        &["GXP2170", "HT802"],
+    ))];
+    let d = world.decide();
+    let files = files(&d);
+    assert_eq!(files.len(), 10 + 1, "only the GXP2170s get files");
+    assert!(files.keys().all(|n| n == INDEX_KEY || n.ends_with(".xml")));
+    let degraded = condition(&d.status, condition::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", reason::UNKNOWN_MODEL)
+    );
+    assert!(
+        degraded.message.contains("'HT802'") && degraded.message.contains("voice/paris"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.warning && e.reason == reason::UNKNOWN_MODEL),
+        "{:?}",
+        d.events
+    );
+    assert_eq!(condition(&d.status, condition::READY).status, "True");
+}
+
+#[test]
+fn grandstream_phones_get_p194_in_whole_hours_and_never_an_xstim_code() {
+    let d = World::new().decide();
+    let files = files(&d);
+    let slotted: Vec<&String> = files
+        .values()
+        .filter(|b| b.contains("GXP2170") && b.contains("rollout slot"))
+        .collect();
+    assert!(!slotted.is_empty());
+    for body in files.values().filter(|b| b.contains("(GXP2170)")) {
+        assert!(!body.contains("<P250"), "{body}");
+        assert!(body.contains("<P194>"), "{body}");
+    }
+    for body in slotted {
+        for want in ["<P194>2</P194>", "<P6767>1</P6767>", "<P8375>0</P8375>"] {
+            assert!(body.contains(want), "{want}: {body}");
+        }
+    }
+}
+
+#[test]
+fn a_grandstream_phone_that_missed_its_slot_gets_one_after_its_next_daily_check() {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site("paris", "Europe/Paris", 2, 20, &["GXP2170"]))];
+    let first = world.decide();
+    world.settle(&first);
+    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    // Its file says "daily at the slot's hours": it hears of a new slot at most a day and an
+    // hour later, so the new slot starts no sooner.
+    world.now = slot.end + Duration::minutes(1);
+    let second = world.decide();
+    let again = second.slots.get(&mac).expect("re-planned");
+    assert!(
+        again.start >= world.now + Duration::hours(25),
+        "{again:?} after {}",
+        world.now
+    );
+}
+
+#[test]
+fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site(
+        "paris",
+        "Europe/Paris",
+        2,
+        20,
+        &["SIP-T46U"],
+    ))];
+    world.schedule.spec.provisioning.repeatedly.enabled = true;
+    world.schedule.spec.provisioning.repeatedly.every_minutes = 60;
+    let first = world.decide();
+    world.settle(&first);
+    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    world.now = slot.end + Duration::minutes(1);
+    let second = world.decide();
+    let again = second.slots.get(&mac).expect("re-planned");
+    assert!(again.start < world.now + Duration::hours(25), "{again:?}");
+}

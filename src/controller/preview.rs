@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::desired::{self, Inputs, PhoneFile};
 use crate::core::Mac;
 use crate::manifest::{Manifest, ManifestError};
-use crate::render::{Format, RenderedFile, ServerUrl};
+use crate::render::{RenderedFile, ServerUrl};
 
 /// Why a phone's file cannot be rendered from a manifest.
 #[derive(Debug, thiserror::Error)]
@@ -21,19 +21,36 @@ pub enum OfflineError {
     Manifest(#[from] ManifestError),
     #[error("phone {0} is in no PhoneSite the schedule selects")]
     UnknownPhone(Mac),
+    /// No family places the phone's model: it is served no file.
+    #[error("{0}")]
+    NoFamily(String),
 }
 
-/// The file `mac` fetches at `now` in `format`, or in the format its model reads (the one the
-/// controller stores) when `format` is `None`.
+/// The file `mac` fetches at `now`, in its family's keys (the one the controller stores).
 pub fn render_phone(
     manifest: &Manifest,
     mac: Mac,
-    format: Option<Format>,
     server: &ServerUrl,
     now: DateTime<Utc>,
 ) -> Result<RenderedFile, OfflineError> {
     // Validation with the manifest's document positions first, for the clearer message.
     let fleet = manifest.fleet()?;
+    if let Some(site) = fleet
+        .sites
+        .iter()
+        .find(|s| s.unplaced_models.iter().any(|p| p.mac == mac))
+    {
+        let unplaced: Vec<_> = site
+            .unplaced_models
+            .iter()
+            .filter(|p| p.mac == mac)
+            .cloned()
+            .collect();
+        let doc = format!("PhoneSite {}", site.name);
+        return Err(OfflineError::NoFamily(
+            desired::unknown_models_message(&doc, &unplaced).unwrap_or_default(),
+        ));
+    }
     let (site, phone) = fleet
         .sites
         .iter()
@@ -70,13 +87,13 @@ pub fn render_phone(
     Ok(desired::phone_file(&PhoneFile {
         mac,
         model,
+        family: phone.family,
         site,
         check_minutes: decision.check_minutes.get(&site.name).copied().unwrap_or(0),
         slot: decision.slots.get(&mac).copied(),
         firmware: fleet.schedule.firmware.as_ref(),
         provisioning: &fleet.schedule.provisioning,
         server_url: server,
-        format: format.unwrap_or_else(|| Format::for_model(model)),
     }))
 }
 
@@ -102,37 +119,46 @@ spec:
   maxConcurrentDownloads: 2
   phones:
   - {mac: "00:0b:82:12:34:56", model: GXP2170}
-  - {mac: "00:0b:82:12:34:57", model: GXP1610}
+  - {mac: "00:0b:82:12:34:57", model: GXP1610, family: xstim}
+  - {mac: "00:0b:82:12:34:58", model: HT802}
 "#;
 
-    fn render(text: &str, mac: &str, format: Option<Format>) -> Result<RenderedFile, OfflineError> {
+    fn render(text: &str, mac: &str) -> Result<RenderedFile, OfflineError> {
         let manifest = crate::manifest::parse(text).expect("manifest parses");
         let now = "2026-12-01T12:00:00Z".parse().expect("RFC 3339");
         let server = "http://prov".parse().expect("URL");
-        render_phone(&manifest, mac.parse().expect("MAC"), format, &server, now)
+        render_phone(&manifest, mac.parse().expect("MAC"), &server, now)
     }
 
     #[test]
-    fn a_targeted_phone_gets_its_slot_and_the_firmware() {
-        let file = render(MANIFEST, "000b82123456", Some(Format::Text)).expect("renders");
-        assert_eq!(file.name, "cfg000b82123456");
+    fn a_targeted_grandstream_phone_gets_its_whole_hour_slot_and_the_firmware() {
+        let file = render(MANIFEST, "000b82123456").expect("renders");
+        assert_eq!(file.name, "cfg000b82123456.xml");
+        // Tuesday noon; Mon–Fri cannot be said to a Grandstream phone (P194 = 0 in the steady
+        // state), so it may hear of a slot only a day later: Thursday, not Wednesday, 01:00.
         assert!(
-            file.body.contains("rollout slot Wed 01:00-"),
+            file.body.contains("rollout slot Thu 01:00-02:00"),
             "{}",
             file.body
         );
-        assert!(
-            file.body.contains("P192 = prov/firmware/paris-hq\n"),
-            "{}",
-            file.body
-        );
-        assert!(file.body.contains("P25023 = 0\n"), "{}", file.body);
+        for want in [
+            "<P192>prov/firmware/paris-hq</P192>",
+            "<P194>2</P194>",
+            "<P285>1</P285>",
+            "<P8459>2</P8459>",
+            "<P6767>1</P6767>",
+            "<P8375>0</P8375>",
+        ] {
+            assert!(file.body.contains(want), "{want}\n{}", file.body);
+        }
+        assert!(!file.body.contains("<P250"), "{}", file.body);
     }
 
     #[test]
-    fn a_phone_of_another_model_keeps_the_steady_state() {
-        let file = render(MANIFEST, "000b82123457", Some(Format::Text)).expect("renders");
+    fn a_phone_of_another_model_keeps_the_steady_state_in_its_familys_codes() {
+        let file = render(MANIFEST, "000b82123457").expect("renders");
         assert!(file.body.contains("steady-state schedule"), "{}", file.body);
+        assert!(file.body.contains("<P25022>1</P25022>"), "{}", file.body);
         assert!(!file.body.contains("P192"), "{}", file.body);
     }
 
@@ -142,19 +168,23 @@ spec:
             "stages: [{percent: 100}]",
             "stages: [{percent: 100}], paused: true",
         );
-        let file = render(&paused, "000b82123456", Some(Format::Text)).expect("renders");
+        let file = render(&paused, "000b82123456").expect("renders");
         assert!(file.body.contains("steady-state schedule"), "{}", file.body);
     }
 
     #[test]
-    fn the_models_format_is_the_default() {
-        let file = render(MANIFEST, "000b82123456", None).expect("renders");
-        assert_eq!(file.name, "cfg000b82123456.xml");
+    fn a_model_no_family_places_gets_no_file_and_a_message_naming_it() {
+        let err = render(MANIFEST, "000b82123458").expect_err("no family");
+        let text = err.to_string();
+        assert!(
+            text.contains("HT802") && text.contains("paris-hq"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_phone_outside_the_fleet_is_an_error() {
-        let err = render(MANIFEST, "000b82999999", None).expect_err("unknown phone");
+        let err = render(MANIFEST, "000b82999999").expect_err("unknown phone");
         assert!(matches!(err, OfflineError::UnknownPhone(_)), "{err}");
     }
 }

@@ -5,12 +5,14 @@
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 
-use super::desired::cond;
+use super::desired::{cond, unknown_models_message};
 use crate::api::{PhoneSite, PhoneSiteStatus};
 use crate::validate::{self, ModelTable};
 
 /// Condition type on PhoneSites.
 pub const VALID: &str = "Valid";
+/// Condition type: every phone belongs to a phone family (else some get no file).
+pub const FAMILIES_KNOWN: &str = "FamiliesKnown";
 
 /// The status `site` should have at `now` (transition times kept when nothing changed).
 pub fn compute(site: &PhoneSite, now: DateTime<Utc>) -> PhoneSiteStatus {
@@ -21,12 +23,35 @@ pub fn compute(site: &PhoneSite, now: DateTime<Utc>) -> PhoneSiteStatus {
         site.name_any()
     );
     let phones = site.spec.phones.len() as u32;
-    let valid = match validate::site(
+    let checked = validate::site(
         &document,
         &site.name_any(),
         &site.spec,
         &mut ModelTable::default(),
-    ) {
+    );
+    let families = match checked
+        .as_ref()
+        .ok()
+        .and_then(|s| unknown_models_message(&document, &s.unplaced_models))
+    {
+        Some(message) => cond(
+            &old.conditions,
+            FAMILIES_KNOWN,
+            false,
+            "UnknownModel",
+            &message,
+            now,
+        ),
+        None => cond(
+            &old.conditions,
+            FAMILIES_KNOWN,
+            true,
+            "FamiliesKnown",
+            "every phone belongs to a phone family",
+            now,
+        ),
+    };
+    let valid = match checked {
         Ok(_) => cond(
             &old.conditions,
             VALID,
@@ -47,7 +72,7 @@ pub fn compute(site: &PhoneSite, now: DateTime<Utc>) -> PhoneSiteStatus {
     PhoneSiteStatus {
         observed_generation: site.metadata.generation,
         phone_count: Some(phones),
-        conditions: vec![valid],
+        conditions: vec![valid, families],
     }
 }
 
@@ -83,6 +108,28 @@ mod tests {
             ("False", "InvalidSite")
         );
         assert!(valid.message.contains("spec.timeZone"), "{}", valid.message);
+    }
+
+    #[test]
+    fn a_model_no_family_places_is_named_with_its_site() {
+        let mut s = site("Europe/Paris");
+        s.spec.phones[1].model = "HT802".into();
+        let status = compute(&s, now());
+        let families = &status.conditions[1];
+        assert_eq!(
+            (
+                families.type_.as_str(),
+                families.status.as_str(),
+                families.reason.as_str()
+            ),
+            (FAMILIES_KNOWN, "False", "UnknownModel")
+        );
+        assert!(
+            families.message.contains("HT802") && families.message.contains("voice/paris"),
+            "{}",
+            families.message
+        );
+        assert_eq!(status.conditions[0].status, "True", "still a valid site");
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The scheduling core: phones, windows, policies and the wave planner. No Kubernetes types
 //! and no clock: `now` is always an argument, so every decision is testable as a pure function.
 
+pub mod family;
 pub mod mac;
 pub mod plan;
 pub mod planner;
 pub mod policy;
 pub mod window;
 
+pub use family::PhoneFamily;
 pub use mac::Mac;
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
-pub use planner::{plan, stage_ranking};
+pub use planner::{plan, plan_with_leads, stage_ranking};
 pub use policy::*;
 pub use window::{DaySet, LocalTime, LocalWindow, Occurrence};

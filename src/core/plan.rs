@@ -6,6 +6,7 @@ use std::ops::Range;
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc, Weekday};
 use chrono_tz::Tz;
 
+use super::family::PhoneFamily;
 use super::mac::Mac;
 use super::policy::SiteCap;
 use super::window::{LocalTime, LocalWindow};
@@ -69,8 +70,17 @@ pub struct SitePlan {
     /// The phone's check window inside a slot: check spread plus inactivity requirement.
     pub check_minutes: u32,
     pub download_minutes: u32,
-    /// `check_minutes + download_minutes`: how long a slot's phones may be downloading.
+    /// `check_minutes + download_minutes` (whole hours on a whole-hour grid): how long a
+    /// slot's phones may be downloading.
     pub slot_minutes: u32,
+    /// Families of the phones the firmware is for, sorted.
+    pub families: Vec<PhoneFamily>,
+    /// Slots start on whole local hours and last whole hours, because a family present
+    /// (Grandstream) can only be told whole-hour check windows.
+    pub whole_hours: bool,
+    /// No slot starts earlier than this many minutes after the plan's start: the time the
+    /// site's phones may take to hear of a new slot.
+    pub lead_minutes: u32,
     /// End of the site's last slot, when all its phones are placed.
     pub completion: Option<DateTime<Utc>>,
     /// Sorted by start; never overlapping.
@@ -82,6 +92,21 @@ pub struct SitePlan {
 }
 
 impl SitePlan {
+    /// The family constraint the site was planned under, for the plan's outputs: its families
+    /// and whether slots are whole hours, e.g. `grandstream+yealink: whole-hour slots`.
+    pub fn family_constraint(&self) -> String {
+        if self.families.is_empty() {
+            return "-".to_owned();
+        }
+        let names: Vec<&str> = self.families.iter().map(|f| f.name()).collect();
+        let grid = if self.whole_hours {
+            "whole-hour slots"
+        } else {
+            "minute slots"
+        };
+        format!("{}: {grid}", names.join("+"))
+    }
+
     /// The phones of `slot` (a slot of this site), sorted by MAC.
     pub fn phones_of(&self, slot: &Slot) -> &[Mac] {
         &self.macs[slot.phones.start as usize..slot.phones.end as usize]
@@ -178,6 +203,17 @@ pub enum Warning {
         deadline: DateTime<Utc>,
         completion: Option<DateTime<Utc>>,
     },
+    /// Phones whose model no family places: left out of the plan and served no file.
+    NoFamily {
+        site: String,
+        models: Vec<String>,
+        phones: u32,
+    },
+    /// A family cannot say the operator's policy exactly: what its phones do instead.
+    FamilyConstraint {
+        family: PhoneFamily,
+        detail: String,
+    },
 }
 
 impl Warning {
@@ -196,6 +232,8 @@ impl Warning {
             Warning::NoPhones { .. } => "NoPhones",
             Warning::Unplaced { .. } => "Unplaced",
             Warning::DeadlineMissed { .. } => "DeadlineMissed",
+            Warning::NoFamily { .. } => "NoFamily",
+            Warning::FamilyConstraint { .. } => "FamilyConstraint",
         }
     }
 }
@@ -253,6 +291,12 @@ impl fmt::Display for Warning {
                 "deadline {} cannot be met: some phones cannot be placed at all",
                 rfc(deadline)
             ),
+            Warning::NoFamily { site, models, phones } => write!(
+                f,
+                "site {site}: {phones} phones of model(s) {} belong to no phone family: left out, no file (set spec.phones[].family)",
+                models.join(", ")
+            ),
+            Warning::FamilyConstraint { family, detail } => write!(f, "{family} phones: {detail}"),
         }
     }
 }

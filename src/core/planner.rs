@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use super::family::{PhoneFamily, grandstream_steady};
 use super::mac::Mac;
 use super::plan::{Plan, SitePlan, Slot, StageSummary, Warning};
 use super::policy::{Fleet, Schedule, Site, SiteCap, Windows};
@@ -23,6 +24,18 @@ pub const DEFAULT_DOWNLOAD_MINUTES: u32 = 15;
 /// Plans the rollout of `fleet.schedule` over `fleet.sites` as seen at `now`, leaving out the
 /// phones in `upgraded`. Pure: same arguments, same plan.
 pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan {
+    plan_with_leads(fleet, now, upgraded, &|_| Duration::zero())
+}
+
+/// [`plan`], with no slot of a site starting before `now + lead(site)`: how long its phones
+/// may take to fetch their files again and hear of a new slot (the controller's announcement
+/// lead, see [`crate::core::family::announcement_lead`]).
+pub fn plan_with_leads(
+    fleet: &Fleet,
+    now: DateTime<Utc>,
+    upgraded: &HashSet<Mac>,
+    lead: &dyn Fn(&Site) -> Duration,
+) -> Plan {
     let schedule = &fleet.schedule;
     let rollout = &schedule.rollout;
     let start = rollout.not_before.map_or(now, |nb| nb.max(now));
@@ -66,8 +79,31 @@ pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan 
 
     let mut works: Vec<SiteWork> = sites
         .iter()
-        .map(|site| SiteWork::new(site, schedule, usable_windows, upgraded, &mut warnings))
+        .map(|site| {
+            let mut work = SiteWork::new(site, schedule, usable_windows, upgraded, &mut warnings);
+            let lead = lead(site).max(Duration::zero());
+            work.earliest = start + lead;
+            work.plan.lead_minutes = u32::try_from(lead.num_minutes()).unwrap_or(u32::MAX);
+            work
+        })
         .collect();
+    if schedule.firmware.is_some() {
+        family_warnings(&works, schedule, &mut warnings);
+    }
+    for site in &sites {
+        if !site.unplaced_models.is_empty() {
+            let models: BTreeSet<String> = site
+                .unplaced_models
+                .iter()
+                .map(|p| p.model.clone())
+                .collect();
+            warnings.push(Warning::NoFamily {
+                site: site.name.clone(),
+                models: models.into_iter().collect(),
+                phones: site.unplaced_models.len() as u32,
+            });
+        }
+    }
 
     let horizon = Horizon {
         start,
@@ -192,6 +228,8 @@ struct SiteWork {
     windows: Option<Windows>,
     /// Rank boundaries of the stages in `plan.macs` (which is in hash order until `finish`).
     bounds: Vec<usize>,
+    /// No slot starts earlier: the plan's start plus the site's announcement lead.
+    earliest: DateTime<Utc>,
 }
 
 impl SiteWork {
@@ -204,10 +242,35 @@ impl SiteWork {
     ) -> Self {
         let rollout = &schedule.rollout;
         let cap = rollout.cap.map_or(site.cap, |c| c.min(site.cap));
-        let inactivity = windows.map_or(0, |w| w.inactivity_minutes);
-        let check_minutes = rollout.check_spread_minutes.get() + inactivity;
+        // The families of the phones the firmware is for decide the slot grid: one family that
+        // can only be told whole hours puts the whole site on whole-hour slots, so every slot
+        // still holds at most `cap` phones and no two slots overlap.
+        let families: BTreeSet<PhoneFamily> = site
+            .phones
+            .iter()
+            .filter(|p| {
+                schedule
+                    .firmware
+                    .as_ref()
+                    .is_some_and(|fw| fw.applies_to(p.model))
+            })
+            .map(|p| p.family)
+            .collect();
+        let whole_hours = families.iter().any(|f| !f.capabilities().minute_windows);
+        let obeys_inactivity = families.iter().any(|f| f.capabilities().inactivity);
+        let inactivity = windows
+            .filter(|_| obeys_inactivity)
+            .map_or(0, |w| w.inactivity_minutes);
+        let to_grid = |m: u32| {
+            if whole_hours {
+                m.div_ceil(60).max(1) * 60
+            } else {
+                m
+            }
+        };
+        let check_minutes = to_grid(rollout.check_spread_minutes.get() + inactivity);
         let download_minutes = download_minutes(site, schedule, cap, warnings);
-        let slot_minutes = check_minutes.saturating_add(download_minutes);
+        let slot_minutes = to_grid(check_minutes.saturating_add(download_minutes));
 
         // Stages are assigned over every phone the firmware applies to, upgraded or not, so a
         // phone's stage never changes as others finish; only then are the excluded phones
@@ -259,6 +322,9 @@ impl SiteWork {
                 check_minutes,
                 download_minutes,
                 slot_minutes,
+                families: families.into_iter().collect(),
+                whole_hours,
+                lead_minutes: 0,
                 completion: None,
                 slots: Vec::new(),
                 unplaced: Vec::new(),
@@ -266,6 +332,7 @@ impl SiteWork {
             },
             windows,
             bounds,
+            earliest: DateTime::<Utc>::MIN_UTC,
         }
     }
 
@@ -290,6 +357,8 @@ impl SiteWork {
             self.plan.unplaced.extend_from_slice(&self.plan.macs[ranks]);
             return None;
         }
+        let gate = gate.max(self.earliest);
+        let whole_hours = self.plan.whole_hours;
         let tz = self.plan.time_zone;
         let cap = self.plan.cap.get() as usize;
         let slot = Duration::minutes(i64::from(self.plan.slot_minutes));
@@ -306,22 +375,28 @@ impl SiteWork {
         let last_date = horizon.last_date(tz);
         while next < ranks.end && date <= last_date {
             if let Some(&Cached {
-                occ,
+                mut occ,
                 start_offset,
                 uniform,
             }) = occurrences.get(tz, date)
             {
+                if whole_hours {
+                    occ.start = next_whole_hour(tz, occ.start);
+                }
                 let mut k = if gate > occ.start {
                     ceil_div(gate - occ.start, slot)
                 } else {
                     0
                 };
-                let count = (occ.end - occ.start).num_seconds() / slot.num_seconds();
+                let count = (occ.end - occ.start).num_seconds().max(0) / slot.num_seconds();
                 while k < count && next < ranks.end {
                     let start = occ.start + Duration::seconds(slot.num_seconds() * k);
                     let end = start + slot;
                     k += 1;
                     if !uniform && !clean_check_window(tz, start, check) {
+                        continue;
+                    }
+                    if whole_hours && !whole_hour_check_window(tz, start, check) {
                         continue;
                     }
                     let (so, eo) = if uniform {
@@ -457,6 +532,54 @@ pub(crate) fn clean_check_window(tz: Tz, start: DateTime<Utc>, check: Duration) 
         && tz.from_local_datetime(&b.naive_local()).single().is_some()
 }
 
+/// The first instant at or after `t` that is a whole hour of local time.
+fn next_whole_hour(tz: Tz, t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Timelike;
+    let local = t.with_timezone(&tz);
+    let past = i64::from(local.minute()) * 60 + i64::from(local.second());
+    if past == 0 && local.nanosecond() == 0 {
+        t
+    } else {
+        t + Duration::seconds(3600 - past)
+    }
+}
+
+/// Whether a whole-hour family can be told the check window `[start, start + check]`: it
+/// starts on a whole local hour and ends on one no later than 23:00 of the same day (the end
+/// hour is 0–23 and a window past midnight is not documented).
+fn whole_hour_check_window(tz: Tz, start: DateTime<Utc>, check: Duration) -> bool {
+    use chrono::Timelike;
+    let (a, b) = (start.with_timezone(&tz), (start + check).with_timezone(&tz));
+    a.minute() == 0 && b.minute() == 0 && a.date_naive() == b.date_naive() && b.hour() <= 23
+}
+
+/// One warning per narrowing of the steady state for a family some planned site holds.
+fn family_warnings(works: &[SiteWork], schedule: &Schedule, warnings: &mut Vec<Warning>) {
+    let present: BTreeSet<PhoneFamily> = works
+        .iter()
+        .flat_map(|w| w.plan.families.iter().copied())
+        .collect();
+    if present.contains(&PhoneFamily::Grandstream) {
+        let (_, narrowings) = grandstream_steady(&schedule.provisioning);
+        warnings.extend(narrowings.into_iter().map(|n| Warning::FamilyConstraint {
+            family: n.family,
+            detail: n.detail,
+        }));
+        if let Some(site) = works
+            .iter()
+            .find(|w| w.plan.whole_hours && w.plan.phones > 0)
+        {
+            warnings.push(Warning::FamilyConstraint {
+                family: PhoneFamily::Grandstream,
+                detail: format!(
+                    "check windows are whole hours: sites with Grandstream phones (e.g. {}) plan {}-min slots of whole local hours",
+                    site.plan.name, site.plan.slot_minutes
+                ),
+            });
+        }
+    }
+}
+
 fn offset_at(tz: Tz, t: DateTime<Utc>) -> FixedOffset {
     tz.offset_from_utc_datetime(&t.naive_utc()).fix()
 }
@@ -530,8 +653,10 @@ mod tests {
                 .map(|m| Phone {
                     mac: Mac::from_u64(0x000b_8200_0000 + m).unwrap(),
                     model: ModelId(0),
+                    family: PhoneFamily::Xstim,
                 })
                 .collect(),
+            unplaced_models: Vec::new(),
         }
     }
 
@@ -592,6 +717,97 @@ mod tests {
             .iter()
             .map(|s| (s.start.format("%m-%d %H:%M").to_string(), s.len()))
             .collect()
+    }
+
+    fn with_family(mut site: Site, family: PhoneFamily, every: u64) -> Site {
+        for (i, p) in site.phones.iter_mut().enumerate() {
+            if (i as u64).is_multiple_of(every) {
+                p.family = family;
+            }
+        }
+        site
+    }
+
+    #[test]
+    fn a_grandstream_site_plans_whole_local_hours_that_hold_check_and_download() {
+        // Kolkata is UTC+05:30: whole local hours are not whole UTC hours.
+        let tz: Tz = "Asia/Kolkata".parse().unwrap();
+        let mut f = fleet(vec![with_family(
+            site("gs", tz, 2, 5),
+            PhoneFamily::Grandstream,
+            1,
+        )]);
+        f.schedule.provisioning.weekly.window = window("01:10", "05:40");
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        let s = &p.sites[0];
+        assert!(s.whole_hours);
+        assert_eq!(s.families, [PhoneFamily::Grandstream]);
+        // 10 min spread → a one-hour check window; + 20 min download → two-hour slots.
+        assert_eq!((s.check_minutes, s.slot_minutes), (60, 120));
+        for slot in &s.slots {
+            use chrono::Timelike;
+            assert_eq!(slot.local_start.minute(), 0, "{}", slot.local_start);
+            assert!(slot.local_start.hour() >= 2 && slot.local_end.hour() <= 5);
+            assert!(slot.len() <= 2);
+        }
+        assert!(s.slots.windows(2).all(|w| w[0].end <= w[1].start));
+        assert_eq!(s.slots.iter().map(Slot::len).sum::<u32>(), 5);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| matches!(w, Warning::FamilyConstraint { .. })),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn one_grandstream_phone_puts_its_whole_site_on_whole_hours() {
+        let f = fleet(vec![
+            with_family(
+                site("mixed", chrono_tz::UTC, 2, 6),
+                PhoneFamily::Grandstream,
+                3,
+            ),
+            with_family(
+                site("yealink", chrono_tz::UTC, 2, 6),
+                PhoneFamily::Yealink,
+                1,
+            ),
+        ]);
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        assert!(p.sites[0].whole_hours && !p.sites[1].whole_hours);
+        assert_eq!(
+            p.sites[0].family_constraint(),
+            "xstim+grandstream: whole-hour slots"
+        );
+        assert_eq!(p.sites[1].slot_minutes, 30);
+    }
+
+    #[test]
+    fn a_whole_hour_check_window_never_ends_past_23_00() {
+        let mut f = fleet(vec![with_family(
+            site("late", chrono_tz::UTC, 1, 3),
+            PhoneFamily::Grandstream,
+            1,
+        )]);
+        f.schedule.provisioning.weekly.window = window("21:00", "03:00");
+        let p = run(&f, "2026-06-01T00:00:00Z");
+        for slot in &p.sites[0].slots {
+            use chrono::Timelike;
+            let h = slot.local_start.hour();
+            assert!(h < 23 && h != 23, "{}", slot.local_start);
+        }
+    }
+
+    #[test]
+    fn no_slot_starts_before_the_sites_announcement_lead() {
+        let f = fleet(vec![site("a", chrono_tz::UTC, 2, 4)]);
+        let now = t("2026-06-01T00:00:00Z");
+        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25));
+        let first = p.sites[0].slots[0].start;
+        assert_eq!(first, t("2026-06-02T01:00:00Z"));
+        assert_eq!(p.sites[0].lead_minutes, 25 * 60);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+use super::family::PhoneFamily;
 use super::mac::Mac;
 use super::window::{DaySet, LocalWindow};
 
@@ -48,6 +49,15 @@ pub struct ModelId(pub u32);
 pub struct Phone {
     pub mac: Mac,
     pub model: ModelId,
+    /// Whose keys the phone obeys: from `spec.phones[].family` or the model table.
+    pub family: PhoneFamily,
+}
+
+/// A phone of the inventory that no family places: left out of the plan and the files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnplacedPhone {
+    pub mac: Mac,
+    pub model: String,
 }
 
 /// A site: its zone, its cap and its phones (MACs unique within the site).
@@ -58,6 +68,8 @@ pub struct Site {
     pub cap: SiteCap,
     pub uplink_mbps: Option<NonZeroU32>,
     pub phones: Vec<Phone>,
+    /// Phones whose model no family places and that name none: reported, never guessed.
+    pub unplaced_models: Vec<UnplacedPhone>,
 }
 
 /// The weekly knobs (P25022–P25035).

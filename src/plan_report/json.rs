@@ -46,6 +46,12 @@ struct JsonSite<'a> {
     check_minutes: u32,
     download_minutes: u32,
     unplaced: &'a [Mac],
+    /// Families of the phones the firmware is for.
+    families: Vec<&'static str>,
+    /// Slots are whole local hours (a family present can only be told whole hours).
+    whole_hour_slots: bool,
+    /// No slot starts sooner after `now`: how long the site's phones take to hear of one.
+    lead_minutes: u32,
 }
 
 #[derive(Serialize)]
@@ -107,6 +113,9 @@ fn document(plan: &Plan) -> JsonPlan<'_> {
                 check_minutes: site.check_minutes,
                 download_minutes: site.download_minutes,
                 unplaced: &site.unplaced,
+                families: site.families.iter().map(|f| f.name()).collect(),
+                whole_hour_slots: site.whole_hours,
+                lead_minutes: site.lead_minutes,
             })
             .collect(),
         start: utc(plan.start),

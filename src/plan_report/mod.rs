@@ -62,7 +62,11 @@ fn write(
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
-    let plan = crate::core::plan(fleet, now, &Default::default());
+    // As the controller plans a starting rollout: no slot before the site's phones can hear
+    // of it (docs/planner.md, "Announcement lead").
+    let plan = crate::core::plan_with_leads(fleet, now, &Default::default(), &|site| {
+        crate::core::family::fresh_site_lead(site, &fleet.schedule)
+    });
     match format {
         Format::Table => out.write_all(to_table(&plan).as_bytes())?,
         Format::Json => write_json(&plan, &mut *out)?,

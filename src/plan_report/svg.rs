@@ -244,20 +244,13 @@ pub fn to_svg(plan: &Plan) -> Result<String, ReportError> {
             let anchor = Pos::new(HPos::Right, VPos::Center);
             root.draw(&Text::new(name, (px - 8, py - 6), text.clone().pos(anchor)))
                 .map_err(err)?;
+            let zone = format!("{}  {}", site.time_zone.name(), site.family_constraint());
             let detail = match site.completion {
-                Some(c) => format!(
-                    "{}  done {}",
-                    site.time_zone.name(),
-                    c.format("%a %d %b %H:%M")
-                ),
+                Some(c) => format!("{zone}  done {}", c.format("%a %d %b %H:%M")),
                 None if !site.unplaced.is_empty() => {
-                    format!(
-                        "{}  {} unplaced",
-                        site.time_zone.name(),
-                        site.unplaced.len()
-                    )
+                    format!("{zone}  {} unplaced", site.unplaced.len())
                 }
-                None => site.time_zone.name().to_owned(),
+                None => zone,
             };
             root.draw(&Text::new(
                 detail,

@@ -52,8 +52,9 @@ pub fn to_table(plan: &Plan) -> String {
         "FIRST SLOT (LOCAL)",
         "LAST SLOT (LOCAL)",
         "COMPLETION (UTC)",
+        "FAMILIES",
     ];
-    let mut rows: Vec<[String; 9]> = Vec::with_capacity(plan.sites.len());
+    let mut rows: Vec<[String; 10]> = Vec::with_capacity(plan.sites.len());
     for site in &plan.sites {
         let phones = if site.unplaced.is_empty() {
             site.phones.to_string()
@@ -77,6 +78,7 @@ pub fn to_table(plan: &Plan) -> String {
                 .last()
                 .map_or_else(|| "-".into(), |s| local_short(s.local_start)),
             when(site.completion),
+            site.family_constraint(),
         ]);
     }
     let mut widths = header.map(|h| h.chars().count());

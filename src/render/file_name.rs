@@ -1,5 +1,5 @@
 //! From the file name a phone requests to the phone and the format, for the provisioning
-//! server. Only the three shapes of [`Format::file_name`] are accepted; everything else
+//! server. Only the two shapes of [`Format::file_name`] are accepted; everything else
 //! (other files, paths, `..`) is refused before any lookup.
 
 use super::Format;
@@ -9,7 +9,7 @@ use crate::core::Mac;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FileNameError {
     #[error(
-        "'{0}' is not a phone configuration file: expected cfg<mac>.xml, cfg<mac> or <mac>.cfg with 12 hex digits"
+        "'{0}' is not a phone configuration file: expected cfg<mac>.xml or <mac>.cfg with 12 hex digits"
     )]
     Unknown(String),
 }
@@ -25,8 +25,6 @@ pub fn parse_file_name(name: &str) -> Result<(Mac, Format), FileNameError> {
         (hex, Format::Xml)
     } else if let Some(hex) = name.strip_suffix(".cfg") {
         (hex, Format::Yealink)
-    } else if let Some(hex) = name.strip_prefix("cfg") {
-        (hex, Format::Text)
     } else {
         return Err(unknown());
     };
@@ -58,7 +56,6 @@ mod tests {
     fn file_names_are_lower_case_and_bare() {
         let mac: Mac = "00-0B-82-AB-CD-EF".parse().expect("valid MAC");
         assert_eq!(Format::Xml.file_name(mac), "cfg000b82abcdef.xml");
-        assert_eq!(Format::Text.file_name(mac), "cfg000b82abcdef");
         assert_eq!(Format::Yealink.file_name(mac), "000b82abcdef.cfg");
     }
 
@@ -89,6 +86,8 @@ mod tests {
             "000b82123456.xml",
             "cfg000b82123456.cfg",
             "CFG000b82123456",
+            // Grandstream's cfg<mac> is its binary format: never served as text.
+            "cfg000b82123456",
         ] {
             assert!(parse_file_name(name).is_err(), "{name:?} should be refused");
         }

@@ -2,21 +2,26 @@
 //! during a rollout, the phone's own slot.
 //!
 //! Pure: the same input gives the same bytes, so the controller can compare a rendered file with
-//! what it stored and write nothing when nothing changed. Three formats exist because phones in
-//! the field read three (see [`Format`]); they carry the same knobs, computed once in
-//! `Knobs`, and differ only in spelling.
+//! what it stored and write nothing when nothing changed. One module per phone family
+//! ([`PhoneFamily`]): each writes only the keys its vendor documents (`docs/phones.md`), from
+//! the knobs computed once in `Knobs`. A phone no family places gets no file at all.
 //!
 //! During a rollout slot the file narrows the phone's checks to its own slot: weekly on, every
 //! week (interval 0), only the slot's weekday, the slot's check window, flexible off, and a
-//! firmware location. "Repeatedly" stays as the operator set it, like power-on: a phone only
-//! learns a new slot when it fetches its file, so a phone that missed its slot needs its
-//! repeated checks to hear of the next one within the hour instead of a week later; firmware
-//! it asks for outside its slot is refused by the provisioning server (503, Retry-After).
-//! Outside a slot, or once the phone is done, the file carries the operator's policy unchanged
-//! and no firmware location, so firmware only ever goes out inside planned slots.
+//! firmware location (Grandstream: daily at the slot's whole hours, see `grandstream`).
+//! "Repeatedly" stays as the operator set it on the families that can combine it with a
+//! window, like power-on: a phone only learns a new slot when it fetches its file, so a phone
+//! that missed its slot needs its repeated checks to hear of the next one within the hour
+//! instead of a week later; firmware it asks for outside its slot is refused by the
+//! provisioning server (503, Retry-After). Outside a slot, or once the phone is done, the file
+//! carries the operator's policy (as far as the family can say it) and no firmware location,
+//! so firmware only ever goes out inside planned slots.
 
 mod file_name;
-mod format;
+mod grandstream;
+mod pvalues;
+mod xstim;
+mod yealink;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,56 +29,45 @@ use std::str::FromStr;
 use chrono::Weekday;
 
 pub use file_name::{FileNameError, parse_file_name};
-pub use format::DAY_PCODES;
+pub use grandstream::GRANDSTREAM_KEYS;
+pub use xstim::{DAY_PCODES, XSTIM_KEYS};
+pub use yealink::YEALINK_KEYS;
 
+pub use crate::core::PhoneFamily;
 use crate::core::{CheckWindow, DaySet, LocalWindow, Mac, ProvisioningPolicy};
 
 /// "Check for upgrade every" when "Repeatedly" is off: the phone's own default (one week), so
 /// the file never leaves the value undefined.
 const DEFAULT_REPEAT_MINUTES: u32 = 10080;
 
-/// A configuration file format, with the file name phones of that family request.
+/// A configuration file's shape: the file name phones of a family request and its type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
-    /// Grandstream-style XML P-values (`<gs_provision>`), served as `cfg<mac>.xml`.
+    /// `<gs_provision>` XML P-values, served as `cfg<mac>.xml` (Grandstream; XSTIM by
+    /// assumption, see docs/phones.md).
     Xml,
-    /// Plain `P25020 = 1` lines, served as `cfg<mac>`.
-    Text,
-    /// Yealink-style `static.auto_provision.*` keys, served as `<mac>.cfg`.
+    /// Yealink `static.*` keys, served as `<mac>.cfg`.
     Yealink,
 }
 
 impl Format {
     /// Every format, in a fixed order.
-    pub const ALL: [Format; 3] = [Format::Xml, Format::Text, Format::Yealink];
+    pub const ALL: [Format; 2] = [Format::Xml, Format::Yealink];
+
+    /// The format phones of `family` read.
+    pub fn of(family: PhoneFamily) -> Format {
+        match family {
+            PhoneFamily::Xstim | PhoneFamily::Grandstream => Format::Xml,
+            PhoneFamily::Yealink => Format::Yealink,
+        }
+    }
 
     /// The file name a phone with this MAC requests for this format (MAC lower case, bare).
     pub fn file_name(self, mac: Mac) -> String {
         let mac = mac.bare();
         match self {
             Format::Xml => format!("cfg{mac}.xml"),
-            Format::Text => format!("cfg{mac}"),
             Format::Yealink => format!("{mac}.cfg"),
-        }
-    }
-
-    /// The format a phone model reads, for phones whose format nobody chose: Yealink's key
-    /// files for Yealink models (`SIP-T46U`, `T54W`, `CP920`, `VP59`, `W60B`), Grandstream XML
-    /// for everything else (`GXP2170`, `GRP2614`, `DP750`, …), since XML is what
-    /// Grandstream firmwares ask for first.
-    pub fn for_model(model: &str) -> Format {
-        let m = model.to_ascii_uppercase();
-        let family_digit = |prefix: &str| {
-            m.strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-        };
-        if m.starts_with("SIP-")
-            || m.starts_with("YEALINK")
-            || ["T", "CP", "VP", "W"].into_iter().any(family_digit)
-        {
-            Format::Yealink
-        } else {
-            Format::Xml
         }
     }
 
@@ -81,7 +75,7 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Xml => "application/xml; charset=utf-8",
-            Format::Text | Format::Yealink => "text/plain; charset=utf-8",
+            Format::Yealink => "text/plain; charset=utf-8",
         }
     }
 }
@@ -90,30 +84,14 @@ impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Format::Xml => "xml",
-            Format::Text => "text",
             Format::Yealink => "yealink",
         })
-    }
-}
-
-impl FromStr for Format {
-    type Err = RenderError;
-
-    fn from_str(s: &str) -> Result<Self, RenderError> {
-        match s {
-            "xml" => Ok(Format::Xml),
-            "text" => Ok(Format::Text),
-            "yealink" => Ok(Format::Yealink),
-            other => Err(RenderError::UnknownFormat(other.to_owned())),
-        }
     }
 }
 
 /// Why a renderer input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("unknown format '{0}': expected xml, text or yealink")]
-    UnknownFormat(String),
     #[error("provisioning server URL '{0}' must start with http:// or https:// and name a host")]
     ServerUrl(String),
     #[error(
@@ -252,6 +230,8 @@ pub struct PhoneConfig<'a> {
     pub mac: Mac,
     /// The model as in the inventory (shown in the file's comment).
     pub model: &'a str,
+    /// Whose keys the file is written in.
+    pub family: PhoneFamily,
     /// The schedule's steady-state policy.
     pub provisioning: &'a ProvisioningPolicy,
     /// The phone's slot while it takes part in a rollout and is not done; `None` otherwise.
@@ -266,13 +246,14 @@ pub struct RenderedFile {
     pub body: String,
 }
 
-/// Renders one phone's file in one format.
-pub fn render(phone: &PhoneConfig<'_>, server: &ServerUrl, format: Format) -> RenderedFile {
+/// Renders one phone's file, in its family's keys and format.
+pub fn render(phone: &PhoneConfig<'_>, server: &ServerUrl) -> RenderedFile {
     let knobs = Knobs::new(phone, server);
-    let body = match format {
-        Format::Xml => format::xml(&knobs),
-        Format::Text => format::text(&knobs),
-        Format::Yealink => format::yealink(&knobs),
+    let format = Format::of(phone.family);
+    let body = match phone.family {
+        PhoneFamily::Xstim => xstim::render(&knobs),
+        PhoneFamily::Yealink => yealink::render(&knobs),
+        PhoneFamily::Grandstream => grandstream::render(&knobs, phone.provisioning),
     };
     RenderedFile {
         name: format.file_name(phone.mac),
@@ -299,6 +280,8 @@ struct Knobs {
     interval_days: u32,
     flexible_window: LocalWindow,
     firmware: Option<FirmwareLocation>,
+    /// The slot's check window, inside a slot.
+    slot: Option<CheckWindow>,
 }
 
 /// The firmware location in the two shapes phones take it.
@@ -329,6 +312,7 @@ impl Knobs {
             interval_days: u32::from(p.flexible.interval_days),
             flexible_window: p.flexible.window,
             firmware: None,
+            slot: None,
         };
         let model = one_line(phone.model);
         let mac = phone.mac.bare();
@@ -358,6 +342,7 @@ impl Knobs {
                     dir_without_scheme: format!("{}/{}", server.rest, slot.firmware.dir()),
                     url: format!("{server}/{}", slot.firmware),
                 }),
+                slot: Some(slot.window),
                 ..steady
             },
         }
@@ -433,6 +418,7 @@ mod tests {
         let phone = PhoneConfig {
             mac: "000b82123456".parse().expect("MAC"),
             model: "GXP2170",
+            family: PhoneFamily::Grandstream,
             provisioning: &policy,
             slot,
         };
@@ -532,20 +518,9 @@ mod tests {
     }
 
     #[test]
-    fn yealink_models_get_yealink_files_and_the_rest_xml() {
-        for model in ["SIP-T46U", "T54W", "t46s", "CP920", "VP59", "W60B"] {
-            assert_eq!(Format::for_model(model), Format::Yealink, "{model}");
-        }
-        for model in ["GXP2170", "GRP2614", "DP750", "HT802", "", "Tx"] {
-            assert_eq!(Format::for_model(model), Format::Xml, "{model}");
-        }
-    }
-
-    #[test]
-    fn formats_parse_from_their_names() {
-        for f in Format::ALL {
-            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
-        }
-        assert!("json".parse::<Format>().is_err());
+    fn each_family_reads_its_vendors_file_shape() {
+        assert_eq!(Format::of(PhoneFamily::Yealink), Format::Yealink);
+        assert_eq!(Format::of(PhoneFamily::Grandstream), Format::Xml);
+        assert_eq!(Format::of(PhoneFamily::Xstim), Format::Xml);
     }
 }

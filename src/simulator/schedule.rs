@@ -3,8 +3,8 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use super::knobs::PhoneKnobs;
-use crate::core::{LocalWindow, Mac};
+use super::knobs::{DailyHours, PhoneKnobs};
+use crate::core::{LocalTime, LocalWindow, Mac};
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same phone choices on
 /// every machine and every version, unlike an external RNG crate's default.
@@ -77,6 +77,17 @@ pub fn next_check(
             }
         }
     }
+    if let Some(h) = k.daily {
+        for d in -1..3 {
+            let date = today + Duration::days(d);
+            if let Some(t) = daily_check(h, date, tz, mac)
+                && t > after
+            {
+                offer(t);
+                break;
+            }
+        }
+    }
     if k.flexible {
         let period = i64::from(k.interval_days.max(1));
         let day_of_period = (mac.stable_hash() % period as u64) as i64;
@@ -92,6 +103,29 @@ pub fn next_check(
         }
     }
     best
+}
+
+/// A Grandstream phone's one check of `date` inside `[start_hour:00, end_hour:00)`: a random
+/// minute of the window when randomized, else its start. The minute is drawn per phone and
+/// date, so asking again after the check does not give a second check the same day.
+fn daily_check(h: DailyHours, date: NaiveDate, tz: Tz, mac: Mac) -> Option<DateTime<Utc>> {
+    let (start, end) = (
+        LocalTime::from_minutes(h.start_hour * 60)?,
+        LocalTime::from_minutes(h.end_hour * 60)?,
+    );
+    if end <= start {
+        // A window ending at or before its start is undocumented: no check.
+        return None;
+    }
+    let occ = LocalWindow { start, end }.occurrence(date, tz);
+    let minutes = (occ.end - occ.start).num_minutes().max(1) as u64;
+    let minute = if h.random {
+        let mut rng = SplitMix::new(mac.stable_hash() ^ days_since_epoch(date) as u64);
+        rng.below(minutes) as i64
+    } else {
+        0
+    };
+    Some(occ.start + Duration::minutes(minute))
 }
 
 /// Every N weeks (N > 0) on the phone's week of the cycle, picked from its MAC.
@@ -164,6 +198,7 @@ mod tests {
                 start: "00:00".parse().unwrap(),
                 end: "00:00".parse().unwrap(),
             },
+            daily: None,
             firmware_url: None,
         }
     }
@@ -218,6 +253,28 @@ mod tests {
             next_check(&k, tz, mac(), after, 0.0, &mut SplitMix::new(1)),
             Some(after + Duration::minutes(10))
         );
+    }
+
+    #[test]
+    fn a_grandstream_phone_checks_once_a_day_at_a_whole_minute_of_its_hours() {
+        let tz: Tz = "Asia/Kolkata".parse().unwrap();
+        let mut k = knobs();
+        k.weekly = false;
+        k.daily = Some(DailyHours {
+            start_hour: 2,
+            end_hour: 3,
+            random: true,
+        });
+        // Monday 12:00 UTC; 02:00 Kolkata (+05:30) on Tuesday is Monday 20:30 UTC.
+        let mut after = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        let lo = Utc.with_ymd_and_hms(2026, 1, 5, 20, 30, 0).unwrap();
+        for day in 0..5 {
+            let t = next_check(&k, tz, mac(), after, 0.0, &mut SplitMix::new(day)).unwrap();
+            let open = lo + Duration::days(day as i64);
+            assert!(t >= open && t < open + Duration::hours(1), "{t}");
+            assert_eq!(t.timestamp() % 60, 0, "a whole minute");
+            after = t;
+        }
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub async fn add_phone(client: &kube::Client, namespace: &str, site: &str, mac: 
     spec.phones.push(PhoneEntry {
         mac: mac.into(),
         model: "GXP2170".into(),
+        family: None,
     });
     sites
         .patch(
