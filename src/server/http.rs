@@ -190,7 +190,7 @@ impl State {
         name: &str,
         head: bool,
     ) -> (Outcome, Response<Body>) {
-        let Ok((mac, _)) = parse_file_name(name) else {
+        let Ok((mac, format)) = parse_file_name(name) else {
             return (
                 Outcome::NotAConfigFile,
                 text(StatusCode::NOT_FOUND, "not a phone configuration file"),
@@ -208,9 +208,12 @@ impl State {
                 text(StatusCode::FORBIDDEN, "a phone may only fetch its own file"),
             );
         }
+        // Some firmwares upper-case the MAC in the name; it is the same phone and the same
+        // file, which the index holds under its canonical (lower-case) name.
+        let canonical = format.file_name(mac);
         let (file, phone) = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            (index.file(name), index.phone(mac))
+            (index.file(&canonical), index.phone(mac))
         };
         let Some(file) = file else {
             return (

@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod fleet;
+pub mod provisioning;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
