@@ -27,6 +27,8 @@ pub mod http;
 pub mod identity;
 pub mod index;
 pub mod progress;
+#[cfg(test)]
+mod props;
 pub mod range;
 pub mod stats;
 pub mod tokens;
