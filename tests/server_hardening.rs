@@ -4,10 +4,15 @@
 
 mod support;
 
-use phonefleet::render::Format;
-use phonefleet::server::{Outcome, ServerStats};
+use std::time::Duration;
 
-use support::provisioning::{OLD, TestPhone, fixture, get, http, mac, started, ua};
+use phonefleet::render::Format;
+use phonefleet::server::{Outcome, ServerConfig, ServerStats};
+
+use support::provisioning::{
+    OLD, TestPhone, firmware_path, fixture, get, http, mac, phones_in_slot, started, ua,
+};
+use support::proxy::StallingProxy;
 
 #[tokio::test]
 async fn upper_case_mac_file_names_are_the_same_phone() {
@@ -40,6 +45,53 @@ async fn upper_case_mac_file_names_are_the_same_phone() {
         );
     }
     assert_eq!(srv.stats().outcome(Outcome::UnknownPhone), 0);
+    srv.shutdown().await;
+    f.ns.delete().await;
+}
+
+// -- item 2: leaked download tokens --
+
+#[tokio::test]
+async fn phones_hanging_up_while_the_api_server_stalls_do_not_use_up_the_cap() {
+    const CAP: u32 = 2;
+    let f = fixture("hard-leak", CAP, &phones_in_slot(CAP + 2), 4096).await;
+    let cluster = support::cluster().await;
+    let upstream = StallingProxy::upstream_of(&cluster.kubeconfig).await;
+    let proxy = StallingProxy::start(upstream).await;
+    let client = proxy.client(&cluster.kubeconfig).await;
+    let config = ServerConfig {
+        // Short leases: a token the API server granted to a request nobody waits for any more
+        // is free again soon.
+        lease_duration: Duration::from_secs(3),
+        ..f.config("r1")
+    };
+    let srv = started(config, client, ServerStats::new()).await;
+    let addr = srv.local_addr();
+    proxy.stall();
+    for i in 0..=CAP {
+        let (phone, agent) = (http(), ua(mac(i), OLD));
+        // The phone gives up and hangs up while the server still waits for the API server.
+        let outcome = tokio::time::timeout(
+            Duration::from_millis(300),
+            get(&phone, addr, &firmware_path(), &[("user-agent", &agent)]),
+        )
+        .await;
+        assert!(outcome.is_err(), "phone {i} should still be waiting");
+    }
+    proxy.resume();
+    let agent = ua(mac(CAP + 1), OLD);
+    support::eventually(
+        "a download to be granted once the API server answers again",
+        Duration::from_secs(30),
+        || {
+            let agent = agent.clone();
+            async move {
+                let reply = get(&http(), addr, &firmware_path(), &[("user-agent", &agent)]).await;
+                (reply.status == 200).then_some(())
+            }
+        },
+    )
+    .await;
     srv.shutdown().await;
     f.ns.delete().await;
 }

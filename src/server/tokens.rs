@@ -54,6 +54,20 @@ pub struct Tokens {
     held: Mutex<HashMap<String, u32>>,
 }
 
+/// One count of a site's local tally, taken before the API call that may win a token and
+/// given back on drop: whatever ends the attempt (busy, an API error, the phone hanging up
+/// while the call is in flight, which drops the request's future) cannot leak it.
+struct Reservation {
+    tokens: Arc<Tokens>,
+    key: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.tokens.unreserve(&self.key);
+    }
+}
+
 /// A held token. Dropping it releases the token in the background.
 pub struct TokenGuard {
     lost: Arc<AtomicBool>,
@@ -65,7 +79,8 @@ struct Release {
     api: Api<Lease>,
     name: String,
     holder: String,
-    key: String,
+    /// The local count's slot, given back once the Lease is released.
+    reservation: Reservation,
     site_stats: Arc<SiteStats>,
     renewer: tokio::task::JoinHandle<()>,
     latest: Arc<Mutex<Lease>>,
@@ -86,7 +101,6 @@ impl Drop for TokenGuard {
         r.renewer.abort();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             // No runtime left (process exit): the lease expires on its own.
-            r.tokens.unreserve(&r.key);
             r.site_stats.leave();
             return;
         };
@@ -98,7 +112,7 @@ impl Drop for TokenGuard {
                 tracing::warn!(lease = %r.name, error = %e, "releasing a download token failed; it expires on its own");
             }
             r.site_stats.leave();
-            r.tokens.unreserve(&r.key);
+            drop(r.reservation);
         });
     }
 }
@@ -120,14 +134,18 @@ impl Tokens {
         })
     }
 
-    fn reserve(&self, key: &str, cap: u32) -> bool {
+    /// Counts one more token of `key` unless `cap` are counted already.
+    fn reserve(self: &Arc<Self>, key: &str, cap: u32) -> Option<Reservation> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let n = held.entry(key.to_owned()).or_default();
         if *n >= cap {
-            return false;
+            return None;
         }
         *n += 1;
-        true
+        Some(Reservation {
+            tokens: self.clone(),
+            key: key.to_owned(),
+        })
     }
 
     fn unreserve(&self, key: &str) {
@@ -135,6 +153,14 @@ impl Tokens {
         if let Some(n) = held.get_mut(key) {
             *n = n.saturating_sub(1);
         }
+    }
+
+    /// Tokens of `site` this replica holds or is taking now (its local count).
+    pub fn held(&self, namespace: &str, site: &str) -> u32 {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(&format!("{namespace}/{site}"))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Takes one of `site`'s `cap` tokens for the phone `who`.
@@ -151,9 +177,11 @@ impl Tokens {
             site: site.to_owned(),
             cap,
         };
-        if cap == 0 || !self.reserve(&key, cap) {
+        // Counted before the API call: a storm's concurrent takers see each other. The
+        // reservation is a guard, so a phone hanging up mid-call gives it back.
+        let Some(reservation) = (cap > 0).then(|| self.reserve(&key, cap)).flatten() else {
             return Err(busy());
-        }
+        };
         match self.take(namespace, site, cap, who).await {
             Ok(Some((api, name, holder, lease))) => {
                 site_stats.enter();
@@ -172,24 +200,18 @@ impl Tokens {
                         api,
                         name,
                         holder,
-                        key,
+                        reservation,
                         site_stats,
                         renewer,
                         latest,
                     }),
                 })
             }
-            Ok(None) => {
-                self.unreserve(&key);
-                Err(busy())
-            }
-            Err(source) => {
-                self.unreserve(&key);
-                Err(TokenError::Api {
-                    site: site.to_owned(),
-                    source,
-                })
-            }
+            Ok(None) => Err(busy()),
+            Err(source) => Err(TokenError::Api {
+                site: site.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -399,6 +421,44 @@ mod tests {
             &lease(Some("r/m"), now - chrono::Duration::seconds(31), 30),
             now
         ));
+    }
+
+    /// A client whose API server accepts connections and never answers.
+    async fn hung_api() -> (Client, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let url = format!("http://{addr}").parse().expect("URL");
+        let client = Client::try_from(kube::Config::new(url)).expect("client");
+        (client, hold)
+    }
+
+    #[tokio::test]
+    async fn a_phone_hanging_up_while_the_api_server_is_slow_leaks_no_token() {
+        const CAP: u32 = 2;
+        let (client, _api) = hung_api().await;
+        let tokens = Tokens::new(client, "r".into(), Duration::from_secs(30), Duration::ZERO);
+        let stats = Arc::new(SiteStats::default());
+        for phone in 0..=CAP {
+            let who = format!("p{phone}");
+            let attempt = tokens.acquire("voice", "paris", CAP, &who, stats.clone());
+            // The phone hangs up before the API server answers: its request's future is dropped.
+            let outcome = tokio::time::timeout(Duration::from_millis(50), attempt).await;
+            assert!(
+                outcome.is_err(),
+                "attempt {phone} should still wait for the API server, got {:?}",
+                outcome.map(|r| r.map(|_| ()))
+            );
+        }
+        assert_eq!(tokens.held("voice", "paris"), 0, "no attempt holds a token");
+        assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0);
     }
 
     #[test]

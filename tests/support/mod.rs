@@ -10,6 +10,7 @@
 pub mod controller;
 pub mod fleet;
 pub mod provisioning;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
