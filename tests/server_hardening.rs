@@ -10,7 +10,8 @@ use phonefleet::render::Format;
 use phonefleet::server::{Outcome, ServerConfig, ServerStats};
 
 use support::provisioning::{
-    OLD, TestPhone, firmware_path, fixture, get, http, mac, phones_in_slot, started, ua,
+    FW_FILE, OLD, TestPhone, firmware_path, fixture, get, http, image, mac, phones_in_slot,
+    started, ua,
 };
 use support::proxy::StallingProxy;
 
@@ -92,6 +93,83 @@ async fn phones_hanging_up_while_the_api_server_stalls_do_not_use_up_the_cap() {
         },
     )
     .await;
+    srv.shutdown().await;
+    f.ns.delete().await;
+}
+
+// -- item 9: resumes across a replaced image --
+
+#[tokio::test]
+async fn a_resume_across_a_replaced_image_gets_the_whole_new_image() {
+    const LEN: usize = 64 * 1024;
+    let f = fixture("hard-etag", 3, &phones_in_slot(2), LEN).await;
+    let srv = started(f.config("r1"), f.client.clone(), ServerStats::new()).await;
+    let http = http();
+    let agent = ua(mac(0), OLD);
+    let first = get(
+        &http,
+        srv.local_addr(),
+        &firmware_path(),
+        &[("user-agent", &agent), ("range", "bytes=0-32767")],
+    )
+    .await;
+    assert_eq!(first.status, 206);
+    let old_tag = first
+        .headers
+        .get("etag")
+        .expect("a firmware answer carries an ETag")
+        .to_str()
+        .expect("ASCII ETag")
+        .to_owned();
+    assert!(!old_tag.starts_with("W/"), "a strong validator: {old_tag}");
+
+    // The operator replaces the image (same length, other bytes) between the phone's two requests.
+    let path = f.firmware_dir.path().join(FW_FILE);
+    let next = f.firmware_dir.path().join("next.tmp");
+    std::fs::write(&next, image(LEN, 99)).expect("write new image");
+    std::fs::rename(&next, &path).expect("replace image");
+
+    let resumed = get(
+        &http,
+        srv.local_addr(),
+        &firmware_path(),
+        &[
+            ("user-agent", &agent),
+            ("range", "bytes=32768-"),
+            ("if-range", &old_tag),
+        ],
+    )
+    .await;
+    assert_eq!(
+        resumed.status, 200,
+        "the old part is stale: the whole new image"
+    );
+    assert_eq!(
+        &resumed.body[..],
+        &image(LEN, 99)[..],
+        "no splice of two images"
+    );
+    let new_tag = resumed.headers["etag"]
+        .to_str()
+        .expect("ASCII ETag")
+        .to_owned();
+    assert_ne!(new_tag, old_tag);
+
+    // Another phone (this one has its image) holding the current tag.
+    let other = ua(mac(1), OLD);
+    let matching = get(
+        &http,
+        srv.local_addr(),
+        &firmware_path(),
+        &[
+            ("user-agent", &other),
+            ("range", "bytes=32768-"),
+            ("if-range", &new_tag),
+        ],
+    )
+    .await;
+    assert_eq!(matching.status, 206, "an unchanged image resumes");
+    assert_eq!(&matching.body[..], &image(LEN, 99)[32768..]);
     srv.shutdown().await;
     f.ns.delete().await;
 }

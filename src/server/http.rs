@@ -25,7 +25,7 @@ use super::auth::Credentials;
 use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
 use super::index::{PhoneEntry, SharedIndex};
 use super::progress::{MapRef, Tracker};
-use super::range::{ByteRange, parse_range};
+use super::range::{ByteRange, etag, if_range_holds, parse_range};
 use super::stats::{Outcome, ServerStats, SiteStats};
 use super::tokens::{TokenError, TokenGuard, Tokens};
 
@@ -308,12 +308,18 @@ impl State {
             Ok(f) => f,
             Err(_) => return not_found("no such firmware file"),
         };
-        let total = match fw.metadata().await {
-            Ok(m) if m.is_file() => m.len(),
+        let (total, tag) = match fw.metadata().await {
+            Ok(m) if m.is_file() => (m.len(), etag(&m)),
             _ => return not_found("no such firmware file"),
         };
+        // A resume of another image than the one the phone has part of gets the whole image.
+        let if_range = req
+            .headers()
+            .get(header::IF_RANGE)
+            .map(HeaderValue::as_bytes);
         let range = match req.headers().get(header::RANGE).map(|v| v.to_str()) {
             None => None,
+            Some(_) if !if_range_holds(if_range, &tag) => None,
             Some(Ok(h)) => match parse_range(h, total) {
                 Ok(r) => r,
                 Err(e) => {
@@ -326,10 +332,14 @@ impl State {
             },
             Some(Err(_)) => None,
         };
+        let tag = HeaderValue::from_str(&tag).ok();
         if head {
             let mut resp = Response::new(empty());
             let h = resp.headers_mut();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            if let Some(tag) = tag {
+                h.insert(header::ETAG, tag);
+            }
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             h.insert(
                 header::CONTENT_TYPE,
@@ -426,6 +436,9 @@ impl State {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(tag) = tag {
+            h.insert(header::ETAG, tag);
+        }
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
