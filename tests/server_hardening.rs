@@ -173,3 +173,110 @@ async fn a_resume_across_a_replaced_image_gets_the_whole_new_image() {
     srv.shutdown().await;
     f.ns.delete().await;
 }
+
+// -- item 6: the cap as documented --
+
+/// Sends a firmware GET for `mac` on a raw connection and returns it once the status line
+/// is in, with the status (the body is left unread, as by a phone still downloading).
+async fn open_download(addr: std::net::SocketAddr, phone: u32) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: prov\r\nUser-Agent: {}\r\n\r\n",
+        firmware_path(),
+        ua(mac(phone), OLD)
+    );
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.expect("status line");
+    let status = String::from_utf8_lossy(&head[9..12])
+        .parse()
+        .expect("status code");
+    (status, conn)
+}
+
+#[tokio::test]
+async fn one_phone_holds_at_most_one_token_of_its_site() {
+    const CAP: u32 = 3;
+    let f = fixture("hard-onemac", CAP, &phones_in_slot(2), 256 * 1024).await;
+    let config = ServerConfig {
+        // Slow enough that the first download is still running while the others ask.
+        download_rate: Some(32 * 1024),
+        min_download_rate: None,
+        ..f.config("r1")
+    };
+    let srv = started(config, f.client.clone(), ServerStats::new()).await;
+    let addr = srv.local_addr();
+    let (first, running) = open_download(addr, 0).await;
+    assert_eq!(first, 200);
+    for attempt in 1..CAP {
+        let (status, _) = open_download(addr, 0).await;
+        assert_eq!(
+            status, 503,
+            "connection {attempt} of the same phone must not take another of the {CAP} tokens"
+        );
+    }
+    let (other, _other_running) = open_download(addr, 1).await;
+    assert_eq!(other, 200, "another phone of the site still gets a token");
+    drop(running);
+    support::eventually(
+        "the phone to get a token again once its download ended",
+        Duration::from_secs(20),
+        || async move { (open_download(addr, 0).await.0 == 200).then_some(()) },
+    )
+    .await;
+    srv.shutdown().await;
+    f.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_trickling_download_is_cut_and_its_token_freed() {
+    // Larger than every socket buffer on the way, so the server cannot hand it all to the kernel.
+    const LEN: usize = 32 * 1024 * 1024;
+    let f = fixture("hard-trickle", 1, &phones_in_slot(2), LEN).await;
+    let config = ServerConfig {
+        min_download_rate: Some(1024 * 1024),
+        min_download_rate_window: Duration::from_secs(1),
+        ..f.config("r1")
+    };
+    let srv = started(config, f.client.clone(), ServerStats::new()).await;
+    let addr = srv.local_addr();
+    let (status, mut slow) = open_download(addr, 0).await;
+    assert_eq!(status, 200);
+    // The phone reads 4 KiB every 100 ms: 40 KiB/s, always some progress (the idle timeout
+    // never fires), far below the minimum rate.
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    let (busy, _) = open_download(addr, 1).await;
+    assert_eq!(busy, 503, "the single token is held by the trickling phone");
+    let http = http();
+    support::eventually(
+        "the trickling download to be cut and its token given to the next phone",
+        Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            async move {
+                let reply = get(
+                    &http,
+                    addr,
+                    &firmware_path(),
+                    &[("user-agent", &ua(mac(1), OLD))],
+                )
+                .await;
+                (reply.status == 200).then_some(reply.body.len())
+            }
+        },
+    )
+    .await;
+    trickle.abort();
+    srv.shutdown().await;
+    f.ns.delete().await;
+}

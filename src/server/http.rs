@@ -22,6 +22,7 @@ use crate::render::{FirmwarePath, parse_file_name};
 
 use super::ServerConfig;
 use super::auth::Credentials;
+use super::conn::{Meter, enforce_min_rate};
 use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
 use super::index::{PhoneEntry, SharedIndex};
 use super::progress::{MapRef, Tracker};
@@ -376,6 +377,16 @@ impl State {
                     ),
                 );
             }
+            Err(TokenError::PhoneHolds { .. }) => {
+                return (
+                    Outcome::Busy,
+                    retry_after(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this phone is already downloading from its site",
+                        self.config.busy_retry_after,
+                    ),
+                );
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not take a download token");
                 return (
@@ -416,10 +427,16 @@ impl State {
                 .unwrap_or_else(PoisonError::into_inner)
                 .on_download_start(agent.mac, &session.map, &agent.version, target, now);
         }
+        let watchdog = self.min_rate().and_then(|min| {
+            let meter = req.extensions().get::<Arc<Meter>>()?.clone();
+            let window = self.config.min_download_rate_window;
+            Some(tokio::spawn(enforce_min_rate(meter, min, window)).abort_handle())
+        });
         let download = Download {
             file: fw,
             remaining: length,
             guard,
+            _watchdog: watchdog.map(AbortOnDrop),
             session,
             chunk: self.config.chunk_bytes.max(1024),
             rate: self.config.download_rate,
@@ -444,6 +461,16 @@ impl State {
             HeaderValue::from_static("application/octet-stream"),
         );
         (Outcome::FirmwareServed, resp)
+    }
+
+    /// The minimum rate a download must keep (bytes per real second), if any: the configured
+    /// one, but at most half the throttled rate so throttling never trips it.
+    fn min_rate(&self) -> Option<u64> {
+        let min = self.config.min_download_rate.filter(|r| *r > 0)?;
+        match self.config.download_rate.filter(|r| *r > 0) {
+            Some(rate) => Some(min.min(rate / 2)).filter(|r| *r > 0),
+            None => Some(min),
+        }
     }
 
     /// A download is allowed only inside the phone's planned slot, while a rollout runs.
@@ -476,6 +503,15 @@ impl State {
             return refuse(NO_SLOT_RETRY, "this phone's download slot is over");
         }
         Ok(())
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -517,6 +553,8 @@ struct Download {
     remaining: u64,
     session: Session,
     guard: TokenGuard,
+    /// The minimum-rate watchdog of this download, stopped when it ends.
+    _watchdog: Option<AbortOnDrop>,
     chunk: usize,
     /// Bytes per second on the server's clock, if throttled.
     rate: Option<u64>,

@@ -83,6 +83,14 @@ pub struct ServerConfig {
     /// Per-download rate limit in bytes per second of the server's clock; `None` is
     /// unthrottled.
     pub download_rate: Option<u64>,
+    /// A download whose connection accepts fewer bytes than this per second (real time,
+    /// averaged over each `min_download_rate_window`) is cut, so a phone that trickles cannot
+    /// hold one of its site's tokens for hours; `None` never cuts. At most half of
+    /// `download_rate` when that is set, so throttling never trips it.
+    pub min_download_rate: Option<u64>,
+    /// The window the minimum rate is averaged over; the first window is the grace period
+    /// (TCP slow start, a phone busy writing flash between reads).
+    pub min_download_rate_window: Duration,
     /// Size of the chunks firmware is read and sent in.
     pub chunk_bytes: usize,
     /// PEM certificate chain and key: serve HTTPS instead of HTTP.
@@ -103,6 +111,14 @@ pub struct ServerConfig {
     /// On shutdown, how long running downloads may take to finish.
     pub drain_timeout: Duration,
 }
+
+/// Default minimum rate: 16 KiB/s (128 kbit/s) gets a 40 MB image through in under 45
+/// minutes; a phone slower than that on average over a minute is not downloading, it is
+/// holding a token.
+pub const DEFAULT_MIN_DOWNLOAD_RATE: u64 = 16 * 1024;
+
+/// Default window (and grace period) of the minimum rate.
+pub const DEFAULT_MIN_DOWNLOAD_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Certificate chain and private key, PEM.
 #[derive(Clone, Debug)]
@@ -127,6 +143,8 @@ impl Default for ServerConfig {
             flush_interval: progress::DEFAULT_FLUSH_INTERVAL,
             busy_retry_after: Duration::from_secs(120),
             download_rate: None,
+            min_download_rate: Some(DEFAULT_MIN_DOWNLOAD_RATE),
+            min_download_rate_window: DEFAULT_MIN_DOWNLOAD_RATE_WINDOW,
             chunk_bytes: 64 * 1024,
             tls: None,
             credentials_file: None,
@@ -345,27 +363,41 @@ async fn accept_loop(
                 .max_buf_size(state.config.max_header_bytes.max(8192))
                 .max_headers(100)
                 .keep_alive(true);
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
-            });
-            let io = conn::IdleTimeout::new(stream, idle);
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(io), service))
-                        .await
+            let meter = Arc::new(conn::Meter::default());
+            let service = {
+                let meter = meter.clone();
+                service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    // The firmware handler watches the connection's rate through it.
+                    req.extensions_mut().insert(meter.clone());
+                    async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
+                })
+            };
+            let io = conn::IdleTimeout::metered(stream, idle, meter.clone());
+            let serve = async {
+                match tls {
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(io), service))
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let Ok(Ok(tls_stream)) =
+                            tokio::time::timeout(handshake, acceptor.accept(io)).await
+                        else {
+                            return Ok(());
+                        };
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                            .await
+                    }
                 }
-                Some(acceptor) => {
-                    let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(handshake, acceptor.accept(io)).await
-                    else {
-                        return;
-                    };
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
-                        .await
-                }
+            };
+            // Dropping the connection (a download below the minimum rate) closes the socket
+            // and drops the body, which releases its token.
+            let result = tokio::select! {
+                r = serve => r,
+                _ = meter.cut_requested() => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
