@@ -102,6 +102,11 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// Runs until a signal arrives (Ok) or something fails or leadership is lost (Err).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // A power-on storm needs descriptors: take all the hard limit allows.
+    match server::limits::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let client = kube::Client::try_default().await?;
     let clock = args.clock.clock();
     let identity = args.identity();

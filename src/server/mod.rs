@@ -26,6 +26,7 @@ pub mod conn;
 pub mod http;
 pub mod identity;
 pub mod index;
+pub mod limits;
 pub mod progress;
 #[cfg(test)]
 mod props;
@@ -110,6 +111,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On shutdown, how long running downloads may take to finish.
     pub drain_timeout: Duration,
+    /// Most connections held at once; beyond, new ones wait in the kernel's accept queue.
+    /// `None`: derived from the descriptor limit at start ([`limits::max_connections`]), so
+    /// the API client and the metrics endpoint always keep descriptors.
+    pub max_connections: Option<usize>,
 }
 
 /// Default minimum rate: 16 KiB/s (128 kbit/s) gets a 40 MB image through in under 45
@@ -153,6 +158,7 @@ impl Default for ServerConfig {
             header_read_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
+            max_connections: None,
         }
     }
 }
@@ -335,22 +341,42 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let max = state.config.max_connections.unwrap_or_else(|| {
+        limits::nofile_limit().map_or(limits::MAX_CONNECTIONS_CEILING, limits::max_connections)
+    });
+    tracing::info!(max_connections = max, "provisioning connections capped");
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    let mut backoff = limits::AcceptBackoff::default();
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
+        // At the cap, stop accepting: further phones wait in the kernel's accept queue and
+        // take no descriptor of ours.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
             },
             _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
+            Err(e) => {
+                backoff.after("provisioning server", &e).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let idle = state.config.idle_timeout;
             let handshake = state
                 .config
