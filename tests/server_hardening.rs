@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use phonefleet::children::PhoneState;
 use phonefleet::render::Format;
 use phonefleet::server::{Outcome, ServerConfig, ServerStats};
 
@@ -277,6 +278,54 @@ async fn a_trickling_download_is_cut_and_its_token_freed() {
     )
     .await;
     trickle.abort();
+    srv.shutdown().await;
+    f.ns.delete().await;
+}
+
+// -- item 1, in part: a download counts only when the whole image went out --
+
+#[tokio::test]
+async fn the_last_byte_alone_is_not_a_download_and_ranges_add_up() {
+    const LEN: usize = 64 * 1024;
+    let f = fixture("hard-forge", 3, &phones_in_slot(1), LEN).await;
+    let srv = started(f.config("r1"), f.client.clone(), ServerStats::new()).await;
+    let (http, addr, agent) = (http(), srv.local_addr(), ua(mac(0), OLD));
+    let stats = srv.stats();
+    let ended = |n: u64| {
+        let site = stats.site("paris");
+        move || {
+            let done = site
+                .downloads_completed
+                .load(std::sync::atomic::Ordering::SeqCst);
+            async move { (done >= n).then_some(()) }
+        }
+    };
+    let range = |r: &'static str| [("user-agent", agent.as_str()), ("range", r)];
+
+    // Anyone claiming the phone's MAC asks for the image's last byte...
+    let tail = get(&http, addr, &firmware_path(), &range("bytes=-1")).await;
+    assert_eq!(tail.status, 206);
+    support::eventually("the response to end", Duration::from_secs(10), ended(1)).await;
+    // ...then claims the old version, which after a real download means the image failed.
+    let config = format!("/{}", Format::Xml.file_name(mac(0)));
+    let reply = get(&http, addr, &config, &[("user-agent", agent.as_str())]).await;
+    assert_eq!(reply.status, 200);
+    let state = srv.progress_of(mac(0)).map(|p| p.state);
+    assert!(
+        !matches!(state, Some(PhoneState::Rebooting | PhoneState::Failed)),
+        "one byte is not a download: {state:?}"
+    );
+
+    // The phone fetching the image in two ranges has downloaded it.
+    let first = get(&http, addr, &firmware_path(), &range("bytes=0-32767")).await;
+    assert_eq!(first.status, 206);
+    let rest = get(&http, addr, &firmware_path(), &range("bytes=32768-")).await;
+    assert_eq!(rest.status, 206);
+    support::eventually("the ranges to add up", Duration::from_secs(10), || {
+        let state = srv.progress_of(mac(0)).map(|p| p.state);
+        async move { (state == Some(PhoneState::Rebooting)).then_some(()) }
+    })
+    .await;
     srv.shutdown().await;
     f.ns.delete().await;
 }

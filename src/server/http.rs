@@ -23,6 +23,7 @@ use crate::render::{FirmwarePath, parse_file_name};
 use super::ServerConfig;
 use super::auth::Credentials;
 use super::conn::{Meter, enforce_min_rate};
+use super::coverage::Coverage;
 use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
 use super::index::{PhoneEntry, SharedIndex};
 use super::progress::{MapRef, Tracker};
@@ -46,6 +47,8 @@ pub(crate) struct State {
     pub stats: Arc<ServerStats>,
     pub credentials: Credentials,
     pub ready: Arc<AtomicBool>,
+    /// Bytes of each image sent to each phone (see [`Coverage`]).
+    pub coverage: Arc<Mutex<Coverage>>,
 }
 
 /// Retry-After for a phone with no slot at all: it should come back at its next scheduled
@@ -333,6 +336,7 @@ impl State {
             },
             Some(Err(_)) => None,
         };
+        let image_tag = tag.clone();
         let tag = HeaderValue::from_str(&tag).ok();
         if head {
             let mut resp = Response::new(empty());
@@ -417,7 +421,11 @@ impl State {
             mac: agent.mac,
             map: MapRef::of(&phone.shard),
             target: target.clone(),
-            reaches_end: total == 0 || end + 1 == total,
+            coverage: self.coverage.clone(),
+            image_tag,
+            total,
+            start,
+            sent: 0,
             completed: false,
             site_stats: site_stats.clone(),
         };
@@ -522,8 +530,14 @@ struct Session {
     mac: Mac,
     map: MapRef,
     target: Option<String>,
-    /// The range ends at the file's last byte, so sending it all completes the image.
-    reaches_end: bool,
+    /// What this phone has been sent of each image, across responses.
+    coverage: Arc<Mutex<Coverage>>,
+    image_tag: String,
+    total: u64,
+    /// First byte of this response's range, and bytes handed to the connection since.
+    start: u64,
+    sent: u64,
+    /// The whole range went out.
     completed: bool,
     site_stats: Arc<SiteStats>,
 }
@@ -537,7 +551,19 @@ impl Drop for Session {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(target) = &self.target {
-            let complete = self.completed && self.reaches_end;
+            // Complete only once every byte of the image went out to this phone, in this
+            // response or earlier ones: one ranged request of the last byte is not a download.
+            let complete = self
+                .coverage
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(
+                    self.mac,
+                    &self.image_tag,
+                    self.total,
+                    self.start,
+                    self.start.saturating_add(self.sent),
+                );
             self.tracker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -581,6 +607,7 @@ impl Download {
         match self.file.read_exact(&mut buf).await {
             Ok(_) => {
                 self.remaining -= n as u64;
+                self.session.sent += n as u64;
                 self.session
                     .site_stats
                     .bytes_sent

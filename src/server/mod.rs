@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod cli;
 pub mod conn;
+pub mod coverage;
 pub mod http;
 pub mod identity;
 pub mod index;
@@ -303,6 +304,7 @@ pub async fn start_with_stats(
         stats: stats.clone(),
         credentials,
         ready: ready.clone(),
+        coverage: Arc::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = {

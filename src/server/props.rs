@@ -84,6 +84,7 @@ fn state(firmware_dir: &std::path::Path) -> Arc<State> {
         stats: ServerStats::new(),
         credentials: Credentials::default(),
         ready: Arc::new(AtomicBool::new(true)),
+        coverage: Arc::default(),
     })
 }
 
