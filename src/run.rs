@@ -102,6 +102,11 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// Runs until a signal arrives (Ok) or something fails or leadership is lost (Err).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // A power-on storm needs descriptors: take all the hard limit allows.
+    match server::limits::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let client = kube::Client::try_default().await?;
     let clock = args.clock.clock();
     let identity = args.identity();
@@ -129,12 +134,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ControllerConfig {
         namespace: args.namespace.clone(),
         server_url: args.server_url.clone(),
-        lease: args.leader_elect.then(|| LeaseConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
-            identity: identity.clone(),
-            lease_duration: Duration::from_secs(args.lease_duration_seconds.max(3)),
-            renew_every: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+        // client-go's ratios: a 15 s lease, a 10 s renew deadline, a 2 s retry period.
+        lease: args.leader_elect.then(|| {
+            LeaseConfig::with_ratios(
+                args.lease_namespace.clone(),
+                args.lease_name.clone(),
+                identity.clone(),
+                Duration::from_secs(args.lease_duration_seconds.max(3)),
+            )
         }),
         instance: identity,
     };

@@ -1,11 +1,16 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so several controller replicas can run
 //! and exactly one acts.
 //!
-//! The holder renews the Lease every `renew_every`; a candidate takes it over only once
-//! `renewTime + leaseDurationSeconds` has passed, with the Lease's resourceVersion as a
-//! precondition so two candidates can never both win. A leader that cannot renew before its
-//! lease runs out steps down (the caller then exits and is restarted), and a leader that shuts
-//! down gracefully releases the Lease so a standby takes over at once.
+//! As client-go's leader election does: the holder renews the Lease every `renew_every` (the
+//! retry period); a leader whose renewal has not succeeded within `renew_deadline` of the start
+//! of its last successful one steps down at once, even while a call hangs (the API client has
+//! no read timeout), and the caller stops acting (it exits and is restarted). A candidate takes
+//! the Lease over only once it has seen the Lease's resourceVersion unchanged for the lease
+//! duration on its own monotonic clock — never by comparing the holder's `renewTime` with the
+//! local wall clock, which skewed clocks get wrong — and with the resourceVersion it read as a
+//! precondition, so two candidates can never both win. Since `renew_deadline` is shorter than
+//! the lease duration, a stalled leader has stepped down before anyone may take over. A leader
+//! that shuts down gracefully releases the Lease so a standby takes over at once.
 
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How a replica competes for leadership.
 #[derive(Clone, Debug)]
@@ -24,7 +30,54 @@ pub struct LeaseConfig {
     /// This replica's identity, written as the Lease holder (pod name in a cluster).
     pub identity: String,
     pub lease_duration: Duration,
+    /// A leader not renewed within this (counted from the start of its last successful
+    /// renewal) steps down; shorter than `lease_duration`.
+    pub renew_deadline: Duration,
     pub renew_every: Duration,
+}
+
+impl LeaseConfig {
+    /// client-go's defaults scaled to `lease_duration`: 15 s lease, 10 s renew deadline,
+    /// 2 s retry period.
+    pub fn with_ratios(
+        namespace: String,
+        name: String,
+        identity: String,
+        lease_duration: Duration,
+    ) -> Self {
+        Self {
+            namespace,
+            name,
+            identity,
+            lease_duration,
+            renew_deadline: lease_duration * 2 / 3,
+            renew_every: (lease_duration * 2 / 15).max(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// What a candidate has seen of the Lease: its resourceVersion and since when (local
+/// monotonic clock). The holder is presumed alive until that record stays the same for the
+/// lease duration.
+#[derive(Debug, Default)]
+struct Observed {
+    version: Option<String>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    fn observe(&mut self, version: Option<&str>, now: Instant) {
+        if self.since.is_none() || self.version.as_deref() != version {
+            self.version = version.map(str::to_owned);
+            self.since = Some(now);
+        }
+    }
+
+    /// Whether the record observed has not changed for `duration`.
+    fn unchanged_for(&self, duration: Duration, now: Instant) -> bool {
+        self.since
+            .is_some_and(|since| now.saturating_duration_since(since) >= duration)
+    }
 }
 
 /// Errors talking to the API server about the Lease.
@@ -56,19 +109,35 @@ pub async fn run(
 ) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     tokio::pin!(shutdown);
-    let mut last_renewal: Option<tokio::time::Instant> = None;
+    // Start of the last successful renewal: the Lease was written no earlier than that.
+    let mut last_renewal: Option<Instant> = None;
+    let mut observed = Observed::default();
     loop {
-        let result = try_acquire_or_renew(&api, &config).await;
+        let started = Instant::now();
+        // A leader must be renewed by its deadline; a candidate's attempt gets as long.
+        let deadline = last_renewal.unwrap_or(started) + config.renew_deadline;
+        let attempt = try_acquire_or_renew(&api, &config, &mut observed);
+        let result = tokio::select! {
+            result = attempt => Some(result),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
         let is_leader = match result {
-            Ok(Attempt::Leading) => {
-                last_renewal = Some(tokio::time::Instant::now());
+            Some(Ok(Attempt::Leading)) => {
+                last_renewal = Some(started);
                 true
             }
-            Ok(Attempt::Following) => false,
-            Err(e) => {
+            Some(Ok(Attempt::Following)) => false,
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "leader election attempt failed");
-                // Keep leading only while the lease we last renewed is still ours for sure.
-                last_renewal.is_some_and(|t| t.elapsed() < config.lease_duration)
+                // Keep leading only until the renew deadline.
+                last_renewal.is_some_and(|t| t.elapsed() < config.renew_deadline)
+            }
+            None => {
+                tracing::warn!(
+                    deadline_secs = config.renew_deadline.as_secs_f64(),
+                    "leader election attempt did not finish before the renew deadline"
+                );
+                false
             }
         };
         if !is_leader {
@@ -82,9 +151,14 @@ pub async fn run(
             *was = is_leader;
             changed
         });
+        // While leading, never sleep past the renew deadline.
+        let next = match last_renewal {
+            Some(t) => (started + config.renew_every).min(t + config.renew_deadline),
+            None => started + config.renew_every,
+        };
         tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep(config.renew_every) => {}
+            () = tokio::time::sleep_until(next) => {}
         }
     }
     if *leading.borrow() {
@@ -106,12 +180,16 @@ fn lease_error(config: &LeaseConfig, source: kube::Error) -> LeaderError {
 async fn try_acquire_or_renew(
     api: &Api<Lease>,
     config: &LeaseConfig,
+    observed: &mut Observed,
 ) -> Result<Attempt, LeaderError> {
     let now = Timestamp::now();
     let existing = api
         .get_opt(&config.name)
         .await
         .map_err(|e| lease_error(config, e))?;
+    if let Some(lease) = &existing {
+        observed.observe(lease.metadata.resource_version.as_deref(), Instant::now());
+    }
     let Some(mut lease) = existing else {
         let lease = Lease {
             metadata: ObjectMeta {
@@ -133,7 +211,7 @@ async fn try_acquire_or_renew(
     let new_spec = if holder == config.identity {
         let acquired = spec.acquire_time.map_or(now, |t| t.0);
         held_spec(config, acquired, now, transitions)
-    } else if holder.is_empty() || expired(&spec, now) {
+    } else if holder.is_empty() || expired(&spec, observed, config) {
         held_spec(config, now, now, transitions + 1)
     } else {
         return Ok(Attempt::Following);
@@ -166,12 +244,14 @@ fn held_spec(
     }
 }
 
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
-    renewed.0.as_second().saturating_add(duration) < now.as_second()
+/// Whether the holder's lease has run out: its record unchanged for its lease duration (the
+/// holder's own `leaseDurationSeconds`, else ours) on this replica's monotonic clock.
+fn expired(spec: &LeaseSpec, observed: &Observed, config: &LeaseConfig) -> bool {
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(config.lease_duration, Duration::from_secs);
+    observed.unchanged_for(duration, Instant::now())
 }
 
 async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), LeaderError> {
@@ -201,27 +281,30 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), LeaderErr
 mod tests {
     use super::*;
 
-    fn spec(renewed_secs_ago: i64, duration: i32, now: Timestamp) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some("other".into()),
-            lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(
-                Timestamp::from_second(now.as_second() - renewed_secs_ago).unwrap(),
-            )),
-            ..LeaseSpec::default()
-        }
+    #[test]
+    fn a_record_is_expired_only_once_unchanged_for_the_lease_duration() {
+        let start = Instant::now();
+        let lease = Duration::from_secs(15);
+        let mut seen = Observed::default();
+        assert!(!seen.unchanged_for(lease, start), "nothing seen yet");
+        seen.observe(Some("7"), start);
+        assert!(!seen.unchanged_for(lease, start + Duration::from_secs(14)));
+        // A renewal (new resourceVersion) restarts the count, whatever its renewTime says.
+        seen.observe(Some("8"), start + Duration::from_secs(14));
+        assert!(!seen.unchanged_for(lease, start + Duration::from_secs(20)));
+        seen.observe(Some("8"), start + Duration::from_secs(20));
+        assert!(seen.unchanged_for(lease, start + Duration::from_secs(29)));
     }
 
     #[test]
-    fn a_lease_renewed_within_its_duration_is_not_expired() {
-        let now = Timestamp::from_second(1_000_000).unwrap();
-        assert!(!expired(&spec(10, 15, now), now));
-        assert!(expired(&spec(16, 15, now), now));
-    }
-
-    #[test]
-    fn a_lease_never_renewed_is_expired() {
-        let now = Timestamp::from_second(1_000_000).unwrap();
-        assert!(expired(&LeaseSpec::default(), now));
+    fn client_go_ratios_put_the_renew_deadline_inside_the_lease() {
+        let c = LeaseConfig::with_ratios(
+            "ns".into(),
+            "l".into(),
+            "me".into(),
+            Duration::from_secs(15),
+        );
+        assert_eq!(c.renew_deadline, Duration::from_secs(10));
+        assert_eq!(c.renew_every, Duration::from_secs(2));
     }
 }

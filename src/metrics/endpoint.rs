@@ -42,13 +42,18 @@ impl Endpoint {
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut backoff = crate::server::limits::AcceptBackoff::default();
         loop {
             let stream = tokio::select! {
                 () = &mut shutdown => return,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, _)) => {
+                        backoff.reset();
+                        stream
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                        // Out of descriptors: pause instead of spinning a core.
+                        backoff.after("metrics endpoint", &e).await;
                         continue;
                     }
                 },

@@ -45,6 +45,17 @@ pub struct ServerArgs {
     /// Seconds a download token lives without renewal (real time).
     #[arg(long, default_value_t = 30)]
     pub token_lease_seconds: u64,
+    /// Bytes per second (real time) a download must keep, averaged over each window, or it is
+    /// cut; 0 never cuts. At most half of --download-rate is enforced when that is set.
+    #[arg(long, default_value_t = super::DEFAULT_MIN_DOWNLOAD_RATE)]
+    pub min_download_rate: u64,
+    /// Window (and grace period) of --min-download-rate, in seconds.
+    #[arg(long, default_value_t = super::DEFAULT_MIN_DOWNLOAD_RATE_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_download_rate_window_seconds: u64,
+    /// Most provisioning connections held at once (beyond, phones wait in the accept queue);
+    /// 0 derives it from the descriptor limit, keeping a reserve for the API client and probes.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
     /// Seconds a client has to send each request's headers; 0 leaves only the 60 s idle
     /// timeout.
     #[arg(long, default_value_t = 10)]
@@ -70,6 +81,9 @@ impl ServerArgs {
             reboot_deadline: Duration::from_secs(self.reboot_deadline_minutes * 60),
             download_rate: (self.download_rate > 0).then_some(self.download_rate),
             lease_duration: Duration::from_secs(self.token_lease_seconds),
+            max_connections: (self.max_connections > 0).then_some(self.max_connections),
+            min_download_rate: (self.min_download_rate > 0).then_some(self.min_download_rate),
+            min_download_rate_window: Duration::from_secs(self.min_download_rate_window_seconds),
             header_read_timeout: (self.header_read_timeout_seconds > 0)
                 .then(|| Duration::from_secs(self.header_read_timeout_seconds)),
             ..ServerConfig::default()

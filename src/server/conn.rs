@@ -1,12 +1,15 @@
 //! Connections: plain TCP or TLS (rustls), HTTP/1.1 with bounded headers, a header read
 //! timeout, and an idle timeout that also cuts a download whose phone stopped reading (so a
-//! stuck phone cannot hold one of its site's download tokens forever).
+//! stuck phone cannot hold one of its site's download tokens forever). A [`Meter`] counts the
+//! bytes the kernel accepted on the connection, so a download that trickles (a phone reading a
+//! byte now and then, which the idle timeout never sees) can be cut below a minimum rate.
 
 use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -46,6 +49,55 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Bytes written to one connection's socket, and a way to cut the connection from a request
+/// handler (its task drops the connection when told).
+#[derive(Debug, Default)]
+pub struct Meter {
+    written: AtomicU64,
+    cut: tokio::sync::Notify,
+}
+
+impl Meter {
+    /// Bytes the kernel accepted so far on this connection.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection's task to close it now.
+    pub fn cut(&self) {
+        self.cut.notify_one();
+    }
+
+    /// Completes once [`Meter::cut`] was called.
+    pub async fn cut_requested(&self) {
+        self.cut.notified().await;
+    }
+}
+
+/// Watches a download on a metered connection: once per `window` (the first one is the grace
+/// period), fewer than `min_rate × window` bytes accepted by the kernel cuts the connection.
+/// Measured at the socket, not in the body stream: a phone reading slowly stops hyper from
+/// asking the body for more, so only the socket sees it. Abort the task when the download ends.
+pub async fn enforce_min_rate(meter: Arc<Meter>, min_rate: u64, window: Duration) {
+    let floor = (min_rate as f64 * window.as_secs_f64()) as u64;
+    let mut last = meter.written();
+    loop {
+        tokio::time::sleep(window).await;
+        let now = meter.written();
+        if now.saturating_sub(last) < floor {
+            tracing::info!(
+                min_rate,
+                window_secs = window.as_secs_f64(),
+                bytes = now - last,
+                "download slower than the minimum rate; cutting it"
+            );
+            meter.cut();
+            return;
+        }
+        last = now;
+    }
+}
+
 /// An I/O stream that fails with `TimedOut` when neither reading nor writing has made
 /// progress for `timeout`.
 ///
@@ -53,6 +105,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
 /// connection costs one timer update per `timeout`, not one per read or write.
 pub struct IdleTimeout<T> {
     inner: T,
+    meter: Arc<Meter>,
     timeout: Duration,
     last_progress: Instant,
     deadline: Pin<Box<Sleep>>,
@@ -60,8 +113,14 @@ pub struct IdleTimeout<T> {
 
 impl<T> IdleTimeout<T> {
     pub fn new(inner: T, timeout: Duration) -> Self {
+        Self::metered(inner, timeout, Arc::default())
+    }
+
+    /// Like [`IdleTimeout::new`], counting written bytes into `meter`.
+    pub fn metered(inner: T, timeout: Duration, meter: Arc<Meter>) -> Self {
         Self {
             inner,
+            meter,
             timeout,
             last_progress: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeout)),
@@ -76,7 +135,10 @@ impl<T> IdleTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         match poll {
             Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
+                if let Ok(n) = r
+                    && n > 0
+                {
+                    self.meter.written.fetch_add(n as u64, Ordering::Relaxed);
                     self.progressed();
                 }
                 Poll::Ready(r)
@@ -193,6 +255,45 @@ mod tests {
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_download_slower_than_the_minimum_rate_is_cut_and_a_fast_one_is_not() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let meter = Arc::new(Meter::default());
+        let mut io = IdleTimeout::metered(ours, Duration::from_secs(60), meter.clone());
+        // 1,000 bytes/s over 200 ms windows: 200 bytes per window.
+        let watchdog = tokio::spawn(enforce_min_rate(
+            meter.clone(),
+            1_000,
+            Duration::from_millis(200),
+        ));
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 4096];
+            while tokio::io::AsyncReadExt::read(&mut peer, &mut sink)
+                .await
+                .is_ok_and(|n| n > 0)
+            {}
+        });
+        // Fast: 2,000 bytes at a time, as fast as the reader takes them, for several windows.
+        let fast_until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < fast_until {
+            io.write_all(&[1u8; 2000]).await.expect("write");
+            tokio::task::yield_now().await;
+        }
+        assert!(!watchdog.is_finished(), "a fast download is not cut");
+        // Then a trickle: a byte now and then, which the 60 s idle timeout would never cut.
+        tokio::select! {
+            _ = meter.cut_requested() => {}
+            _ = async {
+                loop {
+                    io.write_all(&[1u8]).await.expect("write");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            } => {}
+        }
+        watchdog.await.expect("the watchdog ends once it cut");
+        reader.abort();
     }
 
     #[tokio::test]

@@ -22,10 +22,12 @@ use crate::render::{FirmwarePath, parse_file_name};
 
 use super::ServerConfig;
 use super::auth::Credentials;
+use super::conn::{Meter, enforce_min_rate};
+use super::coverage::Coverage;
 use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
 use super::index::{PhoneEntry, SharedIndex};
 use super::progress::{MapRef, Tracker};
-use super::range::{ByteRange, parse_range};
+use super::range::{ByteRange, etag, if_range_holds, parse_range};
 use super::stats::{Outcome, ServerStats, SiteStats};
 use super::tokens::{TokenError, TokenGuard, Tokens};
 
@@ -45,6 +47,8 @@ pub(crate) struct State {
     pub stats: Arc<ServerStats>,
     pub credentials: Credentials,
     pub ready: Arc<AtomicBool>,
+    /// Bytes of each image sent to each phone (see [`Coverage`]).
+    pub coverage: Arc<Mutex<Coverage>>,
 }
 
 /// Retry-After for a phone with no slot at all: it should come back at its next scheduled
@@ -190,7 +194,7 @@ impl State {
         name: &str,
         head: bool,
     ) -> (Outcome, Response<Body>) {
-        let Ok((mac, _)) = parse_file_name(name) else {
+        let Ok((mac, format)) = parse_file_name(name) else {
             return (
                 Outcome::NotAConfigFile,
                 text(StatusCode::NOT_FOUND, "not a phone configuration file"),
@@ -208,9 +212,12 @@ impl State {
                 text(StatusCode::FORBIDDEN, "a phone may only fetch its own file"),
             );
         }
+        // Some firmwares upper-case the MAC in the name; it is the same phone and the same
+        // file, which the index holds under its canonical (lower-case) name.
+        let canonical = format.file_name(mac);
         let (file, phone) = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            (index.file(name), index.phone(mac))
+            (index.file(&canonical), index.phone(mac))
         };
         let Some(file) = file else {
             return (
@@ -305,12 +312,18 @@ impl State {
             Ok(f) => f,
             Err(_) => return not_found("no such firmware file"),
         };
-        let total = match fw.metadata().await {
-            Ok(m) if m.is_file() => m.len(),
+        let (total, tag) = match fw.metadata().await {
+            Ok(m) if m.is_file() => (m.len(), etag(&m)),
             _ => return not_found("no such firmware file"),
         };
+        // A resume of another image than the one the phone has part of gets the whole image.
+        let if_range = req
+            .headers()
+            .get(header::IF_RANGE)
+            .map(HeaderValue::as_bytes);
         let range = match req.headers().get(header::RANGE).map(|v| v.to_str()) {
             None => None,
+            Some(_) if !if_range_holds(if_range, &tag) => None,
             Some(Ok(h)) => match parse_range(h, total) {
                 Ok(r) => r,
                 Err(e) => {
@@ -323,10 +336,15 @@ impl State {
             },
             Some(Err(_)) => None,
         };
+        let image_tag = tag.clone();
+        let tag = HeaderValue::from_str(&tag).ok();
         if head {
             let mut resp = Response::new(empty());
             let h = resp.headers_mut();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            if let Some(tag) = tag {
+                h.insert(header::ETAG, tag);
+            }
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             h.insert(
                 header::CONTENT_TYPE,
@@ -363,6 +381,16 @@ impl State {
                     ),
                 );
             }
+            Err(TokenError::PhoneHolds { .. }) => {
+                return (
+                    Outcome::Busy,
+                    retry_after(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "this phone is already downloading from its site",
+                        self.config.busy_retry_after,
+                    ),
+                );
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not take a download token");
                 return (
@@ -393,7 +421,11 @@ impl State {
             mac: agent.mac,
             map: MapRef::of(&phone.shard),
             target: target.clone(),
-            reaches_end: total == 0 || end + 1 == total,
+            coverage: self.coverage.clone(),
+            image_tag,
+            total,
+            start,
+            sent: 0,
             completed: false,
             site_stats: site_stats.clone(),
         };
@@ -403,10 +435,16 @@ impl State {
                 .unwrap_or_else(PoisonError::into_inner)
                 .on_download_start(agent.mac, &session.map, &agent.version, target, now);
         }
+        let watchdog = self.min_rate().and_then(|min| {
+            let meter = req.extensions().get::<Arc<Meter>>()?.clone();
+            let window = self.config.min_download_rate_window;
+            Some(tokio::spawn(enforce_min_rate(meter, min, window)).abort_handle())
+        });
         let download = Download {
             file: fw,
             remaining: length,
             guard,
+            _watchdog: watchdog.map(AbortOnDrop),
             session,
             chunk: self.config.chunk_bytes.max(1024),
             rate: self.config.download_rate,
@@ -423,11 +461,24 @@ impl State {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(tag) = tag {
+            h.insert(header::ETAG, tag);
+        }
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
         (Outcome::FirmwareServed, resp)
+    }
+
+    /// The minimum rate a download must keep (bytes per real second), if any: the configured
+    /// one, but at most half the throttled rate so throttling never trips it.
+    fn min_rate(&self) -> Option<u64> {
+        let min = self.config.min_download_rate.filter(|r| *r > 0)?;
+        match self.config.download_rate.filter(|r| *r > 0) {
+            Some(rate) => Some(min.min(rate / 2)).filter(|r| *r > 0),
+            None => Some(min),
+        }
     }
 
     /// A download is allowed only inside the phone's planned slot, while a rollout runs.
@@ -463,6 +514,15 @@ impl State {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Tells the tracker how a download ended, whatever ends it (last byte, drop, lost token).
 struct Session {
     tracker: Arc<Mutex<Tracker>>,
@@ -470,8 +530,14 @@ struct Session {
     mac: Mac,
     map: MapRef,
     target: Option<String>,
-    /// The range ends at the file's last byte, so sending it all completes the image.
-    reaches_end: bool,
+    /// What this phone has been sent of each image, across responses.
+    coverage: Arc<Mutex<Coverage>>,
+    image_tag: String,
+    total: u64,
+    /// First byte of this response's range, and bytes handed to the connection since.
+    start: u64,
+    sent: u64,
+    /// The whole range went out.
     completed: bool,
     site_stats: Arc<SiteStats>,
 }
@@ -485,7 +551,19 @@ impl Drop for Session {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(target) = &self.target {
-            let complete = self.completed && self.reaches_end;
+            // Complete only once every byte of the image went out to this phone, in this
+            // response or earlier ones: one ranged request of the last byte is not a download.
+            let complete = self
+                .coverage
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(
+                    self.mac,
+                    &self.image_tag,
+                    self.total,
+                    self.start,
+                    self.start.saturating_add(self.sent),
+                );
             self.tracker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -501,6 +579,8 @@ struct Download {
     remaining: u64,
     session: Session,
     guard: TokenGuard,
+    /// The minimum-rate watchdog of this download, stopped when it ends.
+    _watchdog: Option<AbortOnDrop>,
     chunk: usize,
     /// Bytes per second on the server's clock, if throttled.
     rate: Option<u64>,
@@ -527,6 +607,7 @@ impl Download {
         match self.file.read_exact(&mut buf).await {
             Ok(_) => {
                 self.remaining -= n as u64;
+                self.session.sent += n as u64;
                 self.session
                     .site_stats
                     .bytes_sent

@@ -137,9 +137,11 @@ impl Index {
             phones: HashMap::new(),
         };
         for (name, body) in data {
-            let Ok((_, format)) = parse_file_name(&name) else {
+            let Ok((mac, format)) = parse_file_name(&name) else {
                 continue;
             };
+            // Requests are looked up by the canonical name, whatever case a key was written in.
+            let name = format.file_name(mac);
             let file = ConfigFile {
                 body: Bytes::from(body),
                 content_type: format.content_type(),

@@ -23,10 +23,14 @@
 pub mod auth;
 pub mod cli;
 pub mod conn;
+pub mod coverage;
 pub mod http;
 pub mod identity;
 pub mod index;
+pub mod limits;
 pub mod progress;
+#[cfg(test)]
+mod props;
 pub mod range;
 pub mod stats;
 pub mod tokens;
@@ -81,6 +85,14 @@ pub struct ServerConfig {
     /// Per-download rate limit in bytes per second of the server's clock; `None` is
     /// unthrottled.
     pub download_rate: Option<u64>,
+    /// A download whose connection accepts fewer bytes than this per second (real time,
+    /// averaged over each `min_download_rate_window`) is cut, so a phone that trickles cannot
+    /// hold one of its site's tokens for hours; `None` never cuts. At most half of
+    /// `download_rate` when that is set, so throttling never trips it.
+    pub min_download_rate: Option<u64>,
+    /// The window the minimum rate is averaged over; the first window is the grace period
+    /// (TCP slow start, a phone busy writing flash between reads).
+    pub min_download_rate_window: Duration,
     /// Size of the chunks firmware is read and sent in.
     pub chunk_bytes: usize,
     /// PEM certificate chain and key: serve HTTPS instead of HTTP.
@@ -100,7 +112,19 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On shutdown, how long running downloads may take to finish.
     pub drain_timeout: Duration,
+    /// Most connections held at once; beyond, new ones wait in the kernel's accept queue.
+    /// `None`: derived from the descriptor limit at start ([`limits::max_connections`]), so
+    /// the API client and the metrics endpoint always keep descriptors.
+    pub max_connections: Option<usize>,
 }
+
+/// Default minimum rate: 16 KiB/s (128 kbit/s) gets a 40 MB image through in under 45
+/// minutes; a phone slower than that on average over a minute is not downloading, it is
+/// holding a token.
+pub const DEFAULT_MIN_DOWNLOAD_RATE: u64 = 16 * 1024;
+
+/// Default window (and grace period) of the minimum rate.
+pub const DEFAULT_MIN_DOWNLOAD_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Certificate chain and private key, PEM.
 #[derive(Clone, Debug)]
@@ -125,6 +149,8 @@ impl Default for ServerConfig {
             flush_interval: progress::DEFAULT_FLUSH_INTERVAL,
             busy_retry_after: Duration::from_secs(120),
             download_rate: None,
+            min_download_rate: Some(DEFAULT_MIN_DOWNLOAD_RATE),
+            min_download_rate_window: DEFAULT_MIN_DOWNLOAD_RATE_WINDOW,
             chunk_bytes: 64 * 1024,
             tls: None,
             credentials_file: None,
@@ -133,6 +159,7 @@ impl Default for ServerConfig {
             header_read_timeout: Some(Duration::from_secs(10)),
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
+            max_connections: None,
         }
     }
 }
@@ -277,6 +304,7 @@ pub async fn start_with_stats(
         stats: stats.clone(),
         credentials,
         ready: ready.clone(),
+        coverage: Arc::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = {
@@ -315,22 +343,42 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let max = state.config.max_connections.unwrap_or_else(|| {
+        limits::nofile_limit().map_or(limits::MAX_CONNECTIONS_CEILING, limits::max_connections)
+    });
+    tracing::info!(max_connections = max, "provisioning connections capped");
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    let mut backoff = limits::AcceptBackoff::default();
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
+        // At the cap, stop accepting: further phones wait in the kernel's accept queue and
+        // take no descriptor of ours.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
             },
             _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
+            Err(e) => {
+                backoff.after("provisioning server", &e).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let idle = state.config.idle_timeout;
             let handshake = state
                 .config
@@ -343,27 +391,41 @@ async fn accept_loop(
                 .max_buf_size(state.config.max_header_bytes.max(8192))
                 .max_headers(100)
                 .keep_alive(true);
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
-            });
-            let io = conn::IdleTimeout::new(stream, idle);
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(io), service))
-                        .await
+            let meter = Arc::new(conn::Meter::default());
+            let service = {
+                let meter = meter.clone();
+                service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    // The firmware handler watches the connection's rate through it.
+                    req.extensions_mut().insert(meter.clone());
+                    async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
+                })
+            };
+            let io = conn::IdleTimeout::metered(stream, idle, meter.clone());
+            let serve = async {
+                match tls {
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(io), service))
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let Ok(Ok(tls_stream)) =
+                            tokio::time::timeout(handshake, acceptor.accept(io)).await
+                        else {
+                            return Ok(());
+                        };
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                            .await
+                    }
                 }
-                Some(acceptor) => {
-                    let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(handshake, acceptor.accept(io)).await
-                    else {
-                        return;
-                    };
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
-                        .await
-                }
+            };
+            // Dropping the connection (a download below the minimum rate) closes the socket
+            // and drops the body, which releases its token.
+            let result = tokio::select! {
+                r = serve => r,
+                _ = meter.cut_requested() => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -1,5 +1,7 @@
 //! `Range: bytes=…` for resumable firmware downloads (RFC 9110 §14). Phones resume a dropped
-//! download from where it stopped instead of starting a 40 MB image again over a WAN link.
+//! download from where it stopped instead of starting a 40 MB image again over a WAN link;
+//! a strong `ETag` per image and `If-Range` keep a resume from splicing two images together
+//! when the image was replaced in between.
 
 /// An inclusive byte range `[start, end]` of a file, already checked against its length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +88,30 @@ pub fn parse_range(header: &str, len: u64) -> Result<Option<ByteRange>, RangeErr
     Ok(Some(range))
 }
 
+/// A strong entity tag for the image behind `meta`: its length, modification time (ns) and
+/// inode. Replacing an image (a new file renamed over the old one, or a rewrite) changes it, so
+/// a phone resuming with `If-Range` never gets the tail of another image spliced onto its part.
+pub fn etag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "\"{:x}-{:x}.{:x}-{:x}\"",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    )
+}
+
+/// Whether a `Range` may be honoured given the request's `If-Range` (RFC 9110 §13.1.5): with
+/// no `If-Range`, yes; with one, only if it is exactly our current strong tag. Dates and weak
+/// tags never match (we send no `Last-Modified`), so the answer is the whole image.
+pub fn if_range_holds(if_range: Option<&[u8]>, etag: &str) -> bool {
+    match if_range {
+        None => true,
+        Some(v) => v.trim_ascii() == etag.as_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +169,34 @@ mod tests {
                 "{h}"
             );
         }
+    }
+
+    #[test]
+    fn if_range_honours_a_range_only_for_the_current_image() {
+        let tag = "\"10-1.2-3\"";
+        assert!(if_range_holds(None, tag), "no If-Range: resume");
+        assert!(if_range_holds(Some(tag.as_bytes()), tag));
+        for stale in [
+            "\"10-1.2-4\"",
+            "W/\"10-1.2-3\"",
+            "Tue, 01 Dec 2026 00:00:00 GMT",
+            "",
+        ] {
+            assert!(!if_range_holds(Some(stale.as_bytes()), tag), "{stale}");
+        }
+    }
+
+    #[test]
+    fn an_images_tag_changes_when_it_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fw.bin");
+        std::fs::write(&path, [1u8; 100]).expect("write");
+        let before = etag(&std::fs::metadata(&path).expect("metadata"));
+        assert_eq!(before, etag(&std::fs::metadata(&path).expect("metadata")));
+        let next = dir.path().join("next");
+        std::fs::write(&next, [2u8; 100]).expect("write");
+        std::fs::rename(&next, &path).expect("rename");
+        assert_ne!(before, etag(&std::fs::metadata(&path).expect("metadata")));
     }
 
     #[test]

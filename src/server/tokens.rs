@@ -16,7 +16,7 @@
 //! A per-site count of the tokens this replica holds is the fast path: at `cap` the replica
 //! answers busy without asking the API server, which matters in a power-on storm.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,6 +36,8 @@ use super::stats::SiteStats;
 pub enum TokenError {
     #[error("all {cap} download tokens of site {site} are held")]
     Busy { site: String, cap: u32 },
+    #[error("phone {phone} already holds a download token of site {site}")]
+    PhoneHolds { site: String, phone: String },
     #[error("download tokens of site {site}: {source}")]
     Api {
         site: String,
@@ -50,8 +52,52 @@ pub struct Tokens {
     replica: String,
     lease_duration: Duration,
     release_grace: Duration,
-    /// Tokens this replica holds (or is trying to take), per `namespace/site`.
-    held: Mutex<HashMap<String, u32>>,
+    /// Tokens this replica holds (or is trying to take).
+    held: Mutex<Tally>,
+}
+
+/// One count of a site's local tally, taken before the API call that may win a token and
+/// given back on drop: whatever ends the attempt (busy, an API error, the phone hanging up
+/// while the call is in flight, which drops the request's future) cannot leak it.
+struct Reservation {
+    tokens: Arc<Tokens>,
+    key: String,
+    /// `namespace/site/phone`: one token per phone at a time.
+    phone: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.tokens.unreserve(&self.key, &self.phone);
+    }
+}
+
+/// Longest a phone's request waits for its previous token to be given back before it is
+/// answered busy (the release is a grace period plus one API write).
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// What this replica counts: tokens per `namespace/site`, and the phones holding them
+/// (`namespace/site/phone`).
+#[derive(Default)]
+struct Tally {
+    per_site: HashMap<String, u32>,
+    /// Phones whose token is being given back (release grace, Lease write): their next
+    /// request waits for it instead of being refused, so a phone fetching its image in
+    /// consecutive ranges is not turned away between two of them.
+    releasing: HashSet<String>,
+    phones: HashSet<String>,
+}
+
+/// The result of an attempt to take a token.
+enum Taken {
+    /// Won: the Leases API, the token's name, our holder identity, the Lease as written.
+    Token(Box<(Api<Lease>, String, String, Lease)>),
+    /// All the site's tokens are held.
+    Busy,
+    /// This phone holds one of the site's tokens already.
+    PhoneHolds,
+    /// This phone's previous token is being given back.
+    Releasing,
 }
 
 /// A held token. Dropping it releases the token in the background.
@@ -65,7 +111,8 @@ struct Release {
     api: Api<Lease>,
     name: String,
     holder: String,
-    key: String,
+    /// The local count's slot, given back once the Lease is released.
+    reservation: Reservation,
     site_stats: Arc<SiteStats>,
     renewer: tokio::task::JoinHandle<()>,
     latest: Arc<Mutex<Lease>>,
@@ -84,9 +131,9 @@ impl Drop for TokenGuard {
             return;
         };
         r.renewer.abort();
+        r.tokens.releasing(&r.reservation.phone);
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             // No runtime left (process exit): the lease expires on its own.
-            r.tokens.unreserve(&r.key);
             r.site_stats.leave();
             return;
         };
@@ -98,7 +145,7 @@ impl Drop for TokenGuard {
                 tracing::warn!(lease = %r.name, error = %e, "releasing a download token failed; it expires on its own");
             }
             r.site_stats.leave();
-            r.tokens.unreserve(&r.key);
+            drop(r.reservation);
         });
     }
 }
@@ -116,25 +163,53 @@ impl Tokens {
             replica,
             lease_duration: lease_duration.max(Duration::from_secs(3)),
             release_grace,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Tally::default()),
         })
     }
 
-    fn reserve(&self, key: &str, cap: u32) -> bool {
+    /// Counts one more token of `key` for `who`, unless `cap` are counted already or `who`
+    /// holds one of `key` already.
+    fn reserve(self: &Arc<Self>, key: &str, who: &str, cap: u32) -> Result<Reservation, Taken> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = held.entry(key.to_owned()).or_default();
+        let phone = format!("{key}/{who}");
+        if held.releasing.contains(&phone) {
+            return Err(Taken::Releasing);
+        }
+        if held.phones.contains(&phone) {
+            return Err(Taken::PhoneHolds);
+        }
+        let n = held.per_site.entry(key.to_owned()).or_default();
         if *n >= cap {
-            return false;
+            return Err(Taken::Busy);
         }
         *n += 1;
-        true
+        held.phones.insert(phone.clone());
+        Ok(Reservation {
+            tokens: self.clone(),
+            key: key.to_owned(),
+            phone,
+        })
     }
 
-    fn unreserve(&self, key: &str) {
+    fn unreserve(&self, key: &str, phone: &str) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = held.get_mut(key) {
+        if let Some(n) = held.per_site.get_mut(key) {
             *n = n.saturating_sub(1);
         }
+        held.phones.remove(phone);
+        held.releasing.remove(phone);
+    }
+
+    fn releasing(&self, phone: &str) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.releasing.insert(phone.to_owned());
+    }
+
+    /// Tokens of `site` this replica holds or is taking now (its local count).
+    pub fn held(&self, namespace: &str, site: &str) -> u32 {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = format!("{namespace}/{site}");
+        held.per_site.get(&key).copied().unwrap_or(0)
     }
 
     /// Takes one of `site`'s `cap` tokens for the phone `who`.
@@ -147,15 +222,34 @@ impl Tokens {
         site_stats: Arc<SiteStats>,
     ) -> Result<TokenGuard, TokenError> {
         let key = format!("{namespace}/{site}");
-        let busy = || TokenError::Busy {
-            site: site.to_owned(),
-            cap,
+        let refused = |why: Taken| match why {
+            Taken::PhoneHolds | Taken::Releasing => TokenError::PhoneHolds {
+                site: site.to_owned(),
+                phone: who.to_owned(),
+            },
+            _ => TokenError::Busy {
+                site: site.to_owned(),
+                cap,
+            },
         };
-        if cap == 0 || !self.reserve(&key, cap) {
-            return Err(busy());
+        if cap == 0 {
+            return Err(refused(Taken::Busy));
         }
+        // Counted before the API call: a storm's concurrent takers see each other. The
+        // reservation is a guard, so a phone hanging up mid-call gives it back.
+        let mut reservation = self.reserve(&key, who, cap);
+        let waiting_since = tokio::time::Instant::now();
+        while let Err(Taken::Releasing) = reservation {
+            if waiting_since.elapsed() >= RELEASE_WAIT {
+                return Err(refused(Taken::PhoneHolds));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            reservation = self.reserve(&key, who, cap);
+        }
+        let reservation = reservation.map_err(refused)?;
         match self.take(namespace, site, cap, who).await {
-            Ok(Some((api, name, holder, lease))) => {
+            Ok(Taken::Token(won)) => {
+                let (api, name, holder, lease) = *won;
                 site_stats.enter();
                 let lost = Arc::new(AtomicBool::new(false));
                 let latest = Arc::new(Mutex::new(lease));
@@ -172,24 +266,18 @@ impl Tokens {
                         api,
                         name,
                         holder,
-                        key,
+                        reservation,
                         site_stats,
                         renewer,
                         latest,
                     }),
                 })
             }
-            Ok(None) => {
-                self.unreserve(&key);
-                Err(busy())
-            }
-            Err(source) => {
-                self.unreserve(&key);
-                Err(TokenError::Api {
-                    site: site.to_owned(),
-                    source,
-                })
-            }
+            Ok(why) => Err(refused(why)),
+            Err(source) => Err(TokenError::Api {
+                site: site.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -199,7 +287,7 @@ impl Tokens {
         site: &str,
         cap: u32,
         who: &str,
-    ) -> Result<Option<(Api<Lease>, String, String, Lease)>, kube::Error> {
+    ) -> Result<Taken, kube::Error> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
         let lp = ListParams::default().labels(&format!(
             "{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -213,6 +301,18 @@ impl Tokens {
             .collect();
         let holder = format!("{}/{who}", self.replica);
         let now = Utc::now();
+        // One token per phone at a time, across replicas too: a phone opening several
+        // connections must not take its whole site's cap.
+        let suffix = format!("/{who}");
+        if existing.values().any(|l| {
+            !is_free(l, now)
+                && l.spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .is_some_and(|h| h.ends_with(&suffix))
+        }) {
+            return Ok(Taken::PhoneHolds);
+        }
         // Start at a phone-dependent token so concurrent takers mostly try different ones.
         let offset = who
             .bytes()
@@ -240,13 +340,13 @@ impl Tokens {
                 }
             };
             match result {
-                Ok(lease) => return Ok(Some((api, name, holder, lease))),
+                Ok(lease) => return Ok(Taken::Token(Box::new((api, name, holder, lease)))),
                 // Someone else took it (or created it) first: try the next one.
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(Taken::Busy)
     }
 
     fn held_spec(&self, holder: &str, now: DateTime<Utc>, previous: &Lease) -> LeaseSpec {
@@ -399,6 +499,74 @@ mod tests {
             &lease(Some("r/m"), now - chrono::Duration::seconds(31), 30),
             now
         ));
+    }
+
+    /// A client whose API server accepts connections and never answers.
+    async fn hung_api() -> (Client, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let url = format!("http://{addr}").parse().expect("URL");
+        let client = Client::try_from(kube::Config::new(url)).expect("client");
+        (client, hold)
+    }
+
+    #[tokio::test]
+    async fn a_phone_hanging_up_while_the_api_server_is_slow_leaks_no_token() {
+        const CAP: u32 = 2;
+        let (client, _api) = hung_api().await;
+        let tokens = Tokens::new(client, "r".into(), Duration::from_secs(30), Duration::ZERO);
+        let stats = Arc::new(SiteStats::default());
+        for phone in 0..=CAP {
+            let who = format!("p{phone}");
+            let attempt = tokens.acquire("voice", "paris", CAP, &who, stats.clone());
+            // The phone hangs up before the API server answers: its request's future is dropped.
+            let outcome = tokio::time::timeout(Duration::from_millis(50), attempt).await;
+            assert!(
+                outcome.is_err(),
+                "attempt {phone} should still wait for the API server, got {:?}",
+                outcome.map(|r| r.map(|_| ()))
+            );
+        }
+        assert_eq!(tokens.held("voice", "paris"), 0, "no attempt holds a token");
+        assert_eq!(stats.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_phone_taking_a_token_cannot_take_a_second_one_of_its_site() {
+        let (client, _api) = hung_api().await;
+        let tokens = Tokens::new(client, "r".into(), Duration::from_secs(30), Duration::ZERO);
+        let stats = Arc::new(SiteStats::default());
+        let taking = {
+            let (tokens, stats) = (tokens.clone(), stats.clone());
+            tokio::spawn(async move { tokens.acquire("voice", "paris", 3, "p0", stats).await })
+        };
+        support_wait_until(|| tokens.held("voice", "paris") == 1).await;
+        let second = tokens
+            .acquire("voice", "paris", 3, "p0", stats.clone())
+            .await;
+        assert!(matches!(second, Err(TokenError::PhoneHolds { .. })));
+        taking.abort();
+        let _ = taking.await;
+        assert_eq!(tokens.held("voice", "paris"), 0);
+    }
+
+    /// Polls `done` until it holds (the spawned attempt reached its API call).
+    async fn support_wait_until(done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition never held");
     }
 
     #[test]

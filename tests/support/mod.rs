@@ -9,6 +9,8 @@
 
 pub mod controller;
 pub mod fleet;
+pub mod provisioning;
+pub mod proxy;
 pub mod simulation;
 
 use std::path::{Path, PathBuf};
