@@ -6,13 +6,16 @@ mod support;
 
 use std::time::Duration;
 
+use chrono::Utc;
+
 use phonefleet::children::PhoneState;
 use phonefleet::render::Format;
+use phonefleet::server::progress::UpgradeEvidence;
 use phonefleet::server::{Outcome, ServerConfig, ServerStats};
 
 use support::provisioning::{
-    FW_FILE, OLD, TestPhone, firmware_path, fixture, get, http, image, mac, phones_in_slot,
-    started, ua,
+    FW_FILE, OLD, TARGET, TestPhone, firmware_path, fixture, get, http, image, mac, now_slot,
+    phones_in_slot, started, ua,
 };
 use support::proxy::StallingProxy;
 
@@ -327,5 +330,110 @@ async fn the_last_byte_alone_is_not_a_download_and_ranges_add_up() {
     })
     .await;
     srv.shutdown().await;
+    f.ns.delete().await;
+}
+
+// -- item 1 (rest): "upgraded" follows evidence --
+
+/// Anyone who knows a MAC can send a config request whose User-Agent claims the target
+/// version. By default that marks nothing before the phone's slot; with `download` evidence
+/// nothing until the phone downloaded the whole image — through this replica or another one.
+#[tokio::test]
+async fn a_forged_config_request_on_the_target_version_does_not_mark_a_phone_upgraded() {
+    let later = Utc::now() + chrono::Duration::hours(2);
+    let phones = [
+        // Its slot begins in two hours.
+        TestPhone {
+            mac: mac(1),
+            slot: Some((later, later + chrono::Duration::hours(1))),
+        },
+        // In its slot now.
+        TestPhone {
+            mac: mac(2),
+            slot: now_slot(),
+        },
+    ];
+    let f = fixture("hard-claim", 3, &phones, 4096).await;
+    // Replica A with the default rule, replica B requiring a whole-image download.
+    let a = started(f.config("a"), f.client.clone(), ServerStats::new()).await;
+    let strict = ServerConfig {
+        upgrade_evidence: UpgradeEvidence::Download,
+        ..f.config("b")
+    };
+    let b = started(strict, f.client.clone(), ServerStats::new()).await;
+    let http = http();
+    let claim = |srv: &phonefleet::server::ServerHandle, phone: u32| {
+        let path = format!("/{}", Format::Xml.file_name(mac(phone)));
+        let agent = ua(mac(phone), TARGET);
+        let (http, addr) = (http.clone(), srv.local_addr());
+        async move {
+            let reply = get(&http, addr, &path, &[("user-agent", agent.as_str())]).await;
+            assert_eq!(reply.status, 200, "the file is served all the same");
+        }
+    };
+    // The claim is checked at the next progress write against what is stored (nothing) and
+    // dropped: the replica forgets it, and nothing is written.
+    let forgotten = |srv: &phonefleet::server::ServerHandle, phone: u32| {
+        let state = srv.progress_of(mac(phone)).map(|p| p.state);
+        async move { state.is_none().then_some(()) }
+    };
+    claim(&a, 1).await;
+    support::eventually(
+        "A to drop a claim made before the phone's slot",
+        Duration::from_secs(20),
+        || forgotten(&a, 1),
+    )
+    .await;
+    claim(&b, 2).await;
+    support::eventually(
+        "B to drop a claim made without a download",
+        Duration::from_secs(20),
+        || forgotten(&b, 2),
+    )
+    .await;
+    for phone in [1, 2] {
+        assert_eq!(
+            f.stored_progress(mac(phone)).await,
+            None,
+            "phone {phone}: a claim alone is not an upgrade"
+        );
+    }
+
+    // The whole image goes out to phone 2 through A...
+    let agent = ua(mac(2), OLD);
+    let fw = get(
+        &http,
+        a.local_addr(),
+        &firmware_path(),
+        &[("user-agent", agent.as_str())],
+    )
+    .await;
+    assert_eq!((fw.status, fw.body.len()), (200, 4096));
+    let stored_state = |phone: u32, want: PhoneState| {
+        let f = &f;
+        move || async move {
+            let stored = f.stored_progress(mac(phone)).await?;
+            (stored.state == want).then_some(())
+        }
+    };
+    support::eventually(
+        "A to record the reboot",
+        Duration::from_secs(20),
+        stored_state(2, PhoneState::Rebooting),
+    )
+    .await;
+    // ...and the phone comes back on the target through B, which has no evidence of its own
+    // but finds A's record of the download.
+    claim(&b, 2).await;
+    support::eventually(
+        "B to record the upgrade on A's evidence",
+        Duration::from_secs(20),
+        stored_state(2, PhoneState::Upgraded),
+    )
+    .await;
+    // Phone 1's claim, still before its slot, is still nothing.
+    assert_eq!(f.stored_progress(mac(1)).await, None);
+    a.shutdown().await;
+    b.shutdown().await;
     f.ns.delete().await;
 }

@@ -511,6 +511,40 @@ async fn cap_holds_during_power_on_storm_with_two_replicas() {
         site.downloads_completed.load(Ordering::SeqCst),
         u64::from(PHONES)
     );
+    // Issue #12 item 10, API load per download: takes read the token Leases from a watch, so a
+    // firmware request past the local count costs no LIST; count every token request once
+    // each won token has been given back.
+    let replicas = [&a, &b];
+    let count = |f: fn(&phonefleet::server::tokens::ApiCalls) -> &std::sync::atomic::AtomicU64| {
+        replicas
+            .iter()
+            .map(|r| f(r.token_api_calls()).load(Ordering::SeqCst))
+            .sum::<u64>()
+    };
+    support::eventually(
+        "every token to be given back",
+        Duration::from_secs(30),
+        || {
+            let released = count(|c| &c.releases);
+            async move { (released >= u64::from(PHONES)).then_some(()) }
+        },
+    )
+    .await;
+    let (lists, takes, renewals, releases) = (
+        count(|c| &c.lists),
+        count(|c| &c.takes),
+        count(|c| &c.renewals),
+        count(|c| &c.releases),
+    );
+    let progress = stats.progress_api_requests.load(Ordering::SeqCst);
+    let per_download = (lists + takes + renewals + releases + progress) as f64 / f64::from(PHONES);
+    eprintln!(
+        "storm: {PHONES} downloads, {} refusals; token API requests: {lists} lists, {takes} \
+         takes, {renewals} renewals, {releases} releases; {progress} progress requests; \
+         {per_download:.2} API requests per completed download",
+        refusals.load(Ordering::SeqCst)
+    );
+    assert_eq!(lists, 0, "no Lease LIST once the watch has synced");
     a.shutdown().await;
     b.shutdown().await;
     f.ns.delete().await;

@@ -60,6 +60,16 @@ pub struct ServerArgs {
     /// timeout.
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
+    /// What makes a phone reporting the target version in its User-Agent count as upgraded:
+    /// `download` (only after it downloaded the whole image), `slot` (that, or once its
+    /// planned slot has begun), `reported-version` (its word, for phones upgraded by other
+    /// means).
+    #[arg(long, value_enum, default_value_t = super::progress::UpgradeEvidence::Slot)]
+    pub upgrade_evidence: super::progress::UpgradeEvidence,
+    /// Most Lease writes per second a replica makes to take download tokens (a power-on storm
+    /// cannot throttle the API server); beyond, phones are answered busy. 0 is unbounded.
+    #[arg(long, default_value_t = super::tokens::DEFAULT_TAKE_WRITES_PER_SECOND)]
+    pub token_writes_per_second: u32,
 }
 
 impl ServerArgs {
@@ -86,6 +96,8 @@ impl ServerArgs {
             min_download_rate_window: Duration::from_secs(self.min_download_rate_window_seconds),
             header_read_timeout: (self.header_read_timeout_seconds > 0)
                 .then(|| Duration::from_secs(self.header_read_timeout_seconds)),
+            upgrade_evidence: self.upgrade_evidence,
+            take_writes_per_second: self.token_writes_per_second,
             ..ServerConfig::default()
         }
     }

@@ -117,7 +117,7 @@ impl State {
         match path {
             "/healthz" => return (Outcome::Health, text(StatusCode::OK, "ok")),
             "/readyz" => {
-                let resp = if self.ready.load(Ordering::SeqCst) {
+                let resp = if self.ready.load(Ordering::SeqCst) && self.tokens.is_synced() {
                     text(StatusCode::OK, "ready")
                 } else {
                     text(
@@ -233,6 +233,7 @@ impl State {
                 && let Some(target) = phone.shard.target_for(&phone.model)
             {
                 let now = self.clock.now();
+                let slot_started = phone.slot.is_some_and(|s| s.start <= now);
                 self.tracker
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -241,6 +242,7 @@ impl State {
                         &MapRef::of(&phone.shard),
                         &agent.version,
                         &target.version,
+                        slot_started,
                         now,
                     );
             }

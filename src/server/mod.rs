@@ -16,7 +16,8 @@
 //!
 //! The API server access it needs (RBAC): ConfigMaps get/list/watch (rendered configs and
 //! progress) and create/patch (progress, field manager [`progress::FIELD_MANAGER`]); Leases
-//! (`coordination.k8s.io`) list/create/update (download tokens), in the watched namespace(s).
+//! (`coordination.k8s.io`) list/watch/create/update (download tokens), in the watched
+//! namespace(s).
 //!
 //! See `docs/provisioning.md` for the design: routes, status codes, tokens, progress.
 
@@ -116,6 +117,12 @@ pub struct ServerConfig {
     /// `None`: derived from the descriptor limit at start ([`limits::max_connections`]), so
     /// the API client and the metrics endpoint always keep descriptors.
     pub max_connections: Option<usize>,
+    /// What makes a phone reporting the target version count as upgraded (see
+    /// [`progress::UpgradeEvidence`]).
+    pub upgrade_evidence: progress::UpgradeEvidence,
+    /// Most Lease writes per second this replica makes to take download tokens; beyond, a
+    /// firmware request is answered busy without an API request (0: unbounded).
+    pub take_writes_per_second: u32,
 }
 
 /// Default minimum rate: 16 KiB/s (128 kbit/s) gets a 40 MB image through in under 45
@@ -160,6 +167,8 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             max_connections: None,
+            upgrade_evidence: progress::UpgradeEvidence::default(),
+            take_writes_per_second: tokens::DEFAULT_TAKE_WRITES_PER_SECOND,
         }
     }
 }
@@ -189,6 +198,7 @@ pub struct ServerHandle {
     ready: Arc<AtomicBool>,
     stats: Arc<ServerStats>,
     tracker: Arc<Mutex<progress::Tracker>>,
+    tokens: Arc<tokens::Tokens>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -199,9 +209,10 @@ impl ServerHandle {
         self.addr
     }
 
-    /// True once the config index holds a complete list of the rendered configs.
+    /// True once the config index holds a complete list of the rendered configs and the
+    /// download-token watch has synced.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.tokens.is_synced()
     }
 
     /// The server's counters.
@@ -216,6 +227,11 @@ impl ServerHandle {
             .unwrap_or_else(PoisonError::into_inner)
             .latest(mac)
             .cloned()
+    }
+
+    /// API requests made for download tokens so far.
+    pub fn token_api_calls(&self) -> &tokens::ApiCalls {
+        self.tokens.api_calls()
     }
 
     /// Stops accepting, drains downloads, writes the last progress batch.
@@ -273,7 +289,7 @@ pub async fn start_with_stats(
         None => None,
     };
     // Progress first: a phone's first request after a restart must see its recorded state.
-    let mut tracker = progress::Tracker::default();
+    let mut tracker = progress::Tracker::new(config.upgrade_evidence);
     let loaded = progress::load(&client, config.namespace.as_deref(), &mut tracker).await?;
     tracing::info!(records = loaded, "loaded phone progress");
     let listener = TcpListener::bind(config.listen)
@@ -288,11 +304,16 @@ pub async fn start_with_stats(
     })?;
     let ready = Arc::new(AtomicBool::new(false));
     let index: index::SharedIndex = Arc::new(RwLock::new(index::Index::default()));
+    // Takes read the token Leases from a watch, not a LIST per firmware request.
+    let (leases, lease_watch) = tokens::watch_leases(client.clone(), config.namespace.as_deref());
+    let lease_watch = tokio::spawn(lease_watch);
     let tokens = tokens::Tokens::new(
         client.clone(),
         config.replica_id.clone(),
         config.lease_duration,
         config.release_grace,
+        Some(leases),
+        config.take_writes_per_second,
     );
     let tracker = Arc::new(Mutex::new(tracker));
     let state = Arc::new(http::State {
@@ -300,7 +321,7 @@ pub async fn start_with_stats(
         clock,
         index: index.clone(),
         tracker: tracker.clone(),
-        tokens,
+        tokens: tokens.clone(),
         stats: stats.clone(),
         credentials,
         ready: ready.clone(),
@@ -321,6 +342,7 @@ pub async fn start_with_stats(
     let task = tokio::spawn(async move {
         accept_loop(listener, tls, state, shutdown_rx).await;
         watcher.abort();
+        lease_watch.abort();
         // Downloads are drained: their ends are in the tracker; write the last batch.
         let _ = stop_flush.send(true);
         let _ = flusher.await;
@@ -331,6 +353,7 @@ pub async fn start_with_stats(
         ready,
         stats,
         tracker,
+        tokens,
         shutdown: shutdown_tx,
         task,
     })
@@ -479,7 +502,9 @@ async fn flush_once(state: &http::State, client: &Client, deadline: chrono::Dura
             tracker.pending()
         };
         for (map, changes) in pending {
-            match progress::flush_map(client, &map, &changes).await {
+            match progress::flush_map(client, &map, &changes, &state.stats.progress_api_requests)
+                .await
+            {
                 Ok(results) => {
                     let mut tracker = state.tracker.lock().unwrap_or_else(PoisonError::into_inner);
                     for (mac, generation, resolution) in results {

@@ -54,14 +54,47 @@ impl MapRef {
     }
 }
 
+/// What makes a phone that reports the target version count as `upgraded`
+/// (`--upgrade-evidence`). A phone's User-Agent is its own word: anyone who can reach the
+/// server can send it, so by default it is believed only with evidence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpgradeEvidence {
+    /// Only after a whole-image download of the target by that phone (inside its slot, as
+    /// every download is), recorded by this replica or by another one: the strictest rule. A
+    /// phone upgraded by other means, or whose download record was lost with a killed
+    /// replica, stays not upgraded.
+    Download,
+    /// As `download`, or once the phone's planned slot has begun: the phone was told to
+    /// upgrade, so reporting the target from then on is what the plan expects. Covers phones
+    /// whose download another replica served but never recorded (killed with SIGKILL between
+    /// the download and the next progress write) and phones upgraded by hand during their
+    /// stage. A claim before the phone's slot is ignored.
+    #[default]
+    Slot,
+    /// The phone's word, whenever it comes: for fleets upgraded by other means (another
+    /// provisioning server, a technician), where the server only observes.
+    ReportedVersion,
+}
+
+/// Why a change was made, which decides how it merges with what another replica stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// Seen in a request (or a download) this replica served.
+    Observed,
+    /// Inferred from silence (a reboot deadline).
+    Inferred,
+    /// A phone reports the target version without evidence this replica knows of: it stands
+    /// only if the stored record shows a whole-image download (by another replica).
+    Claimed,
+}
+
 /// A state change not yet written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     /// The record the change started from, as this replica knew it.
     pub prev: Option<PhoneProgress>,
     pub next: PhoneProgress,
-    /// Inferred from silence (a reboot deadline), not observed from a request.
-    pub inferred: bool,
+    pub basis: Basis,
 }
 
 /// What to do with a change, given what the ConfigMap holds now.
@@ -70,20 +103,36 @@ pub enum Resolution {
     Write,
     /// Someone else recorded something newer: take it instead.
     Adopt(PhoneProgress),
+    /// A claim without evidence and nothing stored: forget the change.
+    Discard,
+}
+
+/// Whether `record` shows that the whole target image went out to the phone: it was
+/// rebooting into it, or came back from that reboot failed.
+fn has_download(record: &PhoneProgress) -> bool {
+    matches!(record.state, PhoneState::Rebooting | PhoneState::Failed)
 }
 
 /// The merge rule between replicas. A record about an older target is replaced. An observed
 /// fact wins unless the stored record is newer. An inferred failure wins only if the stored
 /// record is still the one it was inferred from: if another replica saw the phone come back,
-/// the phone did not fail.
+/// the phone did not fail. A claimed upgrade wins only over a stored record of a whole-image
+/// download of the same target; otherwise what is stored stands.
 pub fn resolve(stored: Option<&PhoneProgress>, change: &Change) -> Resolution {
+    if change.basis == Basis::Claimed {
+        return match stored {
+            Some(s) if s.target == change.next.target && has_download(s) => Resolution::Write,
+            Some(s) => Resolution::Adopt(s.clone()),
+            None => Resolution::Discard,
+        };
+    }
     let Some(stored) = stored else {
         return Resolution::Write;
     };
     if stored.target != change.next.target {
         return Resolution::Write;
     }
-    let write = if change.inferred {
+    let write = if change.basis == Basis::Inferred {
         change.prev.as_ref() == Some(stored)
     } else {
         change.next.since >= stored.since
@@ -106,16 +155,28 @@ struct Entry {
 
 /// The state machine of every phone this replica knows about.
 ///
-/// pending → downloading (first byte of the target image) → rebooting (last byte) → upgraded
-/// (a request reporting the target version) | failed (back with another version, or not back
-/// before the deadline). A dropped download goes back to pending. A phone reporting the target
-/// version is upgraded from any state: the phone's word is the truth.
+/// pending → downloading (first byte of the target image) → rebooting (every byte of it went
+/// out to the phone) → upgraded (a request reporting the target version) | failed (back with
+/// another version, or not back before the deadline). A dropped download goes back to
+/// pending. A phone reporting the target version without such a download is upgraded only as
+/// [`UpgradeEvidence`] allows; under `download` (and `slot` before the phone's slot) the claim
+/// is checked against the stored record at the next write ([`Basis::Claimed`]), since another
+/// replica may have served the download.
 #[derive(Debug, Default)]
 pub struct Tracker {
     phones: HashMap<Mac, Entry>,
+    evidence: UpgradeEvidence,
 }
 
 impl Tracker {
+    /// A tracker believing reported versions as `evidence` says.
+    pub fn new(evidence: UpgradeEvidence) -> Self {
+        Self {
+            phones: HashMap::new(),
+            evidence,
+        }
+    }
+
     /// Takes a record read from the API server (at start-up), unless one is already known.
     pub fn load(&mut self, mac: Mac, map: MapRef, record: PhoneProgress) {
         self.phones.entry(mac).or_insert(Entry {
@@ -139,7 +200,7 @@ impl Tracker {
         self.phones.get(&mac).and_then(|e| e.record.as_ref())
     }
 
-    fn set(&mut self, mac: Mac, map: &MapRef, next: PhoneProgress, inferred: bool) {
+    fn set(&mut self, mac: Mac, map: &MapRef, next: PhoneProgress, basis: Basis) {
         let entry = self.phones.entry(mac).or_insert_with(|| Entry {
             map: map.clone(),
             record: None,
@@ -152,7 +213,7 @@ impl Tracker {
             // The base of a chain of unwritten changes is what was last known stored.
             prev: entry.change.take().map_or(prev, |c| c.prev),
             next: next.clone(),
-            inferred,
+            basis,
         });
         entry.record = Some(next);
         entry.generation += 1;
@@ -172,37 +233,67 @@ impl Tracker {
         }
     }
 
-    /// A configuration request reporting `version`.
+    /// A configuration request reporting `version`; `slot_started` when the phone's planned
+    /// slot has begun.
     pub fn on_config(
         &mut self,
         mac: Mac,
         map: &MapRef,
         version: &str,
         target: &str,
+        slot_started: bool,
         now: DateTime<Utc>,
     ) {
-        let state = self.state(mac, target);
         if version == target {
-            if state != PhoneState::Upgraded {
-                self.set(
-                    mac,
-                    map,
-                    Self::record(PhoneState::Upgraded, version, target, now),
-                    false,
-                );
-            }
-        } else if state == PhoneState::Rebooting {
+            self.on_target(mac, map, version, target, slot_started, now);
+        } else if self.state(mac, target) == PhoneState::Rebooting {
             // Back from the reboot on another version: the image did not take.
             self.set(
                 mac,
                 map,
                 Self::record(PhoneState::Failed, version, target, now),
-                false,
+                Basis::Observed,
             );
         }
     }
 
-    /// The first byte of a firmware download went out to a phone reporting `version`.
+    /// A request reporting the target version: upgraded if this replica sent the phone the
+    /// whole image, or if [`UpgradeEvidence`] trusts the report; else a claim for the stored
+    /// record to confirm.
+    fn on_target(
+        &mut self,
+        mac: Mac,
+        map: &MapRef,
+        version: &str,
+        target: &str,
+        slot_started: bool,
+        now: DateTime<Utc>,
+    ) {
+        let current = self.get(mac, target);
+        if current.is_some_and(|r| r.state == PhoneState::Upgraded) {
+            return;
+        }
+        let downloaded = current.is_some_and(has_download);
+        let trusted = match self.evidence {
+            UpgradeEvidence::Download => false,
+            UpgradeEvidence::Slot => slot_started,
+            UpgradeEvidence::ReportedVersion => true,
+        };
+        let basis = if downloaded || trusted {
+            Basis::Observed
+        } else {
+            Basis::Claimed
+        };
+        self.set(
+            mac,
+            map,
+            Self::record(PhoneState::Upgraded, version, target, now),
+            basis,
+        );
+    }
+
+    /// The first byte of a firmware download went out to a phone reporting `version` (always
+    /// inside its slot: downloads are refused outside).
     pub fn on_download_start(
         &mut self,
         mac: Mac,
@@ -211,13 +302,15 @@ impl Tracker {
         target: &str,
         now: DateTime<Utc>,
     ) {
-        let state = if version == target {
-            PhoneState::Upgraded
-        } else {
-            PhoneState::Downloading
-        };
-        if self.state(mac, target) != state {
-            self.set(mac, map, Self::record(state, version, target, now), false);
+        if version == target {
+            self.on_target(mac, map, version, target, true, now);
+        } else if self.state(mac, target) != PhoneState::Downloading {
+            self.set(
+                mac,
+                map,
+                Self::record(PhoneState::Downloading, version, target, now),
+                Basis::Observed,
+            );
         }
     }
 
@@ -242,7 +335,12 @@ impl Tracker {
             PhoneState::Pending
         };
         let version = current.version.unwrap_or_default();
-        self.set(mac, map, Self::record(state, &version, target, now), false);
+        self.set(
+            mac,
+            map,
+            Self::record(state, &version, target, now),
+            Basis::Observed,
+        );
     }
 
     /// Marks failed every phone rebooting for longer than `deadline`.
@@ -262,7 +360,7 @@ impl Tracker {
                 since: now,
                 ..r
             };
-            self.set(mac, &map, failed, true);
+            self.set(mac, &map, failed, Basis::Inferred);
         }
     }
 
@@ -287,8 +385,10 @@ impl Tracker {
         if e.generation != generation {
             return;
         }
-        if let Resolution::Adopt(stored) = resolution {
-            e.record = Some(stored.clone());
+        match resolution {
+            Resolution::Write => {}
+            Resolution::Adopt(stored) => e.record = Some(stored.clone()),
+            Resolution::Discard => e.record = None,
         }
         e.change = None;
     }
@@ -365,7 +465,9 @@ pub async fn flush_map(
     client: &Client,
     map: &MapRef,
     changes: &[(Mac, Change, u64)],
+    requests: &std::sync::atomic::AtomicU64,
 ) -> Result<Vec<(Mac, u64, Resolution)>, ProgressError> {
+    let count = || requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &map.namespace);
     let write_err = |source| ProgressError::Write {
         namespace: map.namespace.clone(),
@@ -375,9 +477,11 @@ pub async fn flush_map(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        count();
         let current = match api.get_opt(&map.name).await.map_err(write_err)? {
             Some(cm) => cm,
             None => {
+                count();
                 let pp = PatchParams::apply(FIELD_MANAGER);
                 api.patch(&map.name, &pp, &Patch::Apply(skeleton(map)))
                     .await
@@ -410,6 +514,7 @@ pub async fn flush_map(
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()
         };
+        count();
         match api.patch(&map.name, &pp, &Patch::Merge(&patch)).await {
             Ok(_) => return Ok(results),
             Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => continue,
@@ -482,7 +587,7 @@ mod tests {
     #[test]
     fn a_full_download_and_a_return_on_the_target_version_is_an_upgrade() {
         let mut tr = Tracker::default();
-        tr.on_config(mac(), &map(), "1.0", "2.0", t(0));
+        tr.on_config(mac(), &map(), "1.0", "2.0", false, t(0));
         assert_eq!(state(&tr), PhoneState::Pending);
         assert!(
             tr.pending().is_empty(),
@@ -492,7 +597,7 @@ mod tests {
         assert_eq!(state(&tr), PhoneState::Downloading);
         tr.on_download_end(mac(), &map(), true, "2.0", t(5));
         assert_eq!(state(&tr), PhoneState::Rebooting);
-        tr.on_config(mac(), &map(), "2.0", "2.0", t(8));
+        tr.on_config(mac(), &map(), "2.0", "2.0", false, t(8));
         assert_eq!(state(&tr), PhoneState::Upgraded);
         let pending = tr.pending();
         let changes = &pending[&map()];
@@ -516,7 +621,7 @@ mod tests {
         let mut tr = Tracker::default();
         tr.on_download_start(mac(), &map(), "1.0", "2.0", t(1));
         tr.on_download_end(mac(), &map(), true, "2.0", t(5));
-        tr.on_config(mac(), &map(), "1.0", "2.0", t(9));
+        tr.on_config(mac(), &map(), "1.0", "2.0", false, t(9));
         assert_eq!(state(&tr), PhoneState::Failed);
     }
 
@@ -530,14 +635,14 @@ mod tests {
         tr.sweep(t(35), chrono::Duration::minutes(30));
         assert_eq!(state(&tr), PhoneState::Failed);
         // ... and reporting the target later still counts as upgraded.
-        tr.on_config(mac(), &map(), "2.0", "2.0", t(60));
+        tr.on_config(mac(), &map(), "2.0", "2.0", false, t(60));
         assert_eq!(state(&tr), PhoneState::Upgraded);
     }
 
     #[test]
     fn a_new_target_starts_from_pending() {
         let mut tr = Tracker::default();
-        tr.on_config(mac(), &map(), "2.0", "2.0", t(0));
+        tr.on_config(mac(), &map(), "2.0", "2.0", false, t(0));
         assert_eq!(tr.get(mac(), "3.0"), None);
         tr.on_download_start(mac(), &map(), "2.0", "3.0", t(1));
         assert_eq!(tr.get(mac(), "3.0").unwrap().state, PhoneState::Downloading);
@@ -567,7 +672,7 @@ mod tests {
         let change = Change {
             prev: None,
             next: rec(PhoneState::Downloading, 5),
-            inferred: false,
+            basis: Basis::Observed,
         };
         assert_eq!(resolve(None, &change), Resolution::Write);
         assert_eq!(
@@ -584,7 +689,7 @@ mod tests {
         let failure = Change {
             prev: Some(rebooting.clone()),
             next: rec(PhoneState::Failed, 40),
-            inferred: true,
+            basis: Basis::Inferred,
         };
         assert_eq!(resolve(Some(&rebooting), &failure), Resolution::Write);
         let upgraded = rec(PhoneState::Upgraded, 8);
@@ -603,8 +708,96 @@ mod tests {
         let change = Change {
             prev: None,
             next: rec(PhoneState::Downloading, 5),
-            inferred: false,
+            basis: Basis::Observed,
         };
         assert_eq!(resolve(Some(&old), &change), Resolution::Write);
+    }
+
+    // -- issue #12 item 1: "upgraded" follows evidence --
+
+    #[test]
+    fn a_claim_of_the_target_without_a_download_is_not_an_upgrade() {
+        for evidence in [UpgradeEvidence::Download, UpgradeEvidence::Slot] {
+            let mut tr = Tracker::new(evidence);
+            // Before the phone's slot, nothing downloaded: a claim, to be checked at the write.
+            tr.on_config(mac(), &map(), "2.0", "2.0", false, t(0));
+            let pending = tr.pending();
+            let (_, change, generation) = &pending[&map()][0];
+            assert_eq!(change.basis, Basis::Claimed, "{evidence:?}");
+            // Nothing stored: the claim is dropped and the phone is pending again.
+            let resolution = resolve(None, change);
+            assert_eq!(resolution, Resolution::Discard);
+            tr.settle(mac(), *generation, &resolution);
+            assert_eq!(state(&tr), PhoneState::Pending, "{evidence:?}");
+            // A partial download is no evidence either.
+            tr.on_download_start(mac(), &map(), "1.0", "2.0", t(1));
+            tr.on_download_end(mac(), &map(), false, "2.0", t(2));
+            tr.on_config(mac(), &map(), "2.0", "2.0", false, t(3));
+            assert_eq!(tr.pending()[&map()][0].1.basis, Basis::Claimed);
+        }
+    }
+
+    #[test]
+    fn under_download_evidence_only_a_whole_image_makes_an_upgrade() {
+        let mut tr = Tracker::new(UpgradeEvidence::Download);
+        // Inside its slot, still a claim.
+        tr.on_config(mac(), &map(), "2.0", "2.0", true, t(0));
+        assert_eq!(tr.pending()[&map()][0].1.basis, Basis::Claimed);
+        // Downloading while claiming the target is a claim too.
+        tr.on_download_start(mac(), &map(), "2.0", "2.0", t(1));
+        assert_eq!(tr.pending()[&map()][0].1.basis, Basis::Claimed);
+        let mut tr = Tracker::new(UpgradeEvidence::Download);
+        tr.on_download_start(mac(), &map(), "1.0", "2.0", t(1));
+        tr.on_download_end(mac(), &map(), true, "2.0", t(5));
+        tr.on_config(mac(), &map(), "2.0", "2.0", false, t(8));
+        assert_eq!(state(&tr), PhoneState::Upgraded);
+        assert_eq!(tr.pending()[&map()][0].1.basis, Basis::Observed);
+    }
+
+    #[test]
+    fn under_slot_evidence_a_claim_inside_the_slot_is_believed() {
+        let mut tr = Tracker::new(UpgradeEvidence::Slot);
+        tr.on_config(mac(), &map(), "2.0", "2.0", true, t(0));
+        assert_eq!(state(&tr), PhoneState::Upgraded);
+        assert_eq!(tr.pending()[&map()][0].1.basis, Basis::Observed);
+    }
+
+    #[test]
+    fn under_reported_version_the_phones_word_is_enough() {
+        let mut tr = Tracker::new(UpgradeEvidence::ReportedVersion);
+        tr.on_config(mac(), &map(), "2.0", "2.0", false, t(0));
+        assert_eq!(tr.pending()[&map()][0].1.basis, Basis::Observed);
+    }
+
+    #[test]
+    fn a_claim_stands_on_another_replicas_record_of_a_download() {
+        let claim = Change {
+            prev: None,
+            next: rec(PhoneState::Upgraded, 9),
+            basis: Basis::Claimed,
+        };
+        for evidence in [PhoneState::Rebooting, PhoneState::Failed] {
+            assert_eq!(
+                resolve(Some(&rec(evidence, 5)), &claim),
+                Resolution::Write,
+                "{evidence:?}"
+            );
+        }
+        for none in [PhoneState::Pending, PhoneState::Downloading] {
+            let stored = rec(none, 5);
+            assert_eq!(
+                resolve(Some(&stored), &claim),
+                Resolution::Adopt(stored),
+                "{none:?}"
+            );
+        }
+        let other_target = PhoneProgress {
+            target: "1.5".into(),
+            ..rec(PhoneState::Rebooting, 5)
+        };
+        assert_eq!(
+            resolve(Some(&other_target), &claim),
+            Resolution::Adopt(other_target)
+        );
     }
 }

@@ -124,6 +124,8 @@ impl SiteStats {
 pub struct ServerStats {
     outcomes: [AtomicU64; Outcome::ALL.len()],
     sites: Mutex<BTreeMap<String, Arc<SiteStats>>>,
+    /// API requests made to read and write progress ConfigMaps.
+    pub progress_api_requests: AtomicU64,
 }
 
 impl ServerStats {

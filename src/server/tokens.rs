@@ -14,17 +14,25 @@
 //! replica is alive, not when a phone may download.
 //!
 //! A per-site count of the tokens this replica holds is the fast path: at `cap` the replica
-//! answers busy without asking the API server, which matters in a power-on storm.
+//! answers busy without asking the API server, which matters in a power-on storm. Past it, a
+//! take reads the Leases from a watch ([`watch_leases`]), not from a LIST, and makes at most
+//! [`RateBudget`]'s writes per second: a storm costs the API server one write per won token
+//! plus renewals and releases, and a bounded number of lost races, whatever the number of
+//! phones. The watch may lag a write by a moment; that costs at most a 409 (the write is at the
+//! `resourceVersion` seen) or a busy answer, never a second holder.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ListParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::children::{LABEL_MANAGED_BY, LABEL_SITE, MANAGED_BY};
@@ -54,6 +62,110 @@ pub struct Tokens {
     release_grace: Duration,
     /// Tokens this replica holds (or is trying to take).
     held: Mutex<Tally>,
+    /// The token Leases as the watch sees them; a LIST is made only until it has synced.
+    leases: Option<Store<Lease>>,
+    /// Bounds the rate of Lease writes made to take tokens.
+    budget: Mutex<RateBudget>,
+    calls: ApiCalls,
+}
+
+/// API requests made for download tokens, by kind (for the storm test's measurement and the
+/// logs). The watch itself is one long request plus a re-list when it breaks.
+#[derive(Debug, Default)]
+pub struct ApiCalls {
+    /// Lease LISTs (only while the watch has not synced).
+    pub lists: AtomicU64,
+    /// Creates and replaces to take a token, won or lost (409).
+    pub takes: AtomicU64,
+    /// Renewals of held tokens.
+    pub renewals: AtomicU64,
+    /// Replaces (and re-reads after a 409) to give tokens back.
+    pub releases: AtomicU64,
+    /// Takes answered busy because the write budget was spent (no request made).
+    pub throttled: AtomicU64,
+}
+
+impl ApiCalls {
+    /// All requests made.
+    pub fn total(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
+            + self.takes.load(Ordering::Relaxed)
+            + self.renewals.load(Ordering::Relaxed)
+            + self.releases.load(Ordering::Relaxed)
+    }
+}
+
+/// A token bucket: at most `burst` writes at once, refilled at `per_second`. Pure: the caller
+/// gives the time.
+#[derive(Debug, Clone)]
+pub struct RateBudget {
+    per_second: f64,
+    burst: f64,
+    available: f64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl RateBudget {
+    /// `per_second` writes on average, `per_second` (at least one) at once; 0 is unbounded.
+    pub fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second);
+        Self {
+            per_second: rate,
+            burst: rate.max(1.0),
+            available: rate.max(1.0),
+            last: None,
+        }
+    }
+
+    /// Spends one write if the budget allows it at `now`.
+    pub fn try_spend(&mut self, now: tokio::time::Instant) -> bool {
+        if self.per_second <= 0.0 {
+            return true;
+        }
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.per_second;
+            self.available = (self.available + refill).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.available >= 1.0 {
+            self.available -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Default bound on Lease writes to take tokens, per replica and second.
+pub const DEFAULT_TAKE_WRITES_PER_SECOND: u32 = 20;
+
+/// A store of the download-token Leases of `namespace` (all when `None`) and the future that
+/// keeps it in sync (run it in a task).
+pub fn watch_leases(
+    client: Client,
+    namespace: Option<&str>,
+) -> (
+    Store<Lease>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let api: Api<Lease> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let (store, writer) = reflector::store();
+    // The leader Lease carries no site label: only download tokens are watched.
+    let config =
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}"));
+    let run = reflector::reflector(writer, watcher::watcher(api, config))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|event| {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "download-token watch failed; retrying");
+            }
+            futures::future::ready(())
+        });
+    (store, run)
 }
 
 /// One count of a site's local tally, taken before the API call that may win a token and
@@ -141,7 +253,7 @@ impl Drop for TokenGuard {
             // The last bytes may still be on their way to the phone: keep the slot a moment.
             tokio::time::sleep(r.tokens.release_grace).await;
             let lease = r.latest.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            if let Err(e) = release(&r.api, &r.name, &r.holder, lease).await {
+            if let Err(e) = release(&r.tokens.calls, &r.api, &r.name, &r.holder, lease).await {
                 tracing::warn!(lease = %r.name, error = %e, "releasing a download token failed; it expires on its own");
             }
             r.site_stats.leave();
@@ -152,11 +264,15 @@ impl Drop for TokenGuard {
 
 impl Tokens {
     /// `replica` names this server in the Leases' `holderIdentity` (`<replica>/<mac>`).
+    /// `leases`: the watch's store ([`watch_leases`]); without one every take LISTs.
+    /// `take_writes_per_second` bounds the writes made to take tokens (0: unbounded).
     pub fn new(
         client: Client,
         replica: String,
         lease_duration: Duration,
         release_grace: Duration,
+        leases: Option<Store<Lease>>,
+        take_writes_per_second: u32,
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
@@ -164,7 +280,52 @@ impl Tokens {
             lease_duration: lease_duration.max(Duration::from_secs(3)),
             release_grace,
             held: Mutex::new(Tally::default()),
+            leases,
+            budget: Mutex::new(RateBudget::new(take_writes_per_second)),
+            calls: ApiCalls::default(),
         })
+    }
+
+    /// The API requests made so far.
+    pub fn api_calls(&self) -> &ApiCalls {
+        &self.calls
+    }
+
+    /// Whether the token watch has synced (or there is none): until then takes LIST.
+    pub fn is_synced(&self) -> bool {
+        self.leases
+            .as_ref()
+            .is_none_or(|store| matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))))
+    }
+
+    /// The site's token Leases from the watch, once it has synced.
+    fn watched(&self, namespace: &str, site: &str) -> Option<BTreeMap<String, Lease>> {
+        let store = self.leases.as_ref()?;
+        store.wait_until_ready().now_or_never()?.ok()?;
+        Some(
+            store
+                .state()
+                .into_iter()
+                .filter(|l| {
+                    l.namespace().as_deref() == Some(namespace)
+                        && l.labels().get(LABEL_SITE).map(String::as_str) == Some(site)
+                })
+                .map(|l| (l.name_any(), (*l).clone()))
+                .collect(),
+        )
+    }
+
+    /// Spends one take write from the budget.
+    fn may_write(&self) -> bool {
+        let ok = self
+            .budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_spend(tokio::time::Instant::now());
+        if !ok {
+            self.calls.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Counts one more token of `key` for `who`, unless `cap` are counted already or `who`
@@ -254,6 +415,7 @@ impl Tokens {
                 let lost = Arc::new(AtomicBool::new(false));
                 let latest = Arc::new(Mutex::new(lease));
                 let renewer = tokio::spawn(renew(
+                    self.clone(),
                     api.clone(),
                     latest.clone(),
                     lost.clone(),
@@ -292,13 +454,18 @@ impl Tokens {
         let lp = ListParams::default().labels(&format!(
             "{LABEL_SITE}={site},{LABEL_MANAGED_BY}={MANAGED_BY}"
         ));
-        let existing: BTreeMap<String, Lease> = api
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .map(|l| (l.name_any(), l))
-            .collect();
+        let existing: BTreeMap<String, Lease> = match self.watched(namespace, site) {
+            Some(watched) => watched,
+            None => {
+                self.calls.lists.fetch_add(1, Ordering::Relaxed);
+                api.list(&lp)
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(|l| (l.name_any(), l))
+                    .collect()
+            }
+        };
         let holder = format!("{}/{who}", self.replica);
         let now = Utc::now();
         // One token per phone at a time, across replicas too: a phone opening several
@@ -320,6 +487,13 @@ impl Tokens {
         for i in 0..cap {
             let k = (offset.wrapping_add(i)) % cap;
             let name = lease_name(site, k);
+            if existing.get(&name).is_some_and(|l| !is_free(l, now)) {
+                continue;
+            }
+            if !self.may_write() {
+                return Ok(Taken::Busy);
+            }
+            self.calls.takes.fetch_add(1, Ordering::Relaxed);
             let result = match existing.get(&name) {
                 Some(lease) if is_free(lease, now) => {
                     let mut taken = lease.clone();
@@ -400,6 +574,7 @@ fn from_micro_time(t: &MicroTime) -> DateTime<Utc> {
 /// Renews the lease every third of its duration; flags `lost` when someone else took it or
 /// when it could not be renewed before it would expire.
 async fn renew(
+    tokens: Arc<Tokens>,
     api: Api<Lease>,
     latest: Arc<Mutex<Lease>>,
     lost: Arc<AtomicBool>,
@@ -416,6 +591,7 @@ async fn renew(
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(micro_time(Utc::now()));
         }
+        tokens.calls.renewals.fetch_add(1, Ordering::Relaxed);
         match api.replace(&name, &PostParams::default(), &lease).await {
             Ok(renewed) => {
                 *latest.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
@@ -438,6 +614,7 @@ async fn renew(
 
 /// Clears the holder, if we still hold it.
 async fn release(
+    calls: &ApiCalls,
     api: &Api<Lease>,
     name: &str,
     holder: &str,
@@ -456,9 +633,11 @@ async fn release(
             spec.holder_identity = None;
             spec.renew_time = None;
         }
+        calls.releases.fetch_add(1, Ordering::Relaxed);
         match api.replace(name, &PostParams::default(), &lease).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(e)) if e.code == 409 => {
+                calls.releases.fetch_add(1, Ordering::Relaxed);
                 lease = api.get(name).await?;
             }
             Err(e) => return Err(e),
@@ -522,7 +701,14 @@ mod tests {
     async fn a_phone_hanging_up_while_the_api_server_is_slow_leaks_no_token() {
         const CAP: u32 = 2;
         let (client, _api) = hung_api().await;
-        let tokens = Tokens::new(client, "r".into(), Duration::from_secs(30), Duration::ZERO);
+        let tokens = Tokens::new(
+            client,
+            "r".into(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            None,
+            0,
+        );
         let stats = Arc::new(SiteStats::default());
         for phone in 0..=CAP {
             let who = format!("p{phone}");
@@ -542,7 +728,14 @@ mod tests {
     #[tokio::test]
     async fn a_phone_taking_a_token_cannot_take_a_second_one_of_its_site() {
         let (client, _api) = hung_api().await;
-        let tokens = Tokens::new(client, "r".into(), Duration::from_secs(30), Duration::ZERO);
+        let tokens = Tokens::new(
+            client,
+            "r".into(),
+            Duration::from_secs(30),
+            Duration::ZERO,
+            None,
+            0,
+        );
         let stats = Arc::new(SiteStats::default());
         let taking = {
             let (tokens, stats) = (tokens.clone(), stats.clone());
@@ -574,5 +767,24 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 15).unwrap()
             + chrono::Duration::microseconds(123456);
         assert_eq!(from_micro_time(&micro_time(t)), t);
+    }
+
+    #[test]
+    fn the_write_budget_allows_a_burst_then_its_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut budget = RateBudget::new(4);
+        let spent = (0..10).filter(|_| budget.try_spend(t0)).count();
+        assert_eq!(spent, 4, "a burst of the rate");
+        assert!(!budget.try_spend(t0 + Duration::from_millis(200)));
+        assert!(
+            budget.try_spend(t0 + Duration::from_millis(250)),
+            "refilled at 4/s"
+        );
+        assert!(!budget.try_spend(t0 + Duration::from_millis(250)));
+        let later = t0 + Duration::from_secs(60);
+        let spent = (0..10).filter(|_| budget.try_spend(later)).count();
+        assert_eq!(spent, 4, "never more than the burst");
+        let mut unbounded = RateBudget::new(0);
+        assert!((0..1000).all(|_| unbounded.try_spend(t0)));
     }
 }

@@ -104,7 +104,7 @@ is a call in src/: see docs/helm.md for the table.
 # Download tokens (server) and, in the release namespace, the leader Lease (controller).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "list", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update"]
 # Events on schedules (kube-rs Recorder: create, patch for repeated events).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
