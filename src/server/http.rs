@@ -215,15 +215,22 @@ impl State {
         // Some firmwares upper-case the MAC in the name; it is the same phone and the same
         // file, which the index holds under its canonical (lower-case) name.
         let canonical = format.file_name(mac);
-        let (file, phone) = {
+        let (file, phone, conflict) = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            (index.file(&canonical), index.phone(mac))
+            (
+                index.file(&canonical),
+                index.phone(mac),
+                index.in_conflict(mac),
+            )
         };
         let Some(file) = file else {
-            return (
-                Outcome::UnknownPhone,
-                text(StatusCode::NOT_FOUND, "unknown phone"),
-            );
+            // A phone two namespaces claim is answered as an unknown one: no tenant wins it.
+            let outcome = if conflict {
+                Outcome::Conflict
+            } else {
+                Outcome::UnknownPhone
+            };
+            return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
         if let Some(phone) = &phone {
             if let Err(r) = self.authorized(req, &phone.shard.site) {
@@ -286,16 +293,17 @@ impl State {
             }
             Err(r) => return *r,
         };
-        let phone = self
-            .index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .phone(agent.mac);
+        let (phone, conflict) = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            (index.phone(agent.mac), index.in_conflict(agent.mac))
+        };
         let Some(phone) = phone else {
-            return (
-                Outcome::UnknownPhone,
-                text(StatusCode::NOT_FOUND, "unknown phone"),
-            );
+            let outcome = if conflict {
+                Outcome::Conflict
+            } else {
+                Outcome::UnknownPhone
+            };
+            return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
         if phone.shard.site != path.site() {
             return (

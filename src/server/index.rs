@@ -6,7 +6,7 @@
 //! keeps it in sync with the API server. Requests read it under a short read lock and clone
 //! `Bytes`, so serving a file copies nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::children::{
     COMPONENT_CONFIG, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
-    LABEL_SCHEDULE, ShardIndex,
+    LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY, ShardIndex,
 };
 use crate::core::Mac;
 use crate::render::parse_file_name;
@@ -71,6 +71,8 @@ pub enum IndexError {
     NoIndex(String),
     #[error("ConfigMap {0}: {INDEX_KEY} is not a shard index: {1}")]
     BadIndex(String, serde_json::Error),
+    #[error("ConfigMap {0} speaks for schedule {1} of another namespace")]
+    ForeignSchedule(String, String),
 }
 
 struct Shard {
@@ -80,16 +82,37 @@ struct Shard {
 
 /// File name and MAC lookups over every indexed shard.
 ///
-/// When two shards claim the same file or MAC (two schedules selecting one site, for a moment
-/// until the controller settles it), the shard with the smaller `namespace/name` wins, so
-/// every replica serves the same bytes.
+/// Tenancy (cluster-wide mode): a namespace is a tenant, and a MAC belongs to at most one
+/// namespace. When shards of two namespaces list the same MAC, neither is served for it: the
+/// phone is in conflict ([`Index::conflicts`], logged and counted) until one namespace lets
+/// go — a tenant can never take another's phone by sorting first. Within one namespace (two
+/// schedules selecting one site, for a moment until the controller settles it) the shard
+/// with the smaller `namespace/name` wins, so every replica serves the same bytes.
 #[derive(Default)]
 pub struct Index {
     shards: HashMap<Arc<str>, Shard>,
-    /// File name → the shard serving it.
-    files: HashMap<String, Arc<str>>,
-    /// MAC → the shard the phone belongs to.
-    phones: HashMap<Mac, Arc<str>>,
+    /// File name → the shards holding it.
+    files: HashMap<String, BTreeSet<Arc<str>>>,
+    /// MAC → the shards listing the phone.
+    phones: HashMap<Mac, BTreeSet<Arc<str>>>,
+    /// MACs listed by shards of more than one namespace, with those namespaces.
+    conflicts: BTreeMap<Mac, BTreeSet<String>>,
+}
+
+/// The namespace part of a shard key (`namespace/name`).
+fn namespace_of(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(ns, _)| ns)
+}
+
+/// The shard serving a name held by `holders`: the smallest key, unless the holders span
+/// several namespaces (a tenancy conflict: nobody).
+fn owner(holders: &BTreeSet<Arc<str>>) -> Option<&Arc<str>> {
+    let first = holders.first()?;
+    let ns = namespace_of(first);
+    holders
+        .iter()
+        .all(|k| namespace_of(k) == ns)
+        .then_some(first)
 }
 
 impl Index {
@@ -113,6 +136,18 @@ impl Index {
             .ok_or_else(|| IndexError::NoIndex(key.to_string()))?;
         let shard_index: ShardIndex =
             serde_json::from_str(raw).map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
+        let namespace = cm.namespace().unwrap_or_default();
+        // A shard speaks for a schedule of its own namespace only.
+        if shard_index
+            .schedule
+            .split_once('/')
+            .is_some_and(|(ns, _)| ns != namespace)
+        {
+            return Err(IndexError::ForeignSchedule(
+                key.to_string(),
+                shard_index.schedule.clone(),
+            ));
+        }
         self.remove(&key);
         let schedule = cm.labels().get(LABEL_SCHEDULE).cloned().unwrap_or_else(|| {
             let s = &shard_index.schedule;
@@ -124,7 +159,7 @@ impl Index {
             .find(|o| o.kind == "PhoneSchedule")
             .map(|o| o.uid.clone());
         let meta = Arc::new(ShardMeta {
-            namespace: cm.namespace().unwrap_or_default(),
+            namespace,
             name: cm.name_any(),
             schedule,
             schedule_uid,
@@ -146,11 +181,13 @@ impl Index {
                 body: Bytes::from(body),
                 content_type: format.content_type(),
             };
-            if self.files.get(&name).is_none_or(|k| key < *k) {
-                self.files.insert(name.clone(), key.clone());
-            }
+            self.files
+                .entry(name.clone())
+                .or_default()
+                .insert(key.clone());
             shard.files.insert(name, file);
         }
+        let mut touched = Vec::new();
         for (mac, IndexPhone { model, slot, .. }) in shard_index.phones {
             let Ok(mac) = mac.parse::<Mac>() else {
                 continue;
@@ -161,12 +198,12 @@ impl Index {
                 model,
                 slot,
             };
-            if self.phones.get(&mac).is_none_or(|k| key < *k) {
-                self.phones.insert(mac, key.clone());
-            }
+            self.phones.entry(mac).or_default().insert(key.clone());
             shard.phones.insert(mac, entry);
+            touched.push(mac);
         }
         self.shards.insert(key, shard);
+        self.recheck(touched);
         Ok(())
     }
 
@@ -176,47 +213,70 @@ impl Index {
             return;
         };
         for name in old.files.into_keys() {
-            if self.files.get(&name).is_some_and(|k| &**k == key) {
-                let next = self
-                    .shards
-                    .iter()
-                    .filter(|(_, s)| s.files.contains_key(&name))
-                    .map(|(k, _)| k)
-                    .min()
-                    .cloned();
-                match next {
-                    Some(k) => self.files.insert(name, k),
-                    None => self.files.remove(&name),
-                };
+            if let Some(holders) = self.files.get_mut(&name) {
+                holders.remove(key);
+                if holders.is_empty() {
+                    self.files.remove(&name);
+                }
             }
         }
-        for mac in old.phones.into_keys() {
-            if self.phones.get(&mac).is_some_and(|k| &**k == key) {
-                let next = self
-                    .shards
-                    .iter()
-                    .filter(|(_, s)| s.phones.contains_key(&mac))
-                    .map(|(k, _)| k)
-                    .min()
-                    .cloned();
-                match next {
-                    Some(k) => self.phones.insert(mac, k),
-                    None => self.phones.remove(&mac),
-                };
+        let touched: Vec<Mac> = old.phones.into_keys().collect();
+        for mac in &touched {
+            if let Some(holders) = self.phones.get_mut(mac) {
+                holders.remove(key);
+                if holders.is_empty() {
+                    self.phones.remove(mac);
+                }
+            }
+        }
+        self.recheck(touched);
+    }
+
+    /// Updates the conflicts of `macs`, logging each one that starts or ends.
+    fn recheck(&mut self, macs: Vec<Mac>) {
+        for mac in macs {
+            let namespaces: BTreeSet<String> = self
+                .phones
+                .get(&mac)
+                .into_iter()
+                .flatten()
+                .map(|k| namespace_of(k).to_owned())
+                .collect();
+            if namespaces.len() > 1 {
+                if self.conflicts.get(&mac) != Some(&namespaces) {
+                    tracing::warn!(
+                        phone = %mac,
+                        namespaces = ?namespaces,
+                        "phone claimed by schedules of several namespaces: serving it to none until one lets go"
+                    );
+                }
+                self.conflicts.insert(mac, namespaces);
+            } else if self.conflicts.remove(&mac).is_some() {
+                tracing::info!(phone = %mac, "phone conflict resolved");
             }
         }
     }
 
-    /// The file a phone requests by `name`.
+    /// The file a phone requests by `name` (none while its phone is in conflict).
     pub fn file(&self, name: &str) -> Option<ConfigFile> {
-        let key = self.files.get(name)?;
+        let key = owner(self.files.get(name)?)?;
         self.shards.get(key)?.files.get(name).cloned()
     }
 
-    /// The phone with this MAC.
+    /// The phone with this MAC (none while it is in conflict).
     pub fn phone(&self, mac: Mac) -> Option<PhoneEntry> {
-        let key = self.phones.get(&mac)?;
+        let key = owner(self.phones.get(&mac)?)?;
         self.shards.get(key)?.phones.get(&mac).cloned()
+    }
+
+    /// Whether shards of several namespaces claim this MAC.
+    pub fn in_conflict(&self, mac: Mac) -> bool {
+        self.conflicts.contains_key(&mac)
+    }
+
+    /// Every MAC claimed by shards of several namespaces, with those namespaces.
+    pub fn conflicts(&self) -> &BTreeMap<Mac, BTreeSet<String>> {
+        &self.conflicts
     }
 
     /// Number of files served.
@@ -250,7 +310,10 @@ pub async fn watch(
         None => Api::all(client),
     };
     let config =
-        watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_CONFIG}"));
+        // Only the controller's own rendered configs (its labels), never any ConfigMap.
+        watcher::Config::default().labels(&format!(
+            "{LABEL_COMPONENT}={COMPONENT_CONFIG},{LABEL_MANAGED_BY}={MANAGED_BY}"
+        ));
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut buffer: Vec<ConfigMap> = Vec::new();
     while let Some(event) = events.next().await {
@@ -290,15 +353,18 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use crate::children::ShardIndex;
 
     fn shard(name: &str, body: &str, slot: Option<IndexSlot>) -> ConfigMap {
+        shard_in("voice", name, body, slot)
+    }
+
+    fn shard_in(ns: &str, name: &str, body: &str, slot: Option<IndexSlot>) -> ConfigMap {
         let index = ShardIndex {
-            schedule: "voice/fw".into(),
+            schedule: format!("{ns}/fw"),
             site: "paris".into(),
             time_zone: "Europe/Paris".into(),
             cap: 3,
@@ -318,7 +384,7 @@ mod tests {
         };
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(name.into());
-        cm.metadata.namespace = Some("voice".into());
+        cm.metadata.namespace = Some(ns.into());
         cm.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "phonefleet.io/v1alpha1".into(),
             kind: "PhoneSchedule".into(),
@@ -398,5 +464,44 @@ mod tests {
         assert!(Index::default().apply(&cm).is_err());
         cm.data.as_mut().unwrap().remove(INDEX_KEY);
         assert!(Index::default().apply(&cm).is_err());
+    }
+
+    // -- issue #12 item 3: tenancy --
+
+    fn phone_mac() -> Mac {
+        "000b82123456".parse().unwrap()
+    }
+
+    #[test]
+    fn two_namespaces_claiming_one_phone_are_both_refused_and_reported() {
+        let mut index = Index::from_maps([
+            &shard_in("b-tenant", "fw-paris-0", "b", None),
+            &shard_in("a-tenant", "fw-paris-0", "a", None),
+        ]);
+        assert!(index.file("cfg000b82123456.xml").is_none(), "neither wins");
+        assert!(index.phone(phone_mac()).is_none());
+        assert!(index.in_conflict(phone_mac()));
+        assert_eq!(
+            index.conflicts()[&phone_mac()],
+            BTreeSet::from(["a-tenant".to_owned(), "b-tenant".to_owned()])
+        );
+        // One namespace lets go: the other one's phone is served again.
+        index.remove("a-tenant/fw-paris-0");
+        assert_eq!(index.file("cfg000b82123456.xml").unwrap().body, "b");
+        assert_eq!(
+            index.phone(phone_mac()).unwrap().shard.namespace,
+            "b-tenant"
+        );
+        assert!(index.conflicts().is_empty());
+    }
+
+    #[test]
+    fn a_shard_speaking_for_another_namespaces_schedule_is_refused() {
+        let mut cm = shard_in("a-tenant", "fw-paris-0", "x", None);
+        cm.metadata.namespace = Some("b-tenant".into());
+        assert!(matches!(
+            Index::default().apply(&cm),
+            Err(IndexError::ForeignSchedule(..))
+        ));
     }
 }

@@ -38,11 +38,14 @@ pub enum Outcome {
     TokenError,
     /// Health and readiness probes.
     Health,
+    /// The phone is claimed by schedules of several namespaces: served to none (answered
+    /// exactly as an unknown phone, 404).
+    Conflict,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::ConfigServed,
         Outcome::NotAConfigFile,
         Outcome::UnknownPhone,
@@ -57,6 +60,7 @@ impl Outcome {
         Outcome::MethodNotAllowed,
         Outcome::TokenError,
         Outcome::Health,
+        Outcome::Conflict,
     ];
 
     /// The metric label value.
@@ -76,6 +80,7 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::TokenError => "token_error",
             Outcome::Health => "health",
+            Outcome::Conflict => "conflict",
         }
     }
 

@@ -64,6 +64,10 @@ pub struct Tokens {
     held: Mutex<Tally>,
     /// The token Leases as the watch sees them; a LIST is made only until it has synced.
     leases: Option<Store<Lease>>,
+    /// The Leases as this replica last wrote them (`namespace/name`): the watch may not have
+    /// seen our own latest write yet — a token we just gave back would look held, and a phone
+    /// fetching its image in consecutive ranges would be turned away between two of them.
+    written: Mutex<HashMap<String, Lease>>,
     /// Bounds the rate of Lease writes made to take tokens.
     budget: Mutex<RateBudget>,
     calls: ApiCalls,
@@ -253,7 +257,7 @@ impl Drop for TokenGuard {
             // The last bytes may still be on their way to the phone: keep the slot a moment.
             tokio::time::sleep(r.tokens.release_grace).await;
             let lease = r.latest.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            if let Err(e) = release(&r.tokens.calls, &r.api, &r.name, &r.holder, lease).await {
+            if let Err(e) = release(&r.tokens, &r.api, &r.name, &r.holder, lease).await {
                 tracing::warn!(lease = %r.name, error = %e, "releasing a download token failed; it expires on its own");
             }
             r.site_stats.leave();
@@ -281,6 +285,7 @@ impl Tokens {
             release_grace,
             held: Mutex::new(Tally::default()),
             leases,
+            written: Mutex::new(HashMap::new()),
             budget: Mutex::new(RateBudget::new(take_writes_per_second)),
             calls: ApiCalls::default(),
         })
@@ -298,21 +303,42 @@ impl Tokens {
             .is_none_or(|store| matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))))
     }
 
-    /// The site's token Leases from the watch, once it has synced.
+    /// Remembers a Lease as this replica wrote it.
+    fn wrote(&self, lease: &Lease) {
+        let key = format!(
+            "{}/{}",
+            lease.namespace().unwrap_or_default(),
+            lease.name_any()
+        );
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, lease.clone());
+    }
+
+    /// The site's token Leases from the watch, once it has synced, each replaced by our own
+    /// last write of it when that is newer.
     fn watched(&self, namespace: &str, site: &str) -> Option<BTreeMap<String, Lease>> {
         let store = self.leases.as_ref()?;
         store.wait_until_ready().now_or_never()?.ok()?;
-        Some(
-            store
-                .state()
-                .into_iter()
-                .filter(|l| {
-                    l.namespace().as_deref() == Some(namespace)
-                        && l.labels().get(LABEL_SITE).map(String::as_str) == Some(site)
-                })
-                .map(|l| (l.name_any(), (*l).clone()))
-                .collect(),
-        )
+        let of_site = |l: &Lease| {
+            l.namespace().as_deref() == Some(namespace)
+                && l.labels().get(LABEL_SITE).map(String::as_str) == Some(site)
+        };
+        let mut leases: BTreeMap<String, Lease> = store
+            .state()
+            .into_iter()
+            .filter(|l| of_site(l))
+            .map(|l| (l.name_any(), (*l).clone()))
+            .collect();
+        let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        for ours in written.values().filter(|l| of_site(l)) {
+            let name = ours.name_any();
+            if leases.get(&name).is_none_or(|seen| newer(ours, seen)) {
+                leases.insert(name, ours.clone());
+            }
+        }
+        Some(leases)
     }
 
     /// Spends one take write from the budget.
@@ -514,9 +540,20 @@ impl Tokens {
                 }
             };
             match result {
-                Ok(lease) => return Ok(Taken::Token(Box::new((api, name, holder, lease)))),
+                Ok(lease) => {
+                    self.wrote(&lease);
+                    return Ok(Taken::Token(Box::new((api, name, holder, lease))));
+                }
                 // Someone else took it (or created it) first: try the next one.
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                // Deleted since we last wrote it: forget our copy, try the next one.
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    self.written
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&format!("{namespace}/{name}"));
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -538,6 +575,20 @@ impl Tokens {
             ..Default::default()
         }
     }
+}
+
+/// Whether `a` is a later version of the object than `b`. Resource versions are opaque to
+/// clients in general; the API server's etcd storage gives increasing integers, and when either
+/// does not parse the watch's copy (`b`) is taken — at worst a 409 or a busy answer, never a
+/// second holder, since every take is a write at the version read.
+fn newer(a: &Lease, b: &Lease) -> bool {
+    let version = |l: &Lease| {
+        l.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    matches!((version(a), version(b)), (Some(x), Some(y)) if x > y)
 }
 
 /// Name of token `k` of `site`.
@@ -594,6 +645,7 @@ async fn renew(
         tokens.calls.renewals.fetch_add(1, Ordering::Relaxed);
         match api.replace(&name, &PostParams::default(), &lease).await {
             Ok(renewed) => {
+                tokens.wrote(&renewed);
                 *latest.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
                 last_ok = tokio::time::Instant::now();
             }
@@ -614,7 +666,7 @@ async fn renew(
 
 /// Clears the holder, if we still hold it.
 async fn release(
-    calls: &ApiCalls,
+    tokens: &Tokens,
     api: &Api<Lease>,
     name: &str,
     holder: &str,
@@ -633,11 +685,14 @@ async fn release(
             spec.holder_identity = None;
             spec.renew_time = None;
         }
-        calls.releases.fetch_add(1, Ordering::Relaxed);
+        tokens.calls.releases.fetch_add(1, Ordering::Relaxed);
         match api.replace(name, &PostParams::default(), &lease).await {
-            Ok(_) => return Ok(()),
+            Ok(released) => {
+                tokens.wrote(&released);
+                return Ok(());
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                calls.releases.fetch_add(1, Ordering::Relaxed);
+                tokens.calls.releases.fetch_add(1, Ordering::Relaxed);
                 lease = api.get(name).await?;
             }
             Err(e) => return Err(e),
