@@ -129,6 +129,7 @@ pub const EXPECTED_RULES: &[&str] = &[
     "coordination.k8s.io/leases:get",
     "coordination.k8s.io/leases:list",
     "coordination.k8s.io/leases:update",
+    "coordination.k8s.io/leases:watch",
     "events.k8s.io/events:create",
     "events.k8s.io/events:patch",
     "phonefleet.io/phoneschedules/status:patch",
