@@ -6,7 +6,11 @@
 # plus what its distroless base declares, so both images are equivalent
 # (tests/image_build.rs checks it).
 #
-#   scripts/build-image.sh [--out DIR]
+#   scripts/build-image.sh [--out DIR] [--simulated-time]
+#
+# --simulated-time builds a demo image instead (`make demo IN_CLUSTER=1`): the same, with the
+# compressed clock compiled in, tagged <version>-simulated-time so it is never mistaken for the
+# release image, in ~/.cache/phonefleet/images/phonefleet-simulated-time by default.
 #
 # DIR (default ~/.cache/phonefleet/images/phonefleet) receives rootfs/, layout/ (an OCI image
 # layout) and image.tar (its archive: `ctr -n k8s.io images import`, `skopeo copy
@@ -15,17 +19,21 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/phonefleet/images
-out=$cache/phonefleet
+out=""
+features=()
 while [ $# -gt 0 ]; do
   case $1 in
     --out) out=$2; shift 2 ;;
+    --simulated-time) features=(--features simulated-time); shift ;;
     *) echo "build-image.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+suffix=${features:+-simulated-time}
+out=${out:-$cache/phonefleet$suffix}
 mkdir -p "$out" "$cache/debs"
 out=$(cd "$out" && pwd)
 version=$(awk -F'"' '/^version *=/{print $2; exit}' "$root/Cargo.toml")
-ref=docker.io/library/phonefleet:$version
+ref=docker.io/library/phonefleet:$version$suffix
 
 # --- the binary: the Dockerfile's `cargo build`, with the profile variables of its ENV line ---
 start=$SECONDS
@@ -39,7 +47,7 @@ for v in $(compgen -e | grep -E '^(CARGO_(PKG_|MANIFEST_|CRATE_|BIN_|PRIMARY_|TA
   unset "$v"
 done
 # shellcheck disable=SC2086
-(cd "$root" && env $profile_env cargo build --release --locked --bin phonefleet) >&2
+(cd "$root" && env $profile_env cargo build --release --locked --bin phonefleet "${features[@]}") >&2
 bin=$target/release/phonefleet
 echo "build-image.sh: release binary ready after $((SECONDS - start))s" >&2
 
