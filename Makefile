@@ -7,8 +7,8 @@ CARGO ?= cargo
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-demo: ## Run the product end to end: control plane, controller, server, 600 simulated phones.
-	scripts/demo.sh
+demo: ## Run the product end to end: control plane, controller, server, 600 simulated phones (IN_CLUSTER=1: controller in the cluster, as root).
+	IN_CLUSTER=$(IN_CLUSTER) scripts/demo.sh
 
 tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and helm from source (cached).
 	tests/cluster/build.sh
