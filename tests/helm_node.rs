@@ -500,3 +500,185 @@ async fn upgraded_to_two_replicas_both_serve_phones_one_leads_and_a_deleted_lead
     helm_ok(cluster, &["uninstall", &release, "-n", &ns.name, "--wait"]);
     ns.delete().await;
 }
+
+const ROLLOUT_SITES: [(&str, u32); 3] = [("north", 30), ("south", 40), ("west", 50)];
+const PHONES_PER_SITE: usize = 100;
+
+/// A fleet that rolls out in a few real minutes (the release image has no compressed clock):
+/// phones check every minute, one-minute download slots, one stage.
+fn rollout_fleet(namespace: &str) -> String {
+    let mut out = format!(
+        r#"apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata: {{name: now, namespace: {namespace}}}
+spec:
+  siteSelector: {{matchLabels: {{rollout: "yes"}}}}
+  provisioning:
+    powerOn: true
+    repeatedly: {{enabled: true, everyMinutes: 1}}
+    weekly: {{enabled: true, window: {{start: "00:00", end: "00:00"}}, days: [Sun, Mon, Tue, Wed, Thu, Fri, Sat]}}
+  firmware: {{version: 2.0.0, file: gxp2170fw.bin, sizeBytes: 20480, models: [GXP2170]}}
+  rollout:
+    downloadMinutes: 1
+    checkSpreadMinutes: 1
+    stages: [{{name: everyone, percent: 100}}]
+"#
+    );
+    for (i, (site, cap)) in ROLLOUT_SITES.iter().enumerate() {
+        out.push_str(&format!(
+            "---\napiVersion: phonefleet.io/v1alpha1\nkind: PhoneSite\nmetadata: {{name: {site}, namespace: {namespace}, labels: {{rollout: \"yes\"}}}}\nspec:\n  timeZone: UTC\n  maxConcurrentDownloads: {cap}\n  phones:\n"
+        ));
+        for p in 0..PHONES_PER_SITE {
+            out.push_str(&format!(
+                "  - {{mac: '00:0b:82:{i:02x}:{:02x}:{:02x}', model: GXP2170}}\n",
+                p / 256,
+                p % 256
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn phones_outside_the_cluster_complete_a_rollout_through_the_node_port_across_a_leader_deletion()
+ {
+    let cluster = support::node_cluster().await;
+    cluster.apply_crds().await;
+    load_image(cluster);
+    let env = node_env(cluster);
+    let ns = cluster.namespace("node3").await;
+    let release = ns.name.replacen("node3", "pf", 1);
+    let port = node_port(2);
+    let server_url = format!("http://{}:{port}", env["NODE_IP"]);
+
+    // Firmware from a ConfigMap (the chart's `firmware.source: configMap`).
+    let dir = tempfile::tempdir().unwrap();
+    let fw = dir.path().join("gxp2170fw.bin");
+    std::fs::write(&fw, phonefleet::simulator::firmware_image("2.0.0", 20480)).unwrap();
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "firmware",
+        "-n",
+        &ns.name,
+        &format!("--from-file={}", fw.display()),
+    ]);
+    let fleet = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet, rollout_fleet(&ns.name)).unwrap();
+    cluster.kubectl_ok(&["apply", "-f", fleet.to_str().unwrap()]);
+    let chart = chart_dir();
+    let _rel = Release {
+        cluster,
+        name: release.clone(),
+        ns: ns.name.clone(),
+        uninstalled: false,
+    };
+    helm_ok(
+        cluster,
+        &[
+            "install",
+            &release,
+            chart.to_str().unwrap(),
+            "-n",
+            &ns.name,
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            "provisioning.service.type=NodePort",
+            "--set",
+            &format!("provisioning.service.nodePort={port}"),
+            "--set",
+            &format!("controller.serverUrl={server_url}"),
+            "--set",
+            "firmware.source=configMap",
+            "--set",
+            "firmware.configMap.name=firmware",
+            "--set",
+            "provisioning.tokenLeaseSeconds=5",
+        ],
+    );
+    wait_pods_ready(cluster, &ns.name, &release, 2).await;
+    support::fleet::wait_ready(cluster, &ns.name, "now").await;
+
+    // The phones, on the real clock, through the NodePort.
+    let (admin, namespace, url) = (cluster.kubeconfig.clone(), ns.name.clone(), server_url);
+    let start = Instant::now();
+    let sim = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+            .args(["simulate", "--server", &url, "-n", &namespace])
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args(["--hours", "0.25", "--until-settled", "--seed", "5"])
+            .args(["--reboot-minutes", "1"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("phonefleet simulate")
+    });
+
+    // Mid-rollout (some phones upgraded, not all), the leader's pod is deleted.
+    let total = ROLLOUT_SITES.len() * PHONES_PER_SITE;
+    let progress = |cluster: &TestCluster| {
+        let out = cluster.kubectl(&[
+            "get",
+            "phoneschedule/now",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.progress}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_once('/')
+            .and_then(|(done, _)| done.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let leader_pod = support::eventually("phones upgrading", Duration::from_secs(600), || {
+        let done = progress(cluster);
+        let holder = leader(cluster, &ns.name);
+        async move { holder.filter(|_| done > 0 && done < total) }
+    })
+    .await;
+    eprintln!(
+        "deleting leader {leader_pod} at {}/{total} after {:.1?}",
+        progress(cluster),
+        start.elapsed()
+    );
+    cluster.kubectl_ok(&["delete", "pod", &leader_pod, "-n", &ns.name, "--wait=false"]);
+    support::eventually("another pod to lead", READY, || {
+        let holder = leader(cluster, &ns.name).filter(|h| *h != leader_pod);
+        async move { holder }
+    })
+    .await;
+
+    let sim = sim.await.unwrap();
+    eprintln!("rollout settled after {:.1?}", start.elapsed());
+    assert!(sim.status.success(), "simulate failed");
+    let summary: Value = serde_json::from_slice(&sim.stdout).expect("simulator summary");
+    for (site, cap) in ROLLOUT_SITES {
+        let s = &summary["sites"][site];
+        assert_eq!(s["phones"], PHONES_PER_SITE, "{site}: {s}");
+        assert_eq!(
+            s["upgraded"], PHONES_PER_SITE,
+            "{site}: every phone upgraded: {s}"
+        );
+        assert_eq!(s["failed"], 0, "{site}: {s}");
+        assert!(
+            s["peakConcurrentDownloads"].as_u64().unwrap() <= u64::from(cap),
+            "{site}: over its cap of {cap}: {s}"
+        );
+        assert_eq!(
+            s["downloadsCompleted"], PHONES_PER_SITE,
+            "{site}: no phone downloaded twice: {s}"
+        );
+    }
+    // The controller (the new leader) reports it from the progress the servers wrote.
+    support::eventually(
+        "the schedule to report every phone upgraded",
+        READY,
+        || async { (progress(cluster) == total).then_some(()) },
+    )
+    .await;
+    helm_ok(cluster, &["uninstall", &release, "-n", &ns.name, "--wait"]);
+    ns.delete().await;
+}
