@@ -505,7 +505,9 @@ const ROLLOUT_SITES: [(&str, u32); 3] = [("north", 30), ("south", 40), ("west", 
 const PHONES_PER_SITE: usize = 100;
 
 /// A fleet that rolls out in a few real minutes (the release image has no compressed clock):
-/// phones check every minute, one-minute download slots, one stage.
+/// phones check every minute, one-minute download slots, one stage. The phones are XSTIM
+/// (`family: xstim`): minute-level windows; Grandstream's whole-hour slots and daily checks
+/// would need hours of real time (docs/planner.md).
 fn rollout_fleet(namespace: &str) -> String {
     let mut out = format!(
         r#"apiVersion: phonefleet.io/v1alpha1
@@ -530,7 +532,7 @@ spec:
         ));
         for p in 0..PHONES_PER_SITE {
             out.push_str(&format!(
-                "  - {{mac: '00:0b:82:{i:02x}:{:02x}:{:02x}', model: GXP2170}}\n",
+                "  - {{mac: '00:0b:82:{i:02x}:{:02x}:{:02x}', model: GXP2170, family: xstim}}\n",
                 p / 256,
                 p % 256
             ));
