@@ -22,8 +22,8 @@ use crate::children::{
 use crate::controller::gating::{self, GateEvent, GatePolicy, GatedPhone};
 use crate::core::{self, CheckWindow, Fleet, LocalTime, LocalWindow, Mac, Site, stage_ranking};
 use crate::render::{self, FirmwarePath, Format, PhoneConfig, RolloutSlot, ServerUrl};
+use crate::selection::{self, Candidate, Excluded, Selection};
 use crate::selector::Selector;
-use crate::validate::{self, ModelTable};
 
 /// Condition types, as `kubectl wait --for=condition=…` names them.
 pub mod condition {
@@ -218,14 +218,6 @@ pub struct Desired {
     pub check_minutes: BTreeMap<String, u32>,
 }
 
-/// A site this schedule may not use, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Excluded {
-    site: String,
-    reason: &'static str,
-    message: String,
-}
-
 /// Decides. See the module documentation.
 pub fn compute(inputs: &Inputs<'_>) -> Desired {
     let schedule = inputs.schedule;
@@ -234,106 +226,23 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
     let full_name = format!("{namespace}/{}", schedule.name_any());
     let document = format!("PhoneSchedule {full_name}");
 
-    let invalid = |message: String| invalid_spec(inputs, &old, message);
-    let selector = match Selector::parse(&schedule.spec.site_selector) {
-        Ok(s) => s,
-        Err(e) => return invalid(format!("spec.siteSelector.{e}")),
-    };
-    let mut models = ModelTable::default();
-    let checked = match validate::schedule(&document, &full_name, &schedule.spec, &mut models) {
-        Ok(s) => s,
-        Err(e) => return invalid(e.to_string()),
-    };
-
-    // Sites: selected, not claimed by an older schedule, valid, and no MAC in two sites.
-    let mut excluded: Vec<Excluded> = Vec::new();
-    let mut sites: Vec<(Site, &PhoneSite)> = Vec::new();
-    let mut owner_of_mac: HashMap<Mac, String> = HashMap::new();
-    let mut selected: Vec<&PhoneSite> = inputs
+    // The selection `phonefleet plan` and `phonefleet render` make too.
+    let candidates: Vec<Candidate<'_>> = inputs
         .sites
         .iter()
-        .map(Arc::as_ref)
-        .filter(|s| selector.matches(s.labels()))
+        .map(|site| Candidate {
+            document: format!("PhoneSite {namespace}/{}", site.name_any()),
+            site,
+        })
         .collect();
-    selected.sort_by_key(|s| s.name_any());
-    for site in selected {
-        let site_name = site.name_any();
-        if let Some(winner) = older_claimant(inputs, site) {
-            excluded.push(Excluded {
-                message: format!(
-                    "site {site_name} is already scheduled by the older PhoneSchedule {winner}"
-                ),
-                site: site_name,
-                reason: reason::SITE_CONFLICT,
-            });
-            continue;
-        }
-        let doc = format!("PhoneSite {namespace}/{site_name}");
-        match validate::site(&doc, &site_name, &site.spec, &mut models) {
-            Err(e) => excluded.push(Excluded {
-                site: site_name,
-                reason: reason::INVALID_SITE,
-                message: e.to_string(),
-            }),
-            Ok(checked_site) => {
-                let clash = checked_site
-                    .phones
-                    .iter()
-                    .find_map(|p| owner_of_mac.get(&p.mac).map(|other| (p.mac, other.clone())));
-                if let Some((mac, other)) = clash {
-                    excluded.push(Excluded {
-                        message: format!(
-                            "phone {mac} of site {site_name} is already in site {other}"
-                        ),
-                        site: site_name,
-                        reason: reason::INVALID_SITE,
-                    });
-                    continue;
-                }
-                for p in &checked_site.phones {
-                    owner_of_mac.insert(p.mac, site_name.clone());
-                }
-                if let Some(message) = unknown_models_message(&doc, &checked_site.unplaced_models) {
-                    // Reported, and the site planned without those phones: never guessed.
-                    excluded.push(Excluded {
-                        site: site_name.clone(),
-                        reason: reason::UNKNOWN_MODEL,
-                        message,
-                    });
-                }
-                sites.push((checked_site, site));
-            }
-        }
+    let claimed_by = |site: &PhoneSite| older_claimant(inputs, site);
+    match selection::select(&document, &full_name, schedule, &candidates, &claimed_by) {
+        Ok(Selection { fleet, excluded }) => decide(inputs, &old, fleet, excluded),
+        Err(e) => invalid_spec(inputs, &old, e.to_string()),
     }
-    let fleet = Fleet {
-        schedule: checked,
-        sites: sites.iter().map(|(s, _)| s.clone()).collect(),
-        models: models.into_names(),
-    };
-    decide(inputs, &old, fleet, excluded)
 }
 
-/// What to tell the operator about phones no family places: every model, its phones, the site.
-pub fn unknown_models_message(document: &str, unplaced: &[core::UnplacedPhone]) -> Option<String> {
-    if unplaced.is_empty() {
-        return None;
-    }
-    let mut by_model: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for p in unplaced {
-        by_model
-            .entry(p.model.as_str())
-            .or_default()
-            .push(p.mac.to_string());
-    }
-    let models: Vec<String> = by_model
-        .iter()
-        .map(|(model, macs)| format!("model '{model}' ({})", macs.join(", ")))
-        .collect();
-    Some(format!(
-        "{document}: {} in no phone family (see docs/phones.md); set spec.phones[].family to xstim, yealink or grandstream; left out of the plan and served no file",
-        models.join("; ")
-    ))
-}
+pub use crate::selection::unknown_models_message;
 
 /// The older schedule (by creation time, then name) that also selects `site`, if any.
 fn older_claimant(inputs: &Inputs<'_>, site: &PhoneSite) -> Option<String> {
@@ -487,32 +396,25 @@ fn decide(
     // minute-level families; a day and the check window for a Grandstream phone that holds a
     // slot file, since it then checks daily), and a slot already announced (starting before
     // that) is kept, so the phones that know it are not moved under their feet.
+    let holds = |mac: Mac| {
+        let done = inputs
+            .progress
+            .get(&mac)
+            .zip(firmware)
+            .is_some_and(|(p, fw)| {
+                p.target == fw.version
+                    && matches!(p.state, PhoneState::Upgraded | PhoneState::Failed)
+            });
+        !done && inputs.previous_slots.contains_key(&mac)
+    };
     let site_lead: HashMap<&str, Duration> = fleet
         .sites
         .iter()
-        .zip(&members_by_site)
-        .map(|(site, members)| {
-            let family_of: HashMap<Mac, core::PhoneFamily> =
-                site.phones.iter().map(|p| (p.mac, p.family)).collect();
-            let check = grandstream_check_minutes(schedule);
-            let lead = members
-                .iter()
-                .filter_map(|m| family_of.get(&m.mac).map(|f| (m, *f)))
-                .map(|(m, family)| {
-                    let done = matches!(m.state, Some(PhoneState::Upgraded | PhoneState::Failed));
-                    let holds = !done && inputs.previous_slots.contains_key(&m.mac);
-                    core::family::announcement_lead(family, &schedule.provisioning, holds, check)
-                })
-                .max()
-                .unwrap_or_else(|| {
-                    core::family::announcement_lead(
-                        core::PhoneFamily::Xstim,
-                        &schedule.provisioning,
-                        false,
-                        0,
-                    )
-                });
-            (site.name.as_str(), lead)
+        .map(|site| {
+            (
+                site.name.as_str(),
+                core::family::site_lead(site, schedule, &holds),
+            )
         })
         .collect();
     // Plus the time a decision takes to reach the server (see `Inputs::propagation`).
@@ -550,12 +452,7 @@ fn decide(
             not_planned.insert(m.mac);
         }
     }
-    let plan = core::plan_with_leads(&fleet, now, &not_planned, &|site| {
-        site_lead
-            .get(site.name.as_str())
-            .copied()
-            .unwrap_or_default()
-    });
+    let plan = core::plan_rollout(&fleet, now, &not_planned, &holds);
 
     // The slots rendered: kept ones, and planned ones of released stages.
     let mut slots: HashMap<Mac, IndexSlot> = HashMap::new();
@@ -854,7 +751,7 @@ fn decide(
     let degraded = if !halted.is_empty() {
         (true, reason::ROLLOUT_HALTED, halted_message(&halted))
     } else if let Some(first) = excluded.first() {
-        (true, first.reason, excluded_message(&excluded))
+        (true, first.reason.as_str(), excluded_message(&excluded))
     } else {
         (
             false,
@@ -939,7 +836,7 @@ fn decide(
         events.extend(transition_event(
             old,
             &status,
-            first.reason,
+            first.reason.as_str(),
             true,
             &excluded_message(&excluded),
         ));
@@ -1041,19 +938,6 @@ pub fn phone_file(p: &PhoneFile<'_>) -> render::RenderedFile {
         },
         p.server_url,
     )
-}
-
-/// The check window a Grandstream slot gets: the schedule's check spread in whole hours (the
-/// planner's whole-hour grid; Grandstream has no inactivity setting).
-fn grandstream_check_minutes(schedule: &core::Schedule) -> u32 {
-    let inactivity = schedule
-        .provisioning
-        .rollout_windows()
-        .map_or(0, |w| w.inactivity_minutes);
-    (schedule.rollout.check_spread_minutes.get() + inactivity)
-        .div_ceil(60)
-        .max(1)
-        * 60
 }
 
 fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {

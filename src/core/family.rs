@@ -302,17 +302,48 @@ pub fn announcement_lead(
     }
 }
 
-/// The lead of a site whose phones hold no slot file yet (a rollout starting): the longest of
-/// its families' leads under `schedule`'s steady state. What `phonefleet plan` previews.
-pub fn fresh_site_lead(site: &super::Site, schedule: &super::Schedule) -> Duration {
+/// The lead of `site` under `schedule`: the longest of its phones' leads, over the phones the
+/// firmware applies to (the others are never told a slot), `holds(mac)` saying whether a phone
+/// holds a slot file it has not finished with. A site with no such phone gets the minute-level
+/// lead (it gets no slot anyway). The controller, `phonefleet plan` and the metrics all plan
+/// with this one function (through [`crate::core::planner::plan_rollout`]), so a preview and
+/// the controller's first decision use the same lead by construction.
+pub fn site_lead(
+    site: &super::Site,
+    schedule: &super::Schedule,
+    holds: &dyn Fn(super::Mac) -> bool,
+) -> Duration {
+    let check = grandstream_check_minutes(schedule);
+    let applies = |p: &&super::Phone| {
+        schedule
+            .firmware
+            .as_ref()
+            .is_some_and(|fw| fw.applies_to(p.model))
+    };
     site.phones
         .iter()
-        .map(|p| p.family)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|f| announcement_lead(f, &schedule.provisioning, false, 60))
+        .filter(applies)
+        .map(|p| announcement_lead(p.family, &schedule.provisioning, holds(p.mac), check))
         .max()
-        .unwrap_or_else(Duration::zero)
+        .unwrap_or_else(|| announcement_lead(PhoneFamily::Xstim, &schedule.provisioning, false, 0))
+}
+
+/// The lead of a site whose phones hold no slot file yet (a rollout starting).
+pub fn fresh_site_lead(site: &super::Site, schedule: &super::Schedule) -> Duration {
+    site_lead(site, schedule, &|_| false)
+}
+
+/// The check window a Grandstream slot gets: the schedule's check spread in whole hours (the
+/// planner's whole-hour grid; Grandstream has no inactivity setting).
+pub fn grandstream_check_minutes(schedule: &super::Schedule) -> u32 {
+    let inactivity = schedule
+        .provisioning
+        .rollout_windows()
+        .map_or(0, |w| w.inactivity_minutes);
+    (schedule.rollout.check_spread_minutes.get() + inactivity)
+        .div_ceil(60)
+        .max(1)
+        * 60
 }
 
 /// The check window `[start_hour:00, end_hour:00)` a Grandstream slot file writes for a slot

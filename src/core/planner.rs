@@ -178,6 +178,21 @@ pub fn plan_with_leads(
     }
 }
 
+/// The one planning entry point of the product: plans `fleet` as of `now`, leaving out
+/// `not_planned`, with each site's announcement lead ([`super::family::site_lead`]; `holds`
+/// says which phones hold a slot file). `phonefleet plan` calls it with nothing held and nothing
+/// left out, the controller with what it observed; both therefore agree on a starting rollout.
+pub fn plan_rollout(
+    fleet: &Fleet,
+    now: DateTime<Utc>,
+    not_planned: &HashSet<Mac>,
+    holds: &dyn Fn(Mac) -> bool,
+) -> Plan {
+    plan_with_leads(fleet, now, not_planned, &|site| {
+        super::family::site_lead(site, &fleet.schedule, holds)
+    })
+}
+
 /// The dates searched: local dates from the plan start up to `days` later.
 struct Horizon {
     start: DateTime<Utc>,
