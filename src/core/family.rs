@@ -30,6 +30,22 @@ pub enum PhoneFamily {
     Grandstream,
 }
 
+/// When a phone starts obeying a check window it has just fetched. No vendor documents it
+/// (docs/planner.md, "Re-arming"): each family's value is an assumption, and a schedule can ask
+/// for the conservative one (`spec.rollout.reArm: NextOccurrence`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum ReArm {
+    /// At its next check inside the new window, even in the occurrence open (or opening
+    /// later) when it fetched the file.
+    AtOnce,
+    /// Only from the occurrence after the one open or next to open when it fetched the file:
+    /// that occurrence is lost to the new window (a day with daily windows, up to a week with
+    /// weekly ones).
+    NextOccurrence,
+}
+
 /// What a family's schedule keys can say, as the planner needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
@@ -51,6 +67,20 @@ pub enum FamilyError {
 }
 
 impl PhoneFamily {
+    /// When the family applies a new check window (an assumption for every family: no vendor
+    /// says; docs/planner.md, "Re-arming").
+    pub fn re_arm(self) -> ReArm {
+        match self {
+            // The simulator's phone and the design page: the narrowed window is used the same
+            // day. Yealink's guide says its flexible-mode check time is computed again after
+            // a provisioning and at every reboot, which fits, but says nothing of weekly mode.
+            PhoneFamily::Xstim | PhoneFamily::Yealink => ReArm::AtOnce,
+            // A slot file sets "daily at hour" (P194 = 2); when the phone schedules its next
+            // daily check from the new hours is undocumented. Assumed at once, like the others.
+            PhoneFamily::Grandstream => ReArm::AtOnce,
+        }
+    }
+
     /// Every family, in a fixed order (metrics and docs iterate it).
     pub const ALL: [PhoneFamily; 3] = [
         PhoneFamily::Xstim,

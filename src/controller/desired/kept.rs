@@ -51,7 +51,8 @@ pub(super) fn keep(
     let propagation = propagation.max(Duration::zero());
     let mut kept = Kept::default();
     for (site, site_members) in fleet.sites.iter().zip(&members.by_site) {
-        let lead = core::family::site_lead(site, &fleet.schedule, &|mac| holding.contains(&mac));
+        let lead =
+            core::planner::rollout_lead(&fleet.schedule, site, now, &|mac| holding.contains(&mac));
         // New slots of this site start at `plan_from` at the earliest.
         let plan_from = (now + lead + propagation).max(now + Duration::seconds(1));
         for m in site_members {
