@@ -156,6 +156,7 @@ fn fleet(site_count: usize) -> Fleet {
             deadline: None,
             blackout_dates: BTreeSet::from(["2026-12-25".parse().expect("date")]),
             paused: false,
+            re_arm: None,
         },
     };
     Fleet {

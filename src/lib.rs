@@ -11,6 +11,7 @@ pub mod plan_report;
 pub mod progress;
 pub mod render;
 pub mod run;
+pub mod selection;
 pub mod selector;
 pub mod server;
 pub mod simulator;

@@ -1,16 +1,16 @@
 //! Multi-document YAML manifests, the files an operator would `kubectl apply`: one
 //! PhoneSchedule and the PhoneSites it may select. Used by the offline `phonefleet plan`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::api::{self, PhoneSchedule, PhoneSite};
-use crate::core::mac::Mac;
 use crate::core::policy::Fleet;
-use crate::selector::{Selector, SelectorError};
-use crate::validate::{self, ModelTable, ValidationError};
+use crate::selection::{self, Candidate, InvalidSchedule, Selection};
+use crate::selector::SelectorError;
+use crate::validate::ValidationError;
 
 /// The namespace of an object that names none, as `kubectl apply` without `-n` would use.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -52,12 +52,9 @@ pub enum ManifestError {
         first: String,
         second: String,
     },
-    #[error("{second}: phone {mac} is also listed in {first}; a phone belongs to one site")]
-    MacInTwoSites {
-        mac: Mac,
-        first: String,
-        second: String,
-    },
+    /// Sites the controller would leave out (`Degraded`, reason `InvalidSite`), one a line.
+    #[error("{0}")]
+    SitesLeftOut(String),
     #[error(transparent)]
     Invalid(#[from] ValidationError),
 }
@@ -185,28 +182,18 @@ fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
 }
 
 impl Manifest {
-    /// Validates every object and builds the fleet: the schedule and the sites of its
-    /// namespace that its `siteSelector` selects, sorted by name.
-    pub fn fleet(&self) -> Result<Fleet, ManifestError> {
+    /// Selects and validates the fleet exactly as the controller would
+    /// ([`crate::selection::select`]): the schedule and the sites of its namespace that its
+    /// `siteSelector` selects, sorted by name, with the sites it would leave out.
+    pub fn selection(&self) -> Result<Selection, ManifestError> {
         let (schedule_doc, schedule) = &self.schedule;
         let namespace = namespace_of(&schedule.metadata);
         let name = format!(
             "{namespace}/{}",
             schedule.metadata.name.as_deref().unwrap_or_default()
         );
-        let mut models = ModelTable::default();
-        let checked = validate::schedule(schedule_doc, &name, &schedule.spec, &mut models)?;
-        let selector = Selector::parse(&schedule.spec.site_selector).map_err(|e| {
-            let (field, message) = split_selector_error(&e);
-            ManifestError::Field {
-                document: schedule_doc.clone(),
-                field,
-                message,
-            }
-        })?;
-
+        // Two documents of one name cannot both exist in a cluster: a mistake in the file.
         let mut by_name: BTreeMap<(String, String), &str> = BTreeMap::new();
-        let mut selected = Vec::new();
         for (doc, site) in &self.sites {
             let site_ns = namespace_of(&site.metadata);
             let site_name = site.metadata.name.clone().unwrap_or_default();
@@ -217,33 +204,48 @@ impl Manifest {
                     second: doc.clone(),
                 });
             }
-            let checked_site = validate::site(doc, &site_name, &site.spec, &mut models)?;
-            let labels = site.metadata.labels.clone().unwrap_or_default();
-            if site_ns == namespace && selector.matches(&labels) {
-                selected.push((doc, checked_site));
-            }
         }
-        selected.sort_by(|a, b| a.1.name.cmp(&b.1.name));
-
-        // The rendered file of a phone is named after its MAC: two sites cannot both own it.
-        let mut owner: HashMap<Mac, &str> = HashMap::new();
-        for (doc, site) in &selected {
-            for phone in &site.phones {
-                if let Some(first) = owner.insert(phone.mac, doc) {
-                    return Err(ManifestError::MacInTwoSites {
-                        mac: phone.mac,
-                        first: first.to_owned(),
-                        second: (*doc).clone(),
-                    });
+        let candidates: Vec<Candidate<'_>> = self
+            .sites
+            .iter()
+            .filter(|(_, site)| namespace_of(&site.metadata) == namespace)
+            .map(|(doc, site)| Candidate {
+                document: doc.clone(),
+                site,
+            })
+            .collect();
+        // A manifest holds one schedule: no older one can claim a site.
+        selection::select(schedule_doc, &name, schedule, &candidates, &|_| None).map_err(
+            |e| match e {
+                InvalidSchedule::Spec(e) => ManifestError::Invalid(e),
+                InvalidSchedule::Selector(e) => {
+                    let (field, message) = split_selector_error(&e);
+                    ManifestError::Field {
+                        document: schedule_doc.clone(),
+                        field,
+                        message,
+                    }
                 }
-            }
-        }
+            },
+        )
+    }
 
-        Ok(Fleet {
-            schedule: checked,
-            sites: selected.into_iter().map(|(_, s)| s).collect(),
-            models: models.into_names(),
-        })
+    /// The fleet the controller would plan, refusing a manifest in which it would leave a
+    /// whole site out (an invalid site, a phone listed in two sites): offline, the operator
+    /// hears of it before applying. Phones of no family only give a warning in the plan, as
+    /// they do in the controller.
+    pub fn fleet(&self) -> Result<Fleet, ManifestError> {
+        let selection = self.selection()?;
+        let left_out: Vec<&str> = selection
+            .excluded
+            .iter()
+            .filter(|e| e.reason.drops_site())
+            .map(|e| e.message.as_str())
+            .collect();
+        if !left_out.is_empty() {
+            return Err(ManifestError::SitesLeftOut(left_out.join("\n")));
+        }
+        Ok(selection.fleet)
     }
 }
 
@@ -355,9 +357,9 @@ spec:
         ]
         .join("---\n");
         let e = parse(&text).unwrap().fleet().unwrap_err().to_string();
-        assert!(
-            e.contains("phone 00:0b:82:00:00:01 is also listed in"),
-            "{e}"
+        assert_eq!(
+            e,
+            "phone 00:0b:82:00:00:01 of site paris is already in site berlin"
         );
     }
 

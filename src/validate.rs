@@ -489,6 +489,7 @@ fn rollout(at: &At, r: &api::Rollout) -> Result<RolloutPolicy, ValidationError> 
         deadline: r.deadline,
         blackout_dates,
         paused: r.paused,
+        re_arm: r.re_arm,
     })
 }
 

@@ -186,6 +186,7 @@ fn case() -> impl Strategy<Value = Case> {
                         .map(|d| today + Duration::days(d))
                         .collect(),
                     paused: false,
+                    re_arm: None,
                 },
             };
             Case {

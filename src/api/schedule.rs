@@ -357,6 +357,12 @@ pub struct Rollout {
     /// Stop handing out new slots; phones already upgraded stay upgraded.
     #[serde(default)]
     pub paused: bool,
+    /// When phones start obeying a new check window: `AtOnce` (inside the window open or
+    /// opening when they fetch the file) or `NextOccurrence` (only from the window after that,
+    /// the conservative choice: every announcement then costs one window). Unset: each phone
+    /// family's assumed behaviour (all `AtOnce`; no vendor documents it, see docs/planner.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re_arm: Option<crate::core::family::ReArm>,
 }
 
 /// One rollout stage.

@@ -23,21 +23,65 @@ pub enum Error {
     LostLeadership,
 }
 
+/// The bounded class of a failed reconcile: the `reason` label of the error counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorClass {
+    CrdsMissing,
+    Conflict,
+    Forbidden,
+    Invalid,
+    ApiError,
+    Transport,
+    BadIndex,
+    LostLeadership,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::CrdsMissing,
+        ErrorClass::Conflict,
+        ErrorClass::Forbidden,
+        ErrorClass::Invalid,
+        ErrorClass::ApiError,
+        ErrorClass::Transport,
+        ErrorClass::BadIndex,
+        ErrorClass::LostLeadership,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::CrdsMissing => "CrdsMissing",
+            ErrorClass::Conflict => "Conflict",
+            ErrorClass::Forbidden => "Forbidden",
+            ErrorClass::Invalid => "Invalid",
+            ErrorClass::ApiError => "ApiError",
+            ErrorClass::Transport => "Transport",
+            ErrorClass::BadIndex => "BadIndex",
+            ErrorClass::LostLeadership => "LostLeadership",
+        }
+    }
+}
+
 impl Error {
+    /// The bounded class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::CrdsMissing(_) => ErrorClass::CrdsMissing,
+            Error::Api { source, .. } => match source {
+                kube::Error::Api(e) if e.code == 409 => ErrorClass::Conflict,
+                kube::Error::Api(e) if e.code == 403 => ErrorClass::Forbidden,
+                kube::Error::Api(e) if e.code == 422 => ErrorClass::Invalid,
+                kube::Error::Api(_) => ErrorClass::ApiError,
+                _ => ErrorClass::Transport,
+            },
+            Error::BadIndex { .. } => ErrorClass::BadIndex,
+            Error::LostLeadership => ErrorClass::LostLeadership,
+        }
+    }
+
     /// A bounded label value for this error.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Error::CrdsMissing(_) => "CrdsMissing",
-            Error::Api { source, .. } => match source {
-                kube::Error::Api(e) if e.code == 409 => "Conflict",
-                kube::Error::Api(e) if e.code == 403 => "Forbidden",
-                kube::Error::Api(e) if e.code == 422 => "Invalid",
-                kube::Error::Api(_) => "ApiError",
-                _ => "Transport",
-            },
-            Error::BadIndex { .. } => "BadIndex",
-            Error::LostLeadership => "LostLeadership",
-        }
+        self.class().as_str()
     }
 }
 

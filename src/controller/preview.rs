@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::desired::{self, Inputs, PhoneFile};
+use super::desired::{self, Desired, Inputs, PhoneFile};
 use crate::core::Mac;
 use crate::manifest::{Manifest, ManifestError};
 use crate::render::{RenderedFile, ServerUrl};
@@ -61,29 +61,7 @@ pub fn render_phone(
         .get(phone.model.0 as usize)
         .map_or("", String::as_str);
 
-    let schedule = &manifest.schedule.1;
-    let schedules = vec![Arc::new(schedule.clone())];
-    let namespace =
-        |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_else(|| "default".into());
-    let sites: Vec<_> = manifest
-        .sites
-        .iter()
-        .filter(|(_, s)| namespace(&s.metadata) == namespace(&schedule.metadata))
-        .map(|(_, s)| Arc::new(s.clone()))
-        .collect();
-    let (progress, previous, existing) = (HashMap::new(), HashMap::new(), BTreeMap::new());
-    let decision = desired::compute(&Inputs {
-        schedule,
-        schedules: &schedules,
-        sites: &sites,
-        progress: &progress,
-        previous_slots: &previous,
-        existing_shards: &existing,
-        server_url: server,
-        now,
-        // Offline there is no reconcile to wait for.
-        propagation: chrono::Duration::zero(),
-    });
+    let decision = first_decision(manifest, server, now);
     Ok(desired::phone_file(&PhoneFile {
         mac,
         model,
@@ -95,6 +73,34 @@ pub fn render_phone(
         provisioning: &fleet.schedule.provisioning,
         server_url: server,
     }))
+}
+
+/// The controller's first decision on the manifest's schedule at `now`, as right after
+/// `kubectl apply`: no progress, no slot handed out yet, no reconcile to wait for.
+pub fn first_decision(manifest: &Manifest, server: &ServerUrl, now: DateTime<Utc>) -> Desired {
+    let schedule = &manifest.schedule.1;
+    let schedules = vec![Arc::new(schedule.clone())];
+    let namespace =
+        |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_else(|| "default".into());
+    let sites: Vec<_> = manifest
+        .sites
+        .iter()
+        .filter(|(_, s)| namespace(&s.metadata) == namespace(&schedule.metadata))
+        .map(|(_, s)| Arc::new(s.clone()))
+        .collect();
+    let (progress, previous, existing) = (HashMap::new(), HashMap::new(), BTreeMap::new());
+    desired::compute(&Inputs {
+        schedule,
+        schedules: &schedules,
+        sites: &sites,
+        progress: &progress,
+        previous_slots: &previous,
+        existing_shards: &existing,
+        server_url: server,
+        now,
+        // Offline there is no reconcile to wait for.
+        propagation: chrono::Duration::zero(),
+    })
 }
 
 #[cfg(test)]
@@ -186,5 +192,62 @@ spec:
     fn a_phone_outside_the_fleet_is_an_error() {
         let err = render(MANIFEST, "000b82999999").expect_err("unknown phone");
         assert!(matches!(err, OfflineError::UnknownPhone(_)), "{err}");
+    }
+
+    /// XSTIM phones on repeated checks every 30 minutes get the firmware; the site's
+    /// Grandstream phones do not, so they must not lengthen its lead (they did in the offline
+    /// plan, which took every phone's family: a day later than the controller).
+    const MIXED: &str = r#"
+apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSchedule
+metadata: {name: offices, namespace: voice}
+spec:
+  provisioning:
+    repeatedly: {enabled: true, everyMinutes: 30}
+    weekly: {enabled: true, window: {start: "12:00", end: "18:00"}, days: [Mon, Tue, Wed, Thu, Fri]}
+  firmware: {version: "2.0", file: x.bin, models: [GXP1610]}
+  rollout: {downloadMinutes: 5, stages: [{percent: 10}, {percent: 100}]}
+---
+apiVersion: phonefleet.io/v1alpha1
+kind: PhoneSite
+metadata: {name: paris-hq, namespace: voice}
+spec:
+  timeZone: Europe/Paris
+  maxConcurrentDownloads: 2
+  phones:
+  - {mac: "00:0b:82:12:34:56", model: GXP2170}
+  - {mac: "00:0b:82:12:34:57", model: GXP1610, family: xstim}
+  - {mac: "00:0b:82:12:34:58", model: GXP1610, family: xstim}
+  - {mac: "00:0b:82:12:34:59", model: GXP1610, family: xstim}
+  - {mac: "00:0b:82:12:34:5a", model: GXP1610, family: xstim}
+  - {mac: "00:0b:82:12:34:5b", model: GXP1610, family: xstim}
+"#;
+
+    #[test]
+    fn the_offline_plan_predicts_what_the_controller_first_decides() {
+        let manifest = crate::manifest::parse(MIXED).expect("manifest parses");
+        let server: ServerUrl = "http://prov".parse().expect("URL");
+        // Tuesday, inside and just before the window; with repeated checks on.
+        for now in [
+            "2026-12-01T12:00:00Z",
+            "2026-12-01T10:50:00Z",
+            "2026-12-05T09:00:00Z",
+        ] {
+            let now: DateTime<Utc> = now.parse().expect("RFC 3339");
+            let plan = crate::plan_report::plan_manifest(&manifest, now).expect("plans");
+            let decision = first_decision(&manifest, &server, now);
+            assert!(plan.completion.is_some(), "{now}: {plan:?}");
+            assert_eq!(
+                plan.completion, decision.status.predicted_completion,
+                "{now}: plan and controller disagree"
+            );
+            // Within the day for the minute-level phones: the Grandstream phone is not told.
+            assert!(
+                plan.completion
+                    .is_some_and(|c| c - now < chrono::Duration::days(4)),
+                "{now}: {:?}",
+                plan.completion
+            );
+        }
     }
 }

@@ -30,6 +30,22 @@ pub enum PhoneFamily {
     Grandstream,
 }
 
+/// When a phone starts obeying a check window it has just fetched. No vendor documents it
+/// (docs/planner.md, "Re-arming"): each family's value is an assumption, and a schedule can ask
+/// for the conservative one (`spec.rollout.reArm: NextOccurrence`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum ReArm {
+    /// At its next check inside the new window, even in the occurrence open (or opening
+    /// later) when it fetched the file.
+    AtOnce,
+    /// Only from the occurrence after the one open or next to open when it fetched the file:
+    /// that occurrence is lost to the new window (a day with daily windows, up to a week with
+    /// weekly ones).
+    NextOccurrence,
+}
+
 /// What a family's schedule keys can say, as the planner needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
@@ -51,6 +67,20 @@ pub enum FamilyError {
 }
 
 impl PhoneFamily {
+    /// When the family applies a new check window (an assumption for every family: no vendor
+    /// says; docs/planner.md, "Re-arming").
+    pub fn re_arm(self) -> ReArm {
+        match self {
+            // The simulator's phone and the design page: the narrowed window is used the same
+            // day. Yealink's guide says its flexible-mode check time is computed again after
+            // a provisioning and at every reboot, which fits, but says nothing of weekly mode.
+            PhoneFamily::Xstim | PhoneFamily::Yealink => ReArm::AtOnce,
+            // A slot file sets "daily at hour" (P194 = 2); when the phone schedules its next
+            // daily check from the new hours is undocumented. Assumed at once, like the others.
+            PhoneFamily::Grandstream => ReArm::AtOnce,
+        }
+    }
+
     /// Every family, in a fixed order (metrics and docs iterate it).
     pub const ALL: [PhoneFamily; 3] = [
         PhoneFamily::Xstim,
@@ -302,17 +332,48 @@ pub fn announcement_lead(
     }
 }
 
-/// The lead of a site whose phones hold no slot file yet (a rollout starting): the longest of
-/// its families' leads under `schedule`'s steady state. What `phonefleet plan` previews.
-pub fn fresh_site_lead(site: &super::Site, schedule: &super::Schedule) -> Duration {
+/// The lead of `site` under `schedule`: the longest of its phones' leads, over the phones the
+/// firmware applies to (the others are never told a slot), `holds(mac)` saying whether a phone
+/// holds a slot file it has not finished with. A site with no such phone gets the minute-level
+/// lead (it gets no slot anyway). The controller, `phonefleet plan` and the metrics all plan
+/// with this one function (through [`crate::core::planner::plan_rollout`]), so a preview and
+/// the controller's first decision use the same lead by construction.
+pub fn site_lead(
+    site: &super::Site,
+    schedule: &super::Schedule,
+    holds: &dyn Fn(super::Mac) -> bool,
+) -> Duration {
+    let check = grandstream_check_minutes(schedule);
+    let applies = |p: &&super::Phone| {
+        schedule
+            .firmware
+            .as_ref()
+            .is_some_and(|fw| fw.applies_to(p.model))
+    };
     site.phones
         .iter()
-        .map(|p| p.family)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|f| announcement_lead(f, &schedule.provisioning, false, 60))
+        .filter(applies)
+        .map(|p| announcement_lead(p.family, &schedule.provisioning, holds(p.mac), check))
         .max()
-        .unwrap_or_else(Duration::zero)
+        .unwrap_or_else(|| announcement_lead(PhoneFamily::Xstim, &schedule.provisioning, false, 0))
+}
+
+/// The lead of a site whose phones hold no slot file yet (a rollout starting).
+pub fn fresh_site_lead(site: &super::Site, schedule: &super::Schedule) -> Duration {
+    site_lead(site, schedule, &|_| false)
+}
+
+/// The check window a Grandstream slot gets: the schedule's check spread in whole hours (the
+/// planner's whole-hour grid; Grandstream has no inactivity setting).
+pub fn grandstream_check_minutes(schedule: &super::Schedule) -> u32 {
+    let inactivity = schedule
+        .provisioning
+        .rollout_windows()
+        .map_or(0, |w| w.inactivity_minutes);
+    (schedule.rollout.check_spread_minutes.get() + inactivity)
+        .div_ceil(60)
+        .max(1)
+        * 60
 }
 
 /// The check window `[start_hour:00, end_hour:00)` a Grandstream slot file writes for a slot

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::family::{PhoneFamily, grandstream_steady};
+use super::family::{PhoneFamily, ReArm, grandstream_steady};
 use super::mac::Mac;
 use super::plan::{Plan, SitePlan, Slot, StageSummary, Warning};
 use super::policy::{Fleet, Schedule, Site, SiteCap, Windows};
@@ -176,6 +176,85 @@ pub fn plan_with_leads(
         warnings,
         sites: site_plans,
     }
+}
+
+/// The one planning entry point of the product: plans `fleet` as of `now`, leaving out
+/// `not_planned`, with each site's [`rollout_lead`] (`holds` says which phones hold a slot
+/// file). `phonefleet plan` calls it with nothing held and nothing left out, the controller
+/// with what it observed; both therefore agree on a starting rollout.
+pub fn plan_rollout(
+    fleet: &Fleet,
+    now: DateTime<Utc>,
+    not_planned: &HashSet<Mac>,
+    holds: &dyn Fn(Mac) -> bool,
+) -> Plan {
+    let start = fleet
+        .schedule
+        .rollout
+        .not_before
+        .map_or(now, |nb| nb.max(now));
+    plan_with_leads(fleet, now, not_planned, &|site| {
+        rollout_lead(&fleet.schedule, site, start, holds)
+    })
+}
+
+/// How long after `start` the first new slot of `site` may begin: the site's announcement lead
+/// ([`super::family::site_lead`]) and, when its phones re-arm only at the next occurrence
+/// ([`ReArm::NextOccurrence`]), up to the end of the first window occurrence that ends after
+/// they have heard of the slot (that occurrence is lost to the new window).
+pub fn rollout_lead(
+    schedule: &Schedule,
+    site: &Site,
+    start: DateTime<Utc>,
+    holds: &dyn Fn(Mac) -> bool,
+) -> Duration {
+    let lead = super::family::site_lead(site, schedule, holds);
+    if site_re_arm(schedule, site) == ReArm::AtOnce {
+        return lead;
+    }
+    match first_occurrence_end_after(schedule, site.time_zone, start + lead) {
+        Some(end) => (end - start).max(lead),
+        None => lead,
+    }
+}
+
+/// The schedule's re-arm setting, or the most conservative of the families the firmware
+/// applies to in `site`.
+pub fn site_re_arm(schedule: &Schedule, site: &Site) -> ReArm {
+    schedule.rollout.re_arm.unwrap_or_else(|| {
+        site.phones
+            .iter()
+            .filter(|p| {
+                schedule
+                    .firmware
+                    .as_ref()
+                    .is_some_and(|fw| fw.applies_to(p.model))
+            })
+            .map(|p| p.family.re_arm())
+            .max()
+            .unwrap_or(ReArm::AtOnce)
+    })
+}
+
+/// The end of the first rollout-window occurrence in `tz` that ends after `t` (the one open
+/// at `t`, or the next to open), blackout dates aside (no slot is placed on those anyway).
+fn first_occurrence_end_after(
+    schedule: &Schedule,
+    tz: Tz,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let w = schedule
+        .provisioning
+        .rollout_windows()
+        .filter(|w| !w.days.is_empty())?;
+    let today = t.with_timezone(&tz).date_naive();
+    // One day back (an occurrence crossing midnight), a week and a day ahead (one day a week).
+    (-1..=8)
+        .filter_map(|d| today.checked_add_signed(Duration::days(d)))
+        .filter(|date| w.days.contains(date.weekday()))
+        .map(|date| w.window.occurrence(date, tz).end)
+        .filter(|end| *end > t)
+        .min()
 }
 
 /// The dates searched: local dates from the plan start up to `days` later.
@@ -701,6 +780,7 @@ mod tests {
                     deadline: None,
                     blackout_dates: BTreeSet::new(),
                     paused: false,
+                    re_arm: None,
                 },
             },
             sites,
@@ -798,6 +878,39 @@ mod tests {
             let h = slot.local_start.hour();
             assert!(h < 23 && h != 23, "{}", slot.local_start);
         }
+    }
+
+    /// Phones told their slot at 01:10, inside the 01:00–03:00 window: re-arming at once they
+    /// use it the same night; re-arming at the next occurrence that night is lost.
+    #[test]
+    fn re_arming_at_the_next_occurrence_loses_the_window_open_when_phones_hear() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        let now = t("2026-06-01T01:10:00Z");
+        let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false);
+        assert_eq!(at_once.sites[0].slots[0].start, t("2026-06-01T01:30:00Z"));
+        f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
+        let next = plan_rollout(&f, now, &HashSet::new(), &|_| false);
+        assert_eq!(next.sites[0].slots[0].start, t("2026-06-02T01:00:00Z"));
+        assert_eq!(at_once.completion, Some(t("2026-06-01T03:00:00Z")));
+        assert_eq!(next.completion, Some(t("2026-06-02T02:30:00Z")));
+        // Heard before the night's window opens: that occurrence is the one lost.
+        let noon = plan_rollout(&f, t("2026-06-01T12:00:00Z"), &HashSet::new(), &|_| false);
+        assert_eq!(noon.sites[0].slots[0].start, t("2026-06-03T01:00:00Z"));
+    }
+
+    #[test]
+    fn the_schedule_setting_overrides_the_families_assumption() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        assert_eq!(site_re_arm(&f.schedule, &f.sites[0]), ReArm::AtOnce);
+        f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
+        assert_eq!(site_re_arm(&f.schedule, &f.sites[0]), ReArm::NextOccurrence);
+        // A schedule that re-arms at once gains nothing over the plain lead.
+        f.schedule.rollout.re_arm = Some(ReArm::AtOnce);
+        let now = t("2026-06-01T01:10:00Z");
+        assert_eq!(
+            rollout_lead(&f.schedule, &f.sites[0], now, &|_| false),
+            Duration::zero()
+        );
     }
 
     #[test]

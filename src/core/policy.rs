@@ -174,6 +174,8 @@ pub struct RolloutPolicy {
     pub deadline: Option<DateTime<Utc>>,
     pub blackout_dates: BTreeSet<NaiveDate>,
     pub paused: bool,
+    /// When phones apply a new check window; `None`: each family's own ([`PhoneFamily::re_arm`]).
+    pub re_arm: Option<super::family::ReArm>,
 }
 
 /// A schedule, checked: what the planner needs from a PhoneSchedule.

@@ -25,35 +25,37 @@ use prometheus::{
 
 use crate::api::{PhoneSchedule, PhoneScheduleStatus};
 use crate::controller::ReconcileObserver;
-use crate::controller::desired::phase;
+use crate::controller::desired::{Phase, phase};
+use crate::controller::error::ErrorClass;
 use crate::server::{Outcome, ServerStats};
 
 /// Phone states of `phonefleet_phones`, as in `status.counts`.
 pub const PHONE_STATES: [&str; 4] = ["pending", "in_progress", "upgraded", "failed"];
 
-/// Every phase of `phonefleet_rollout_phase`, so the gauge is one-hot over a fixed set.
-pub const PHASES: [&str; 7] = [
-    phase::INVALID,
-    phase::PENDING,
-    phase::IDLE,
-    phase::PAUSED,
-    phase::HALTED,
-    phase::PROGRESSING,
-    phase::COMPLETED,
-];
+/// Every phase of `phonefleet_rollout_phase`, so the gauge is one-hot over a fixed set: the
+/// controller's [`Phase`] enum, every variant.
+pub const PHASES: [&str; Phase::ALL.len()] = {
+    let mut names = [""; Phase::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Phase::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
-/// Every value [`crate::controller::Error::reason`] returns; the error counter starts at zero
-/// for each, so `rate()` and alerts have a series before the first error.
-pub const RECONCILE_ERROR_REASONS: [&str; 8] = [
-    "CrdsMissing",
-    "Conflict",
-    "Forbidden",
-    "Invalid",
-    "ApiError",
-    "Transport",
-    "BadIndex",
-    "LostLeadership",
-];
+/// Every value [`crate::controller::Error::reason`] returns ([`ErrorClass`], every variant);
+/// the error counter starts at zero for each, so `rate()` and alerts have a series before the
+/// first error.
+pub const RECONCILE_ERROR_REASONS: [&str; ErrorClass::ALL.len()] = {
+    let mut names = [""; ErrorClass::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ErrorClass::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// Reasons of `phonefleet_downloads_refused_total`.
 pub const REFUSAL_REASONS: [&str; 2] = ["busy", "outside_slot"];

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 
-use crate::manifest::{self, ManifestError};
+use crate::core::Plan;
+use crate::manifest::{self, Manifest, ManifestError};
 
 pub use json::{to_json, write_json};
 pub use svg::{MAX_ROWS, to_svg};
@@ -44,8 +45,8 @@ pub fn run(
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
-    let fleet = manifest::load(path)?.fleet()?;
-    let written = write(&fleet, now, format, out);
+    let plan = plan_manifest(&manifest::load(path)?, now)?;
+    let written = write(&plan, format, out);
     // `phonefleet plan -o json | head` closes the pipe early; that is not a failure.
     match written {
         Err(ReportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -56,21 +57,24 @@ pub fn run(
     }
 }
 
-fn write(
-    fleet: &crate::core::Fleet,
-    now: DateTime<Utc>,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), ReportError> {
-    // As the controller plans a starting rollout: no slot before the site's phones can hear
-    // of it (docs/planner.md, "Announcement lead").
-    let plan = crate::core::plan_with_leads(fleet, now, &Default::default(), &|site| {
-        crate::core::family::fresh_site_lead(site, &fleet.schedule)
-    });
+/// The plan `phonefleet plan` shows: the fleet the controller would select, planned by the
+/// controller's own entry point as its first decision would (no phone upgraded, none holding a
+/// slot file yet, so each site's starting announcement lead).
+pub fn plan_manifest(manifest: &Manifest, now: DateTime<Utc>) -> Result<Plan, ManifestError> {
+    let fleet = manifest.fleet()?;
+    Ok(crate::core::plan_rollout(
+        &fleet,
+        now,
+        &Default::default(),
+        &|_| false,
+    ))
+}
+
+fn write(plan: &Plan, format: Format, out: &mut impl Write) -> Result<(), ReportError> {
     match format {
-        Format::Table => out.write_all(to_table(&plan).as_bytes())?,
-        Format::Json => write_json(&plan, &mut *out)?,
-        Format::Svg => out.write_all(to_svg(&plan)?.as_bytes())?,
+        Format::Table => out.write_all(to_table(plan).as_bytes())?,
+        Format::Json => write_json(plan, &mut *out)?,
+        Format::Svg => out.write_all(to_svg(plan)?.as_bytes())?,
     }
     Ok(out.flush()?)
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::children::{PhoneProgress, PhoneState};
+use crate::children::{self, INDEX_KEY, PhoneProgress, PhoneState, ShardIndex};
 
 const SCHEDULE: &str = r#"
 apiVersion: phonefleet.io/v1alpha1
@@ -603,3 +603,6 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     let again = second.slots.get(&mac).expect("re-planned");
     assert!(again.start < world.now + Duration::hours(25), "{again:?}");
 }
+
+#[path = "step_tests.rs"]
+mod steps;

@@ -1,0 +1,175 @@
+//! Step 6: the numbers of the status — phones by state, per stage and per site, the next
+//! window and the predicted completion.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::gates::Gates;
+use super::kept::Kept;
+use super::members::{Member, Members};
+use crate::api::{PhoneCounts, SiteSummary, StageSummary};
+use crate::children::{IndexSlot, PhoneState};
+use crate::core::{Fleet, Mac, Plan};
+
+/// Phones by state, over every member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Tally {
+    pub total: u32,
+    pub upgraded: u32,
+    pub failed: u32,
+    pub in_progress: u32,
+    /// Not upgraded and of a model not halted: what the rollout still has to do.
+    pub remaining: u32,
+}
+
+impl Tally {
+    pub fn of(members: &Members<'_>, gates: &Gates) -> Tally {
+        Tally {
+            total: members.count(|_| true),
+            upgraded: members.count(|m| m.is(PhoneState::Upgraded)),
+            failed: members.count(|m| m.is(PhoneState::Failed)),
+            in_progress: members.count(|m| m.busy()),
+            remaining: members.count(|m| !m.is(PhoneState::Upgraded) && !gates.is_halted(m.model)),
+        }
+    }
+
+    pub fn phone_counts(&self) -> PhoneCounts {
+        PhoneCounts {
+            total: self.total,
+            pending: self.total - self.upgraded - self.failed - self.in_progress,
+            in_progress: self.in_progress,
+            upgraded: self.upgraded,
+            failed: self.failed,
+        }
+    }
+}
+
+/// Everything counted for the status.
+#[derive(Clone, Debug)]
+pub(super) struct Counts {
+    pub tally: Tally,
+    pub stages: Vec<StageSummary>,
+    pub sites: Vec<SiteSummary>,
+    pub next_window: Option<DateTime<Utc>>,
+    pub completion: Option<DateTime<Utc>>,
+}
+
+/// What the counts are taken over.
+pub(super) struct Decided<'a, 'f> {
+    pub fleet: &'a Fleet,
+    pub members: &'a Members<'f>,
+    pub gates: &'a Gates,
+    pub kept: &'a Kept,
+    pub plan: &'a Plan,
+    pub slots: &'a HashMap<Mac, IndexSlot>,
+    pub now: DateTime<Utc>,
+}
+
+pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
+    let tally = Tally::of(d.members, d.gates);
+    let firmware = d.fleet.schedule.firmware.is_some();
+    let next_window = d
+        .slots
+        .values()
+        .map(|s| s.start)
+        .filter(|s| *s > d.now)
+        .min()
+        .or_else(|| {
+            d.plan
+                .sites
+                .iter()
+                .flat_map(|s| s.slots.iter())
+                .map(|s| s.start)
+                .filter(|s| *s > d.now)
+                .min()
+        })
+        .filter(|_| d.gates.active && tally.remaining > 0);
+    let completion = if firmware && tally.remaining > 0 {
+        latest(
+            d.plan.completion,
+            d.kept.slots.values().map(|s| s.end).max(),
+        )
+    } else {
+        None
+    };
+    Counts {
+        tally,
+        stages: if firmware {
+            stage_summaries(d)
+        } else {
+            Vec::new()
+        },
+        sites: site_summaries(d),
+        next_window,
+        completion,
+    }
+}
+
+fn stage_summaries(d: &Decided<'_, '_>) -> Vec<StageSummary> {
+    d.fleet
+        .schedule
+        .rollout
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| {
+            let of_stage =
+                |f: &dyn Fn(&Member<'_>) -> bool| d.members.count(|m| m.stage == i as u32 && f(m));
+            StageSummary {
+                name: stage.name.clone(),
+                phones: of_stage(&|_| true),
+                in_progress: of_stage(&|m| m.busy()),
+                upgraded: of_stage(&|m| m.is(PhoneState::Upgraded)),
+                failed: of_stage(&|m| m.is(PhoneState::Failed)),
+            }
+        })
+        .collect()
+}
+
+fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
+    let now = d.now;
+    d.fleet
+        .sites
+        .iter()
+        .zip(&d.members.by_site)
+        .zip(&d.plan.sites)
+        .map(|((site, members), site_plan)| {
+            let count =
+                |f: &dyn Fn(&Member<'_>) -> bool| members.iter().filter(|m| f(m)).count() as u32;
+            let slots = || members.iter().filter_map(|m| d.slots.get(&m.mac));
+            let pending = members
+                .iter()
+                .any(|m| !m.is(PhoneState::Upgraded) && !d.gates.is_halted(m.model));
+            SiteSummary {
+                name: site.name.clone(),
+                phones: members.len() as u32,
+                upgraded: count(&|m| m.is(PhoneState::Upgraded)),
+                failed: count(&|m| m.is(PhoneState::Failed)),
+                in_progress: count(&|m| m.busy()),
+                window_open: slots().any(|s| s.start <= now && now < s.end),
+                next_window: slots()
+                    .map(|s| s.start)
+                    .chain(site_plan.slots.iter().map(|s| s.start))
+                    .filter(|s| *s > now)
+                    .min()
+                    .filter(|_| d.gates.active && pending),
+                completion: latest(
+                    site_plan.completion,
+                    members
+                        .iter()
+                        .filter_map(|m| d.kept.slots.get(&m.mac))
+                        .map(|s| s.end)
+                        .max(),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,104 @@
+//! Step 3: which phones keep the slot they were given, and which stay out of the new plan.
+//!
+//! A phone learns a new slot only when it next fetches its file: slots handed out now start no
+//! earlier than the site's announcement lead ahead (one "repeatedly" interval for the
+//! minute-level families; a day and the check window for a Grandstream phone that holds a slot
+//! file, since it then checks daily), plus the time a decision takes to reach the server
+//! (`Inputs::propagation`). A slot already announced (starting before that) is kept, so the
+//! phones that know it are not moved under their feet; so is the slot of a phone mid-download
+//! or rebooting.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::gates::Gates;
+use super::members::Members;
+use crate::children::IndexSlot;
+use crate::core::{self, Fleet, Mac};
+
+/// What the previous decision's slots become.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Kept {
+    /// Slots kept as they are.
+    pub slots: HashMap<Mac, IndexSlot>,
+    /// Phones the new plan leaves out: done, failed, halted, busy, or keeping their slot.
+    pub not_planned: HashSet<Mac>,
+    /// Phones holding a slot file they have not finished with (longer lead for Grandstream).
+    pub holding: HashSet<Mac>,
+}
+
+impl Kept {
+    pub fn holds(&self, mac: Mac) -> bool {
+        self.holding.contains(&mac)
+    }
+}
+
+/// Decides, for every member, whether its previous slot (in `previous`) is kept.
+pub(super) fn keep(
+    fleet: &Fleet,
+    members: &Members<'_>,
+    gates: &Gates,
+    previous: &HashMap<Mac, IndexSlot>,
+    now: DateTime<Utc>,
+    propagation: Duration,
+) -> Kept {
+    let holding: HashSet<Mac> = members
+        .iter()
+        .filter(|m| !m.done() && previous.contains_key(&m.mac))
+        .map(|m| m.mac)
+        .collect();
+    let propagation = propagation.max(Duration::zero());
+    let mut kept = Kept::default();
+    for (site, site_members) in fleet.sites.iter().zip(&members.by_site) {
+        let lead =
+            core::planner::rollout_lead(&fleet.schedule, site, now, &|mac| holding.contains(&mac));
+        // New slots of this site start at `plan_from` at the earliest.
+        let plan_from = (now + lead + propagation).max(now + Duration::seconds(1));
+        for m in site_members {
+            if m.done() || gates.is_halted(m.model) {
+                kept.not_planned.insert(m.mac);
+                continue;
+            }
+            match previous.get(&m.mac) {
+                Some(prev)
+                    if gates.active && (m.busy() || (prev.start < plan_from && now < prev.end)) =>
+                {
+                    kept.slots.insert(m.mac, *prev);
+                    kept.not_planned.insert(m.mac);
+                }
+                _ if m.busy() => {
+                    kept.not_planned.insert(m.mac);
+                }
+                _ => {}
+            }
+        }
+    }
+    kept.holding = holding;
+    kept
+}
+
+/// The slots rendered into the files: kept ones, and planned ones of released stages; none
+/// while the rollout is inactive (no firmware, or paused).
+pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> HashMap<Mac, IndexSlot> {
+    let mut slots: HashMap<Mac, IndexSlot> = HashMap::new();
+    if !gates.active {
+        return slots;
+    }
+    slots.extend(kept.slots.iter().map(|(m, s)| (*m, *s)));
+    for site_plan in &plan.sites {
+        for (slot, macs) in site_plan.slots_with_phones() {
+            if slot.stage <= gates.released {
+                for &mac in macs {
+                    let slot = IndexSlot {
+                        stage: slot.stage,
+                        start: slot.start,
+                        end: slot.end,
+                    };
+                    slots.insert(mac, slot);
+                }
+            }
+        }
+    }
+    slots
+}

@@ -1,0 +1,93 @@
+//! Step 1: who takes part in the rollout, in which stage, and what the provisioning server has
+//! seen of each phone for the current firmware.
+
+use std::collections::HashMap;
+
+use crate::children::{PhoneProgress, PhoneState};
+use crate::core::{Fleet, Mac, stage_ranking};
+
+/// A phone the firmware applies to, with what decides its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Member<'a> {
+    pub mac: Mac,
+    pub model: &'a str,
+    pub stage: u32,
+    /// Progress towards the current firmware version; `None` before any.
+    pub state: Option<PhoneState>,
+}
+
+impl Member<'_> {
+    /// Upgraded or failed: never planned again for this version.
+    pub fn done(&self) -> bool {
+        matches!(self.state, Some(PhoneState::Upgraded | PhoneState::Failed))
+    }
+
+    /// Downloading or rebooting: must keep whatever slot it has.
+    pub fn busy(&self) -> bool {
+        matches!(
+            self.state,
+            Some(PhoneState::Downloading | PhoneState::Rebooting)
+        )
+    }
+
+    pub fn is(&self, state: PhoneState) -> bool {
+        self.state == Some(state)
+    }
+}
+
+/// The members of each site, in the fleet's site order, each site's in stage-rank order.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Members<'a> {
+    pub by_site: Vec<Vec<Member<'a>>>,
+}
+
+impl<'a> Members<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &Member<'a>> {
+        self.by_site.iter().flatten()
+    }
+
+    /// How many members satisfy `f`.
+    pub fn count(&self, f: impl Fn(&Member<'a>) -> bool) -> u32 {
+        self.iter().filter(|m| f(m)).count() as u32
+    }
+}
+
+/// The members of `fleet`: every placed phone its firmware applies to (none without firmware),
+/// staged by [`stage_ranking`], with its progress towards the firmware's version.
+pub(super) fn of_fleet<'a>(
+    fleet: &'a Fleet,
+    progress: &HashMap<Mac, PhoneProgress>,
+) -> Members<'a> {
+    let firmware = fleet.schedule.firmware.as_ref();
+    let by_site = fleet
+        .sites
+        .iter()
+        .map(|site| {
+            let model_of: HashMap<Mac, &str> = site
+                .phones
+                .iter()
+                .map(|p| (p.mac, fleet.models[p.model.0 as usize].as_str()))
+                .collect();
+            let (macs, bounds) = stage_ranking(site, &fleet.schedule);
+            let mut members = Vec::with_capacity(macs.len());
+            for (stage, range) in bounds.windows(2).enumerate() {
+                for &mac in &macs[range[0]..range[1]] {
+                    let state = firmware.and_then(|fw| {
+                        progress
+                            .get(&mac)
+                            .filter(|p| p.target == fw.version)
+                            .map(|p| p.state)
+                    });
+                    members.push(Member {
+                        mac,
+                        model: model_of.get(&mac).copied().unwrap_or_default(),
+                        stage: stage as u32,
+                        state,
+                    });
+                }
+            }
+            members
+        })
+        .collect();
+    Members { by_site }
+}

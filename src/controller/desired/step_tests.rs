@@ -1,0 +1,297 @@
+//! Each step of the decision pipeline on its own, fed with a fleet selected from the fixtures
+//! of the parent tests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::Duration;
+
+use super::*;
+use crate::children::PhoneState;
+use crate::controller::desired::{
+    counts, events, gates, kept, members, shards, status, vocabulary::Phase, wake,
+};
+
+fn fleet_of(world: &World) -> Fleet {
+    let candidates: Vec<Candidate<'_>> = world
+        .sites
+        .iter()
+        .map(|s| Candidate {
+            document: format!("PhoneSite voice/{}", s.name_any()),
+            site: s,
+        })
+        .collect();
+    selection::select("s", "voice/fw", &world.schedule, &candidates, &|_| None)
+        .expect("valid fixture")
+        .fleet
+}
+
+fn slot(start: &str, minutes: i64) -> IndexSlot {
+    IndexSlot {
+        stage: 0,
+        start: at(start),
+        end: at(start) + Duration::minutes(minutes),
+    }
+}
+
+#[test]
+fn members_are_staged_by_rank_and_only_progress_towards_this_version_counts() {
+    let mut world = World::new();
+    let fleet = fleet_of(&world);
+    let first = members::of_fleet(&fleet, &world.progress);
+    let per_stage = |m: &members::Members<'_>, s: u32| m.count(|x| x.stage == s);
+    // 10 % of 20 phones, rounded up: 2 canaries.
+    assert_eq!((per_stage(&first, 0), per_stage(&first, 1)), (2, 18));
+    let (a, b) = (first.by_site[0][0].mac, first.by_site[0][1].mac);
+    world.report(a, PhoneState::Upgraded);
+    world.report(b, PhoneState::Downloading);
+    world.progress.get_mut(&b).expect("reported").target = "1.0".into();
+    let m = members::of_fleet(&fleet, &world.progress);
+    assert_eq!(m.by_site[0][0].state, Some(PhoneState::Upgraded));
+    assert!(m.by_site[0][0].done());
+    assert_eq!(
+        m.by_site[0][1].state, None,
+        "progress towards another version"
+    );
+}
+
+#[test]
+fn gates_hand_out_slots_only_with_firmware_and_not_paused() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let m = members::of_fleet(&fleet, &world.progress);
+    let g = gates::evaluate(&fleet.schedule, None, &m);
+    assert!(g.active && g.halted.is_empty());
+    assert_eq!(g.released, 0);
+    let mut paused = fleet.schedule.clone();
+    paused.rollout.paused = true;
+    assert!(!gates::evaluate(&paused, None, &m).active);
+    let mut idle = fleet.schedule.clone();
+    idle.firmware = None;
+    let g = gates::evaluate(&idle, None, &members::Members::default());
+    assert!(!g.active && g.rollout.is_none());
+}
+
+#[test]
+fn kept_slots_are_the_announced_and_the_busy_ones() {
+    let mut world = World::new();
+    let fleet = fleet_of(&world);
+    let macs: Vec<Mac> = members::of_fleet(&fleet, &world.progress)
+        .iter()
+        .map(|m| m.mac)
+        .collect();
+    let (busy, announced, far, done) = (macs[0], macs[1], macs[2], macs[3]);
+    world.report(busy, PhoneState::Downloading);
+    world.report(done, PhoneState::Upgraded);
+    let previous: HashMap<Mac, IndexSlot> = [
+        // Started and ended before now, but the phone is still downloading.
+        (busy, slot("2026-12-01T10:00:00Z", 30)),
+        // Inside the lead: announced.
+        (announced, slot("2026-12-01T12:00:00Z", 30)),
+        // Far ahead of the (zero) lead: re-planned.
+        (far, slot("2026-12-03T01:00:00Z", 30)),
+        (done, slot("2026-12-01T11:50:00Z", 30)),
+    ]
+    .into();
+    let m = members::of_fleet(&fleet, &world.progress);
+    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
+    let kept: HashSet<Mac> = k.slots.keys().copied().collect();
+    assert_eq!(kept, HashSet::from([busy, announced]));
+    assert!(k.not_planned.contains(&done) && !k.not_planned.contains(&far));
+    assert!(k.holds(far) && !k.holds(done), "a done phone holds nothing");
+}
+
+#[test]
+fn assigned_slots_are_those_of_released_stages_and_none_when_inactive() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let m = members::of_fleet(&fleet, &world.progress);
+    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let k = kept::Kept::default();
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let slots = kept::assign(&k, &plan, &g);
+    assert_eq!(slots.len(), 2, "the canaries only");
+    assert!(slots.values().all(|s| s.stage == 0));
+    let inactive = gates::Gates {
+        active: false,
+        ..g.clone()
+    };
+    assert!(kept::assign(&k, &plan, &inactive).is_empty());
+}
+
+#[test]
+fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false);
+    let url: ServerUrl = "http://prov".parse().expect("url");
+    let cut_with = |existing: &BTreeMap<String, String>| {
+        shards::cut(
+            &fleet,
+            &plan,
+            &HashMap::new(),
+            &shards::Target {
+                schedule: "voice/fw".into(),
+                schedule_name: "fw",
+                server_url: &url,
+                active: true,
+                existing,
+            },
+        )
+    };
+    let first = cut_with(&BTreeMap::new());
+    assert!(first.shards.iter().all(|s| s.changed));
+    let mut existing: BTreeMap<String, String> = first
+        .shards
+        .iter()
+        .map(|s| (s.name.clone(), s.hash.clone()))
+        .collect();
+    existing.insert("fw-gone-0".into(), "x".into());
+    let second = cut_with(&existing);
+    assert!(second.shards.iter().all(|s| !s.changed));
+    assert_eq!(second.stale, ["fw-gone-0"]);
+    assert_eq!(second.check_minutes.get("paris"), Some(&60));
+}
+
+#[test]
+fn counts_add_up_and_completion_covers_kept_slots() {
+    let mut world = World::new();
+    let fleet = fleet_of(&world);
+    let macs: Vec<Mac> = members::of_fleet(&fleet, &world.progress)
+        .iter()
+        .map(|m| m.mac)
+        .collect();
+    // The failure is in the second stage (not released): no halt.
+    world.report(macs[0], PhoneState::Upgraded);
+    world.report(macs[10], PhoneState::Failed);
+    world.report(macs[2], PhoneState::Rebooting);
+    let m = members::of_fleet(&fleet, &world.progress);
+    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let late = slot("2027-06-01T01:00:00Z", 30);
+    let k = kept::Kept {
+        slots: [(macs[2], late)].into(),
+        not_planned: [macs[0], macs[10], macs[2]].into(),
+        holding: HashSet::new(),
+    };
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let slots = kept::assign(&k, &plan, &g);
+    let c = counts::count(&counts::Decided {
+        fleet: &fleet,
+        members: &m,
+        gates: &g,
+        kept: &k,
+        plan: &plan,
+        slots: &slots,
+        now: world.now,
+    });
+    let p = c.tally.phone_counts();
+    assert_eq!(
+        (p.total, p.upgraded, p.failed, p.in_progress, p.pending),
+        (20, 1, 1, 1, 17)
+    );
+    assert_eq!(c.tally.remaining, 19);
+    assert_eq!(
+        c.completion,
+        Some(late.end),
+        "a kept slot later than the plan"
+    );
+    assert_eq!(c.stages.iter().map(|s| s.phones).sum::<u32>(), 20);
+    assert_eq!(c.sites[0].completion, Some(late.end));
+}
+
+#[test]
+fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let m = members::of_fleet(&fleet, &world.progress);
+    let mut g = gates::evaluate(&fleet.schedule, None, &m);
+    let k = kept::Kept::default();
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let slots = kept::assign(&k, &plan, &g);
+    let decided = counts::Decided {
+        fleet: &fleet,
+        members: &m,
+        gates: &g,
+        kept: &k,
+        plan: &plan,
+        slots: &slots,
+        now: world.now,
+    };
+    let mut c = counts::count(&decided);
+    assert_eq!(status::phase(&fleet, &g, &c), Phase::Progressing);
+    c.tally.remaining = 0;
+    assert_eq!(status::phase(&fleet, &g, &c), Phase::Completed);
+    g.halted.insert("GXP2170".into());
+    assert_eq!(
+        status::phase(&fleet, &g, &c),
+        Phase::Halted,
+        "a halt outranks completion"
+    );
+    let excluded = [Excluded {
+        site: "x".into(),
+        reason: selection::Exclusion::InvalidSite,
+        message: "bad".into(),
+    }];
+    assert_eq!(
+        status::degraded(&g, &excluded).reason,
+        Reason::RolloutHalted
+    );
+    g.halted.clear();
+    let v = status::degraded(&g, &excluded);
+    assert_eq!(
+        (v.status, v.reason, v.message.as_str()),
+        (true, Reason::InvalidSite, "bad")
+    );
+    assert!(!status::degraded(&g, &[]).status);
+}
+
+#[test]
+fn the_completion_event_is_published_once() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let g = gates::evaluate(&fleet.schedule, None, &members::Members::default());
+    let mut new = PhoneScheduleStatus {
+        phase: Some(Phase::Completed.as_str().into()),
+        ..Default::default()
+    };
+    new.counts = Some(crate::api::PhoneCounts {
+        total: 20,
+        upgraded: 20,
+        ..Default::default()
+    });
+    let old = PhoneScheduleStatus::default();
+    let complete = |old: &PhoneScheduleStatus| -> Vec<EventIntent> {
+        events::collect(old, &new, &fleet.schedule, &g, &[])
+            .into_iter()
+            .filter(|e| e.reason == Reason::RolloutComplete.as_str())
+            .collect()
+    };
+    let first = complete(&old);
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].note.contains("all 20 phones run firmware 2.0"),
+        "{}",
+        first[0].note
+    );
+    assert!(
+        complete(&new).is_empty(),
+        "already Completed: no second event"
+    );
+}
+
+#[test]
+fn wake_up_is_the_next_boundary_and_never_while_inactive() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false);
+    // A slot that opened before now: its end is the next boundary, before any planned start.
+    let open = slot("2026-12-01T11:50:00Z", 30);
+    let slots: HashMap<Mac, IndexSlot> = [(fleet.sites[0].phones[0].mac, open)].into();
+    assert_eq!(wake::next(&slots, &plan, world.now, true), Some(open.end));
+    assert_eq!(wake::next(&slots, &plan, world.now, false), None);
+    let first_planned = plan.sites[0].slots.first().map(|s| s.start);
+    assert_eq!(
+        wake::next(&HashMap::new(), &plan, world.now, true),
+        first_planned
+    );
+}

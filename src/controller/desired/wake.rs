@@ -1,0 +1,30 @@
+//! Step 9: when to decide again — the next slot opening (phones to release) or closing
+//! (missed phones to re-plan), or the next planned slot; never while inactive.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::children::IndexSlot;
+use crate::core::{Mac, Plan};
+
+pub(super) fn next(
+    slots: &HashMap<Mac, IndexSlot>,
+    plan: &Plan,
+    now: DateTime<Utc>,
+    active: bool,
+) -> Option<DateTime<Utc>> {
+    if !active {
+        return None;
+    }
+    slots
+        .values()
+        .flat_map(|s| [s.start, s.end])
+        .chain(
+            plan.sites
+                .iter()
+                .flat_map(|s| s.slots.iter().map(|s| s.start)),
+        )
+        .filter(|t| *t > now)
+        .min()
+}

@@ -1,0 +1,193 @@
+//! Which sites a schedule plans: its selector applied to the PhoneSites of its namespace, each
+//! validated, the ones it may not use left out with a reason. The controller and the offline
+//! commands (`phonefleet plan`, `phonefleet render`) both build their [`Fleet`] here, so they
+//! select and validate the same sites by construction.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use kube::ResourceExt;
+
+use crate::api::{PhoneSchedule, PhoneSite};
+use crate::core::{Fleet, Mac, UnplacedPhone};
+use crate::selector::{Selector, SelectorError};
+use crate::validate::{self, ModelTable, ValidationError};
+
+/// Why a selected site is (in part) left out of the plan: a fixed set, shown as condition and
+/// event reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Exclusion {
+    /// An older schedule selects the site too and keeps it.
+    SiteConflict,
+    /// The site fails validation, or repeats a phone of a site before it (by name).
+    InvalidSite,
+    /// Some phones belong to no phone family; the site is planned without them.
+    UnknownModel,
+}
+
+impl Exclusion {
+    /// The reason as conditions, events and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::SiteConflict => "SiteConflict",
+            Exclusion::InvalidSite => "InvalidSite",
+            Exclusion::UnknownModel => "UnknownModel",
+        }
+    }
+
+    /// Whether the whole site is left out (not only some of its phones).
+    pub fn drops_site(self) -> bool {
+        !matches!(self, Exclusion::UnknownModel)
+    }
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A selected site the schedule may not use (or not all of), and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excluded {
+    pub site: String,
+    pub reason: Exclusion,
+    pub message: String,
+}
+
+/// A schedule that cannot be planned at all: the controller's `InvalidSpec`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSchedule {
+    #[error("spec.siteSelector.{0}")]
+    Selector(#[from] SelectorError),
+    #[error(transparent)]
+    Spec(#[from] ValidationError),
+}
+
+/// The fleet a schedule plans, and the sites left out of it.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub fleet: Fleet,
+    /// In site-name order; empty when every selected site is planned whole.
+    pub excluded: Vec<Excluded>,
+}
+
+/// One PhoneSite offered to the selection, with the label its messages name it by (e.g.
+/// `PhoneSite voice/paris`, or `document 3 (PhoneSite voice/paris)` in a manifest).
+pub struct Candidate<'a> {
+    pub document: String,
+    pub site: &'a PhoneSite,
+}
+
+/// Selects and validates the fleet of `schedule` (labelled `document`, named `full_name` =
+/// `namespace/name`) among `candidates` (the PhoneSites of its namespace). `claimed_by(site)`
+/// names an older schedule that keeps the site, if any. Sites are taken in name order: of two
+/// sites listing one phone, the later is left out (`InvalidSite`); an invalid site is left out
+/// and the others go on. Only an invalid schedule fails the whole selection.
+pub fn select(
+    document: &str,
+    full_name: &str,
+    schedule: &PhoneSchedule,
+    candidates: &[Candidate<'_>],
+    claimed_by: &dyn Fn(&PhoneSite) -> Option<String>,
+) -> Result<Selection, InvalidSchedule> {
+    let selector = Selector::parse(&schedule.spec.site_selector)?;
+    let mut models = ModelTable::default();
+    let checked = validate::schedule(document, full_name, &schedule.spec, &mut models)?;
+
+    let mut selected: Vec<&Candidate<'_>> = candidates
+        .iter()
+        .filter(|c| selector.matches(c.site.labels()))
+        .collect();
+    selected.sort_by_key(|c| c.site.name_any());
+
+    let mut excluded = Vec::new();
+    let mut sites = Vec::new();
+    let mut owner_of_mac: HashMap<Mac, String> = HashMap::new();
+    for candidate in selected {
+        let site_name = candidate.site.name_any();
+        if let Some(winner) = claimed_by(candidate.site) {
+            excluded.push(Excluded {
+                message: format!(
+                    "site {site_name} is already scheduled by the older PhoneSchedule {winner}"
+                ),
+                site: site_name,
+                reason: Exclusion::SiteConflict,
+            });
+            continue;
+        }
+        let checked_site = match validate::site(
+            &candidate.document,
+            &site_name,
+            &candidate.site.spec,
+            &mut models,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                excluded.push(Excluded {
+                    site: site_name,
+                    reason: Exclusion::InvalidSite,
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        // The rendered file of a phone is named after its MAC: two sites cannot both own it.
+        let clash = checked_site
+            .phones
+            .iter()
+            .find_map(|p| owner_of_mac.get(&p.mac).map(|other| (p.mac, other.clone())));
+        if let Some((mac, other)) = clash {
+            excluded.push(Excluded {
+                message: format!("phone {mac} of site {site_name} is already in site {other}"),
+                site: site_name,
+                reason: Exclusion::InvalidSite,
+            });
+            continue;
+        }
+        for p in &checked_site.phones {
+            owner_of_mac.insert(p.mac, site_name.clone());
+        }
+        if let Some(message) =
+            unknown_models_message(&candidate.document, &checked_site.unplaced_models)
+        {
+            // Reported, and the site planned without those phones: never guessed.
+            excluded.push(Excluded {
+                site: site_name.clone(),
+                reason: Exclusion::UnknownModel,
+                message,
+            });
+        }
+        sites.push(checked_site);
+    }
+    Ok(Selection {
+        fleet: Fleet {
+            schedule: checked,
+            sites,
+            models: models.into_names(),
+        },
+        excluded,
+    })
+}
+
+/// What to tell the operator about phones no family places: every model, its phones, the site.
+pub fn unknown_models_message(document: &str, unplaced: &[UnplacedPhone]) -> Option<String> {
+    if unplaced.is_empty() {
+        return None;
+    }
+    let mut by_model: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for p in unplaced {
+        by_model
+            .entry(p.model.as_str())
+            .or_default()
+            .push(p.mac.to_string());
+    }
+    let models: Vec<String> = by_model
+        .iter()
+        .map(|(model, macs)| format!("model '{model}' ({})", macs.join(", ")))
+        .collect();
+    Some(format!(
+        "{document}: {} in no phone family (see docs/phones.md); set spec.phones[].family to xstim, yealink or grandstream; left out of the plan and served no file",
+        models.join("; ")
+    ))
+}
