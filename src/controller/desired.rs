@@ -420,6 +420,17 @@ fn decide(
     let firmware = schedule.firmware.as_ref();
     let rollout = &schedule.rollout;
 
+    // Operator requests (retry, unhalt, promote) for this version: failures they forgive
+    // count as not yet upgraded, so those phones are planned again.
+    let requests = firmware.map(|fw| {
+        super::requests::take(
+            inputs.schedule.annotations(),
+            &fw.version,
+            old.rollout.as_ref(),
+            now,
+        )
+    });
+
     // Who takes part, in which stage, and what the server has seen of them.
     let mut members_by_site: Vec<Vec<Member<'_>>> = Vec::with_capacity(fleet.sites.len());
     for site in &fleet.sites {
@@ -432,16 +443,23 @@ fn decide(
         let mut members = Vec::with_capacity(macs.len());
         for (stage, range) in bounds.windows(2).enumerate() {
             for &mac in &macs[range[0]..range[1]] {
+                let model = model_of.get(&mac).copied().unwrap_or_default();
                 let state = firmware.and_then(|fw| {
                     inputs
                         .progress
                         .get(&mac)
                         .filter(|p| p.target == fw.version)
+                        .filter(|p| {
+                            p.state != PhoneState::Failed
+                                || !requests
+                                    .as_ref()
+                                    .is_some_and(|r| r.forgives(mac, model, p.since))
+                        })
                         .map(|p| p.state)
                 });
                 members.push(Member {
                     mac,
-                    model: model_of.get(&mac).copied().unwrap_or_default(),
+                    model,
                     stage: stage as u32,
                     state,
                 });
@@ -451,6 +469,7 @@ fn decide(
     }
 
     // Gates.
+    let mut request_events: Vec<(&'static str, String)> = Vec::new();
     let (rollout_state, gate_events) = match firmware {
         Some(fw) => {
             let gated: Vec<GatedPhone<'_>> = members_by_site
@@ -469,8 +488,22 @@ fn decide(
                 failure: rollout.failure_threshold,
                 paused: rollout.paused,
             };
-            let (state, events) =
-                gating::evaluate(&fw.version, old.rollout.as_ref(), &gated, policy);
+            let previous = match &requests {
+                Some(r) => r.unhalted(old.rollout.as_ref()),
+                None => old.rollout.clone(),
+            };
+            let (mut state, events) =
+                gating::evaluate(&fw.version, previous.as_ref(), &gated, policy);
+            if let Some(r) = &requests {
+                let names: Vec<String> = rollout.stages.iter().map(|s| s.name.clone()).collect();
+                let was_halted = old
+                    .rollout
+                    .as_ref()
+                    .filter(|o| o.firmware_version == fw.version)
+                    .map(|o| o.halted_models.clone())
+                    .unwrap_or_default();
+                request_events = r.finish(&mut state, &names, &was_halted);
+            }
             (Some(state), events)
         }
         None => (None, Vec::new()),
@@ -935,6 +968,15 @@ fn decide(
             },
         })
         .collect();
+    events.extend(
+        request_events
+            .into_iter()
+            .map(|(reason, note)| EventIntent {
+                warning: false,
+                reason,
+                note,
+            }),
+    );
     if let Some(first) = excluded.first() {
         events.extend(transition_event(
             old,

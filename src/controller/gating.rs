@@ -60,6 +60,7 @@ pub fn evaluate(
             firmware_version: version.to_owned(),
             released_stage: 0,
             halted_models: Vec::new(),
+            requests: Vec::new(),
         },
     };
     state.released_stage = state.released_stage.min(policy.stages.saturating_sub(1));
@@ -203,6 +204,7 @@ mod tests {
             firmware_version: "2.0".into(),
             released_stage: 0,
             halted_models: vec!["BAD".into()],
+            ..RolloutStatus::default()
         };
         let (same, _) = evaluate("2.0", Some(&previous), &phones, policy());
         assert_eq!(same.halted_models, ["BAD"]);
@@ -234,6 +236,7 @@ mod tests {
             firmware_version: "2.0".into(),
             released_stage: 2,
             halted_models: vec![],
+            ..RolloutStatus::default()
         };
         let (state, events) = evaluate("2.0", Some(&previous), &phones, policy());
         assert_eq!(state.released_stage, 2);

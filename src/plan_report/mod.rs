@@ -45,7 +45,19 @@ pub fn run(
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
     let fleet = manifest::load(path)?.fleet()?;
-    let written = write(&fleet, now, format, out);
+    write_fleet(&fleet, now, format, &Default::default(), out)
+}
+
+/// Writes the plan of `fleet` as `phonefleet plan` does, leaving out the phones in `done`
+/// (already upgraded, from the phones' recorded progress). A closed pipe is not an error.
+pub fn write_fleet(
+    fleet: &crate::core::Fleet,
+    now: DateTime<Utc>,
+    format: Format,
+    done: &std::collections::HashSet<crate::core::Mac>,
+    out: &mut impl Write,
+) -> Result<(), ReportError> {
+    let written = write(fleet, now, format, done, out);
     // `phonefleet plan -o json | head` closes the pipe early; that is not a failure.
     match written {
         Err(ReportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -60,11 +72,12 @@ fn write(
     fleet: &crate::core::Fleet,
     now: DateTime<Utc>,
     format: Format,
+    done: &std::collections::HashSet<crate::core::Mac>,
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
     // As the controller plans a starting rollout: no slot before the site's phones can hear
     // of it (docs/planner.md, "Announcement lead").
-    let plan = crate::core::plan_with_leads(fleet, now, &Default::default(), &|site| {
+    let plan = crate::core::plan_with_leads(fleet, now, done, &|site| {
         crate::core::family::fresh_site_lead(site, &fleet.schedule)
     });
     match format {
