@@ -74,8 +74,9 @@ fn main() -> anyhow::Result<()> {
     {
         let cli = phonefleet::plugin::PluginCli::parse();
         let mut out = std::io::stdout().lock();
-        return Ok(tokio::runtime::Runtime::new()?
-            .block_on(phonefleet::plugin::run(cli, &mut out))?);
+        return Ok(
+            tokio::runtime::Runtime::new()?.block_on(phonefleet::plugin::run(cli, &mut out))?
+        );
     }
     match Cli::parse().command {
         Command::Completion { shell } => {
@@ -87,12 +88,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,kube=warn".into()),
-                )
-                .init();
+            phonefleet::run::init_logs(args.log_format);
             tokio::runtime::Runtime::new()?.block_on(phonefleet::run::run(args))?;
         }
         Command::Progress(args) => {

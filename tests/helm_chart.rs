@@ -790,7 +790,10 @@ metrics:
     assert_eq!(pod["initContainers"][0]["name"], "copy-firmware");
     let volumes = pod["volumes"].as_array().unwrap();
     assert!(volumes.iter().any(|v| v["name"] == "firmware-src"));
-    assert!(volumes.iter().any(|v| v["name"] == "firmware"), "the firmware volume stays");
+    assert!(
+        volumes.iter().any(|v| v["name"] == "firmware"),
+        "the firmware volume stays"
+    );
     let mounts = container(&objects)["volumeMounts"].as_array().unwrap();
     assert!(mounts.iter().any(|m| m["mountPath"] == "/src"));
 
@@ -802,8 +805,14 @@ metrics:
         role["metadata"]["labels"][format!("rbac.authorization.k8s.io/{key}")] == "true"
     };
     let roles = of_kind(&objects, "ClusterRole");
-    let view = roles.iter().find(|r| label(r, "aggregate-to-view")).expect("view role");
-    let edit = roles.iter().find(|r| label(r, "aggregate-to-edit")).expect("edit role");
+    let view = roles
+        .iter()
+        .find(|r| label(r, "aggregate-to-view"))
+        .expect("view role");
+    let edit = roles
+        .iter()
+        .find(|r| label(r, "aggregate-to-edit"))
+        .expect("edit role");
     assert!(label(edit, "aggregate-to-admin"));
     let verbs = |role: &Value| role["rules"][0]["verbs"].as_array().unwrap().clone();
     assert!(!verbs(view).contains(&json!("create")), "view reads only");
@@ -856,5 +865,8 @@ fn the_chart_readme_lists_every_value() {
         .iter()
         .filter(|k| !readme.contains(&format!("| `{k}` |")))
         .collect();
-    assert!(missing.is_empty(), "charts/phonefleet/README.md lacks {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "charts/phonefleet/README.md lacks {missing:?}"
+    );
 }

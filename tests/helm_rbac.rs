@@ -462,10 +462,24 @@ async fn users_of_the_builtin_edit_and_view_roles_can_use_the_crds() {
     let (editor, viewer) = (format!("{release}-alice"), format!("{release}-bob"));
     let n = ns.name.as_str();
     cluster.kubectl_ok(&[
-        "create", "rolebinding", "editor", "--clusterrole=edit", "--user", &editor, "-n", n,
+        "create",
+        "rolebinding",
+        "editor",
+        "--clusterrole=edit",
+        "--user",
+        &editor,
+        "-n",
+        n,
     ]);
     cluster.kubectl_ok(&[
-        "create", "rolebinding", "viewer", "--clusterrole=view", "--user", &viewer, "-n", n,
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        "--user",
+        &viewer,
+        "-n",
+        n,
     ]);
     let create = ["create", "phoneschedules.phonefleet.io", "-n", n];
     // Without the chart, the built-in roles know nothing of phonefleet.io.
@@ -482,18 +496,32 @@ async fn users_of_the_builtin_edit_and_view_roles_can_use_the_crds() {
         &["install", &release, chart.to_str().unwrap(), "-n", n],
     );
     // The aggregation controller copies the rules into the built-in roles shortly after.
-    support::eventually("edit may create PhoneSchedules", Duration::from_secs(60), || async {
-        (can_i(cluster, &editor, &create) == "yes").then_some(())
-    })
+    support::eventually(
+        "edit may create PhoneSchedules",
+        Duration::from_secs(60),
+        || async { (can_i(cluster, &editor, &create) == "yes").then_some(()) },
+    )
     .await;
-    support::eventually("view may list PhoneSites", Duration::from_secs(60), || async {
-        (can_i(cluster, &viewer, &["list", "phonesites.phonefleet.io", "-n", n]) == "yes")
-            .then_some(())
-    })
+    support::eventually(
+        "view may list PhoneSites",
+        Duration::from_secs(60),
+        || async {
+            (can_i(
+                cluster,
+                &viewer,
+                &["list", "phonesites.phonefleet.io", "-n", n],
+            ) == "yes")
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(can_i(cluster, &viewer, &create), "no", "view reads only");
     assert_eq!(
-        can_i(cluster, &editor, &["patch", "phoneschedules.phonefleet.io/status", "-n", n]),
+        can_i(
+            cluster,
+            &editor,
+            &["patch", "phoneschedules.phonefleet.io/status", "-n", n]
+        ),
         "no",
         "status is the controller's"
     );
@@ -501,7 +529,13 @@ async fn users_of_the_builtin_edit_and_view_roles_can_use_the_crds() {
     // And really creates one, impersonated.
     let path = support::repo_root().join("tests/valid/office-fleet.yaml");
     let out = cluster.kubectl(&[
-        "apply", "--as", &editor, "-n", n, "-f", path.to_str().expect("utf-8"),
+        "apply",
+        "--as",
+        &editor,
+        "-n",
+        n,
+        "-f",
+        path.to_str().expect("utf-8"),
     ]);
     assert!(
         out.status.success(),

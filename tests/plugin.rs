@@ -196,15 +196,34 @@ async fn plugin_reads_status_plan_and_uses_kubeconfig_contexts() {
     })
     .await;
 
-    let text = kubectl_ok(cluster, dir, &["phonefleet", "status", SCHEDULE, "-n", &ns.name]).await;
-    for part in ["phase:       Progressing", "canary", "paris-hq", "gates:", "next window:"] {
+    let text = kubectl_ok(
+        cluster,
+        dir,
+        &["phonefleet", "status", SCHEDULE, "-n", &ns.name],
+    )
+    .await;
+    for part in [
+        "phase:       Progressing",
+        "canary",
+        "paris-hq",
+        "gates:",
+        "next window:",
+    ] {
         assert!(text.contains(part), "status lacks {part:?}:\n{text}");
     }
     let report = json(
         &kubectl_ok(
             cluster,
             dir,
-            &["phonefleet", "status", SCHEDULE, "-n", &ns.name, "-o", "json"],
+            &[
+                "phonefleet",
+                "status",
+                SCHEDULE,
+                "-n",
+                &ns.name,
+                "-o",
+                "json",
+            ],
         )
         .await,
     );
@@ -213,7 +232,15 @@ async fn plugin_reads_status_plan_and_uses_kubeconfig_contexts() {
     let yaml = kubectl_ok(
         cluster,
         dir,
-        &["phonefleet", "status", SCHEDULE, "-n", &ns.name, "-o", "yaml"],
+        &[
+            "phonefleet",
+            "status",
+            SCHEDULE,
+            "-n",
+            &ns.name,
+            "-o",
+            "yaml",
+        ],
     )
     .await;
     assert!(yaml.contains("phase: Progressing"), "{yaml}");
@@ -229,11 +256,29 @@ async fn plugin_reads_status_plan_and_uses_kubeconfig_contexts() {
     let live = kubectl_ok(
         cluster,
         dir,
-        &["phonefleet", "plan", SCHEDULE, "-n", &ns.name, "--now", now, "-o", "json"],
+        &[
+            "phonefleet",
+            "plan",
+            SCHEDULE,
+            "-n",
+            &ns.name,
+            "--now",
+            now,
+            "-o",
+            "json",
+        ],
     )
     .await;
     let offline = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
-        .args(["plan", "-f", file.path().to_str().expect("utf-8"), "--now", now, "-o", "json"])
+        .args([
+            "plan",
+            "-f",
+            file.path().to_str().expect("utf-8"),
+            "--now",
+            now,
+            "-o",
+            "json",
+        ])
         .output()
         .expect("phonefleet plan");
     assert!(offline.status.success());
@@ -262,11 +307,24 @@ async fn plugin_reads_status_plan_and_uses_kubeconfig_contexts() {
     let wrong = kubectl(
         cluster,
         dir,
-        &["phonefleet", "status", SCHEDULE, "--kubeconfig", path, "--context", "nowhere"],
+        &[
+            "phonefleet",
+            "status",
+            SCHEDULE,
+            "--kubeconfig",
+            path,
+            "--context",
+            "nowhere",
+        ],
     )
     .await;
     assert!(!wrong.status.success(), "an unknown context is an error");
-    let missing = kubectl(cluster, dir, &["phonefleet", "status", "nope", "-n", &ns.name]).await;
+    let missing = kubectl(
+        cluster,
+        dir,
+        &["phonefleet", "status", "nope", "-n", &ns.name],
+    )
+    .await;
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("not found"),
         "{}",
@@ -281,7 +339,10 @@ async fn plugin_reads_status_plan_and_uses_kubeconfig_contexts() {
             .output()
             .expect("phonefleet completion");
         let script = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && script.contains("simulate"), "{shell}");
+        assert!(
+            out.status.success() && script.contains("simulate"),
+            "{shell}"
+        );
     }
     controller.stop().await.expect("controller");
     ns.delete().await;
@@ -354,7 +415,15 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
     let refused = kubectl(
         cluster,
         dir,
-        &["phonefleet", "unhalt", SCHEDULE, "-n", n, "--model", "GRP2614"],
+        &[
+            "phonefleet",
+            "unhalt",
+            SCHEDULE,
+            "-n",
+            n,
+            "--model",
+            "GRP2614",
+        ],
     )
     .await;
     assert!(!refused.status.success(), "GRP2614 is not halted");
@@ -368,9 +437,18 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
     .await;
     let s = status(&api).await;
     assert_eq!(s.counts.as_ref().map(|c| c.failed), Some(0), "{s:?}");
-    assert!(s.rollout.as_ref().is_some_and(|r| r.halted_models.contains(&model)));
+    assert!(
+        s.rollout
+            .as_ref()
+            .is_some_and(|r| r.halted_models.contains(&model))
+    );
     let report = json(
-        &kubectl_ok(cluster, dir, &["phonefleet", "status", SCHEDULE, "-n", n, "-o", "json"]).await,
+        &kubectl_ok(
+            cluster,
+            dir,
+            &["phonefleet", "status", SCHEDULE, "-n", n, "-o", "json"],
+        )
+        .await,
     );
     assert!(has_event(&report, "RetryRequested"), "{report:#}");
 
@@ -402,7 +480,12 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
     })
     .await;
     let report = json(
-        &kubectl_ok(cluster, dir, &["phonefleet", "status", SCHEDULE, "-n", n, "-o", "json"]).await,
+        &kubectl_ok(
+            cluster,
+            dir,
+            &["phonefleet", "status", SCHEDULE, "-n", n, "-o", "json"],
+        )
+        .await,
     );
     assert!(has_event(&report, "ModelUnhalted"), "{report:#}");
 
@@ -410,7 +493,10 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
     let refused = kubectl(cluster, dir, &["phonefleet", "promote", SCHEDULE, "-n", n]).await;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
-    assert_eq!(status(&api).await.rollout.expect("rollout").released_stage, 0);
+    assert_eq!(
+        status(&api).await.rollout.expect("rollout").released_stage,
+        0
+    );
     let out = kubectl_ok(
         cluster,
         dir,
@@ -418,23 +504,187 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
     )
     .await;
     assert!(out.contains("carried out"), "{out}");
-    assert_eq!(status(&api).await.rollout.expect("rollout").released_stage, 1);
+    assert_eq!(
+        status(&api).await.rollout.expect("rollout").released_stage,
+        1
+    );
     eventually("stage 2 slots served", WAIT, || async {
         indexes(&client, n)
             .await
             .iter()
-            .any(|(_, i)| i.phones.values().any(|p| p.slot.is_some_and(|s| s.stage == 1)))
+            .any(|(_, i)| {
+                i.phones
+                    .values()
+                    .any(|p| p.slot.is_some_and(|s| s.stage == 1))
+            })
             .then_some(())
     })
     .await;
     let report = json(
-        &kubectl_ok(cluster, dir, &["phonefleet", "status", SCHEDULE, "-n", n, "-o", "json"]).await,
+        &kubectl_ok(
+            cluster,
+            dir,
+            &["phonefleet", "status", SCHEDULE, "-n", n, "-o", "json"],
+        )
+        .await,
     );
     assert!(has_event(&report, "StagePromoted"), "{report:#}");
 
     // Carried out once: the controller does not repeat it on later reconciles.
     let handled = status(&api).await.rollout.expect("rollout").requests.len();
     assert_eq!(handled, 3, "promote, retry, unhalt");
+    controller.stop().await.expect("controller");
+    ns.delete().await;
+}
+
+/// The commands of docs/operating.md's sections, in order: `(heading, commands)`. Code blocks
+/// preceded by a `<!-- not run: … -->` comment are skipped.
+fn operating_guide() -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(support::repo_root().join("docs/operating.md"))
+        .expect("docs/operating.md");
+    let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    let (mut in_block, mut skip, mut previous) = (false, false, String::new());
+    for line in text.lines() {
+        if !in_block && line.starts_with('#') {
+            sections.push((line.trim_start_matches('#').trim().to_owned(), Vec::new()));
+        } else if !in_block && line == "```sh" {
+            in_block = true;
+            skip = previous.starts_with("<!-- not run:");
+        } else if in_block && line == "```" {
+            in_block = false;
+        } else if in_block && !skip {
+            let command = line.split(" #").next().unwrap_or_default().trim();
+            if !command.is_empty() {
+                sections
+                    .last_mut()
+                    .expect("a section")
+                    .1
+                    .push(command.to_owned());
+            }
+        }
+        if !line.trim().is_empty() {
+            previous = line.trim().to_owned();
+        }
+    }
+    sections.retain(|(_, commands)| !commands.is_empty());
+    sections
+}
+
+#[tokio::test]
+async fn every_command_of_the_operating_guide_runs() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("plugin-guide").await;
+    let client = cluster.client().await;
+    let controller = RunningController::start(client.clone(), &ns.name, Clock::System);
+    let plugins = plugin_dir();
+    let fleet = support::fleet::example_fleet(&ns.name);
+    let fleet_path = fleet.path().to_str().expect("utf-8").to_owned();
+    let api: Api<PhoneSchedule> = Api::namespaced(client.clone(), &ns.name);
+    let sections = operating_guide();
+    let run: Vec<&str> = sections.iter().map(|(h, _)| h.as_str()).collect();
+    for expected in [
+        "Install",
+        "The first schedule",
+        "Watching",
+        "Pausing",
+        "Retrying failed phones",
+        "Un-halting a model",
+        "Releasing the next stage early",
+    ] {
+        assert!(
+            run.contains(&expected),
+            "docs/operating.md lost the section {expected:?}: {run:?}"
+        );
+    }
+    let mut halted_model = None;
+    for (heading, commands) in &sections {
+        if heading == "Un-halting a model" {
+            // The guide's situation: a model halted by a failure.
+            let (shard, mac) = indexes(&client, &ns.name)
+                .await
+                .into_iter()
+                .find_map(|(name, index)| {
+                    index
+                        .phones
+                        .iter()
+                        .find(|(_, p)| p.slot.is_some())
+                        .map(|(mac, p)| {
+                            halted_model = Some(p.model.clone());
+                            (name.clone(), mac.clone())
+                        })
+                })
+                .expect("a canary phone");
+            let schedule = api.get(SCHEDULE).await.expect("schedule");
+            record_progress(
+                &client,
+                &ns.name,
+                &schedule,
+                &shard,
+                &mac,
+                &PhoneProgress {
+                    state: PhoneState::Failed,
+                    version: Some("1.0.0".into()),
+                    target: "1.0.11.23".into(),
+                    // After the guide's earlier retry, or that retry would forgive it.
+                    since: Utc::now(),
+                },
+            )
+            .await;
+            eventually("a halted model", WAIT, || async {
+                status(&api)
+                    .await
+                    .rollout
+                    .is_some_and(|r| !r.halted_models.is_empty())
+                    .then_some(())
+            })
+            .await;
+        }
+        for command in commands {
+            let mut command = command
+                .replace("-n voice", &format!("-n {}", ns.name))
+                .replace("examples/fleet.yaml", &fleet_path);
+            if let Some(model) = halted_model
+                .as_ref()
+                .filter(|_| heading == "Un-halting a model")
+            {
+                command = command.replace("SIP-T46U", model);
+            }
+            let words: Vec<&str> = command.split_whitespace().collect();
+            let out = match words.first().copied() {
+                Some("kubectl") => kubectl(cluster, plugins.path(), &words[1..]).await,
+                Some("phonefleet") => {
+                    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"));
+                    cmd.args(&words[1..]).current_dir(support::repo_root());
+                    tokio::task::spawn_blocking(move || cmd.output().expect("phonefleet"))
+                        .await
+                        .expect("join")
+                }
+                other => panic!("docs/operating.md runs {other:?}: only kubectl and phonefleet"),
+            };
+            assert!(
+                out.status.success(),
+                "docs/operating.md, {heading}: `{command}` failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // What the prose after each section promises.
+        let s = status(&api).await;
+        match heading.as_str() {
+            "The first schedule" => assert!(
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            ),
+            "Pausing" => assert!(!api.get(SCHEDULE).await.expect("get").spec.rollout.paused),
+            "Un-halting a model" => assert!(s.rollout.is_some_and(|r| r.halted_models.is_empty())),
+            "Releasing the next stage early" => {
+                assert_eq!(s.rollout.map(|r| r.released_stage), Some(1))
+            }
+            _ => {}
+        }
+    }
     controller.stop().await.expect("controller");
     ns.delete().await;
 }

@@ -153,8 +153,7 @@ impl Requests {
             matches!(r.kind, RequestKind::Retry | RequestKind::Unhalt)
                 && since <= r.at
                 && r.model.as_deref().is_none_or(|m| m == model)
-                && r
-                    .mac
+                && r.mac
                     .as_deref()
                     .is_none_or(|m| m.parse::<Mac>().is_ok_and(|m| m == mac))
         })
@@ -224,9 +223,7 @@ impl Requests {
                             format!(
                                 "released stage {} ({}) on request (id {}), before its gate",
                                 stage + 1,
-                                stage_names
-                                    .get(stage as usize)
-                                    .map_or("", String::as_str),
+                                stage_names.get(stage as usize).map_or("", String::as_str),
                                 r.id
                             ),
                         ));
@@ -321,7 +318,10 @@ mod tests {
         assert!(r.forgives(mac(1), "A", t(5)));
         assert!(r.forgives(mac(1), "A", t(10)));
         assert!(!r.forgives(mac(1), "A", t(11)), "a new failure counts");
-        assert!(!r.forgives(mac(1), "B", t(5)), "another model is not retried");
+        assert!(
+            !r.forgives(mac(1), "B", t(5)),
+            "another model is not retried"
+        );
     }
 
     #[test]
@@ -346,13 +346,22 @@ mod tests {
             ..Request::default()
         };
         let prev = previous(vec![]);
-        let r = take(&ann(RequestKind::Unhalt, &request), "2.0", Some(&prev), t(10));
+        let r = take(
+            &ann(RequestKind::Unhalt, &request),
+            "2.0",
+            Some(&prev),
+            t(10),
+        );
         let mut state = r.unhalted(Some(&prev)).expect("state");
         assert!(state.halted_models.is_empty());
         let events = r.finish(&mut state, &["a".into(), "b".into()], &prev.halted_models);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].0, reason::UNHALTED);
-        assert!(events[0].1.contains("unhalted model BAD"), "{}", events[0].1);
+        assert!(
+            events[0].1.contains("unhalted model BAD"),
+            "{}",
+            events[0].1
+        );
         assert_eq!(state.requests.len(), 1);
         assert!(r.forgives(mac(1), "BAD", t(9)));
     }
@@ -366,13 +375,23 @@ mod tests {
             ..Request::default()
         };
         let prev = previous(vec![]);
-        let r = take(&ann(RequestKind::Promote, &request), "2.0", Some(&prev), t(10));
+        let r = take(
+            &ann(RequestKind::Promote, &request),
+            "2.0",
+            Some(&prev),
+            t(10),
+        );
         let mut state = prev.clone();
         let events = r.finish(&mut state, &["a".into(), "b".into(), "c".into()], &[]);
         assert_eq!(state.released_stage, 2);
         assert_eq!(events[0].0, reason::PROMOTED);
         // Carried out: the next reconcile does nothing more.
-        let again = take(&ann(RequestKind::Promote, &request), "2.0", Some(&state), t(20));
+        let again = take(
+            &ann(RequestKind::Promote, &request),
+            "2.0",
+            Some(&state),
+            t(20),
+        );
         assert_eq!(again.new, 0);
     }
 

@@ -226,9 +226,7 @@ pub async fn run(cli: PluginCli, out: &mut impl std::io::Write) -> Result<(), Pl
             plan::run(&session, &schedule, now, output, out).await
         }
         PluginCommand::Pause { schedule } => mutate::paused(&session, &schedule, true, out).await,
-        PluginCommand::Resume { schedule } => {
-            mutate::paused(&session, &schedule, false, out).await
-        }
+        PluginCommand::Resume { schedule } => mutate::paused(&session, &schedule, false, out).await,
         PluginCommand::Retry {
             schedule,
             model,
@@ -268,7 +266,9 @@ mod tests {
 
     #[test]
     fn the_plugin_is_recognised_by_its_file_name_only() {
-        assert!(invoked_as_plugin("/usr/local/bin/kubectl-phonefleet".as_ref()));
+        assert!(invoked_as_plugin(
+            "/usr/local/bin/kubectl-phonefleet".as_ref()
+        ));
         assert!(invoked_as_plugin("kubectl-phonefleet".as_ref()));
         assert!(!invoked_as_plugin("/usr/bin/phonefleet".as_ref()));
         assert!(!invoked_as_plugin("kubectl-phonefleet-old".as_ref()));
@@ -290,7 +290,9 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.target.namespace.as_deref(), Some("voice"));
         assert_eq!(cli.target.context.as_deref(), Some("prod"));
-        assert!(matches!(cli.command, PluginCommand::Retry { model: Some(ref m), .. } if m == "GXP2170"));
+        assert!(
+            matches!(cli.command, PluginCommand::Retry { model: Some(ref m), .. } if m == "GXP2170")
+        );
     }
 
     #[test]

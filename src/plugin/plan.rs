@@ -29,7 +29,10 @@ pub async fn run(
     let sites = sites.list(&ListParams::default()).await?.items;
     let label = |kind: &str, n: String| format!("{kind} {}/{n}", session.namespace);
     let manifest = Manifest {
-        schedule: (label("PhoneSchedule", schedule.name_any()), schedule.clone()),
+        schedule: (
+            label("PhoneSchedule", schedule.name_any()),
+            schedule.clone(),
+        ),
         sites: sites
             .into_iter()
             .map(|s| (label("PhoneSite", s.name_any()), s))
@@ -57,8 +60,15 @@ async fn upgraded(
     );
     let uid = schedule.uid();
     let mut done = HashSet::new();
-    for cm in maps.list(&ListParams::default().labels(&selector)).await?.items {
-        let owned = cm.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref());
+    for cm in maps
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let owned = cm
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == uid.as_ref());
         if !owned {
             continue;
         }

@@ -50,11 +50,19 @@ pub async fn run(
 ) -> Result<(), PluginError> {
     let schedules: Vec<PhoneSchedule> = match name {
         Some(name) => vec![session.schedule(name).await?],
-        None if all_namespaces => Api::<PhoneSchedule>::all(session.client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items,
-        None => session.schedules().list(&ListParams::default()).await?.items,
+        None if all_namespaces => {
+            Api::<PhoneSchedule>::all(session.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+        }
+        None => {
+            session
+                .schedules()
+                .list(&ListParams::default())
+                .await?
+                .items
+        }
     };
     let mut reports = Vec::new();
     for schedule in &schedules {
@@ -185,7 +193,11 @@ pub fn text(r: &Report, now: chrono::DateTime<chrono::Utc>) -> String {
         o,
         "  phase:       {}{}",
         s.phase.as_deref().unwrap_or("-"),
-        if r.paused { " (spec.rollout.paused)" } else { "" }
+        if r.paused {
+            " (spec.rollout.paused)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         o,
