@@ -520,7 +520,13 @@ async fn users_of_the_builtin_edit_and_view_roles_can_use_the_crds() {
         can_i(
             cluster,
             &editor,
-            &["patch", "phoneschedules.phonefleet.io/status", "-n", n]
+            &[
+                "patch",
+                "phoneschedules.phonefleet.io",
+                "--subresource=status",
+                "-n",
+                n
+            ]
         ),
         "no",
         "status is the controller's"
