@@ -90,8 +90,10 @@ pub fn evaluate(
     }
     state.halted_models = halted.iter().cloned().collect();
 
+    // With no phone at all (a schedule reconciled before its sites are seen) every gate would
+    // pass vacuously and release every stage at once.
     let last = policy.stages.saturating_sub(1);
-    if !policy.paused && state.released_stage < last {
+    if !policy.paused && state.released_stage < last && !phones.is_empty() {
         let (mut total, mut upgraded) = (0u32, 0u32);
         for p in phones
             .iter()
@@ -221,6 +223,13 @@ mod tests {
             ..policy()
         };
         let (state, events) = evaluate("2.0", None, &phones, paused);
+        assert_eq!(state.released_stage, 0);
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn no_phone_at_all_releases_nothing() {
+        let (state, events) = evaluate("2.0", None, &[], policy());
         assert_eq!(state.released_stage, 0);
         assert!(events.is_empty());
     }
