@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Schedules auto-provisioning and firmware rollouts for fleets of IP desk phones.
 #[derive(Parser)]
@@ -60,17 +60,35 @@ enum Command {
         )]
         server_url: phonefleet::render::ServerUrl,
     },
+    /// Print a shell completion script for `phonefleet`. Installed or linked as
+    /// `kubectl-phonefleet`, the same binary is the kubectl plugin (`kubectl phonefleet
+    /// completion bash` for its own script); see docs/operating.md.
+    Completion { shell: clap_complete::Shell },
 }
 
 fn main() -> anyhow::Result<()> {
+    // kubectl runs plugins by their file name: `kubectl phonefleet …` → `kubectl-phonefleet …`.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|argv0| phonefleet::plugin::invoked_as_plugin(&argv0))
+    {
+        let cli = phonefleet::plugin::PluginCli::parse();
+        let mut out = std::io::stdout().lock();
+        return Ok(
+            tokio::runtime::Runtime::new()?.block_on(phonefleet::plugin::run(cli, &mut out))?
+        );
+    }
     match Cli::parse().command {
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "phonefleet",
+                &mut std::io::stdout(),
+            );
+        }
         Command::Run(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,kube=warn".into()),
-                )
-                .init();
+            phonefleet::run::init_logs(args.log_format);
             tokio::runtime::Runtime::new()?.block_on(phonefleet::run::run(args))?;
         }
         Command::Progress(args) => {

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kube::{Api, Client};
 
@@ -25,18 +27,31 @@ pub struct ProgressArgs {
     pub timeout_seconds: u64,
 }
 
-/// Draws the bars until the rollout settles (with `--until_settled`) or the timeout.
+/// Draws the bars until the rollout settles (with `--until_settled`) or the timeout. The
+/// schedule is watched: the bars move when its status changes, without polling.
 pub async fn run(args: ProgressArgs) -> anyhow::Result<()> {
     let api: Api<PhoneSchedule> = Api::namespaced(Client::try_default().await?, &args.namespace);
+    // Fail plainly on a missing schedule (a watch would wait for it to appear).
+    api.get(&args.schedule).await?;
     let bars = MultiProgress::new();
     let style =
         ProgressStyle::with_template("{prefix:>14} [{bar:40.green/red}] {pos:>5}/{len:<5} {msg}")?
             .progress_chars("=> ");
     let header = bars.add(ProgressBar::new_spinner());
     let mut by_site: BTreeMap<String, ProgressBar> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_seconds);
+    let versions = crate::live::schedule_versions(api, &args.schedule);
+    futures::pin_mut!(versions);
+    let deadline = tokio::time::sleep(Duration::from_secs(args.timeout_seconds));
+    tokio::pin!(deadline);
     loop {
-        let status: PhoneScheduleStatus = api.get(&args.schedule).await?.status.unwrap_or_default();
+        let schedule = tokio::select! {
+            () = &mut deadline => break,
+            next = versions.next() => match next {
+                Some(schedule) => schedule?,
+                None => break,
+            },
+        };
+        let status: PhoneScheduleStatus = schedule.status.unwrap_or_default();
         header.set_message(summary_line(&status));
         header.tick();
         for site in &status.sites {
@@ -54,18 +69,9 @@ pub async fn run(args: ProgressArgs) -> anyhow::Result<()> {
                 String::new()
             });
         }
-        let settled = status.counts.as_ref().is_some_and(|c| {
-            c.pending + c.in_progress == 0 || status.phase.as_deref() == Some("Completed")
-        });
-        let halted_done = status.phase.as_deref() == Some("Halted")
-            && status.sites.iter().all(|s| s.in_progress == 0)
-            && status.next_window.is_none();
-        if (args.until_settled && (settled || halted_done))
-            || tokio::time::Instant::now() > deadline
-        {
+        if args.until_settled && settled(&status) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for bar in by_site.values() {
         bar.abandon();
@@ -74,7 +80,18 @@ pub async fn run(args: ProgressArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary_line(status: &PhoneScheduleStatus) -> String {
+/// No phone pending or in progress any more (completed), or halted with nothing left to do.
+pub fn settled(status: &PhoneScheduleStatus) -> bool {
+    let done = status.counts.as_ref().is_some_and(|c| {
+        c.pending + c.in_progress == 0 || status.phase.as_deref() == Some("Completed")
+    });
+    let halted_done = status.phase.as_deref() == Some("Halted")
+        && status.sites.iter().all(|s| s.in_progress == 0)
+        && status.next_window.is_none();
+    done || halted_done
+}
+
+pub fn summary_line(status: &PhoneScheduleStatus) -> String {
     let counts = status.counts.clone().unwrap_or_default();
     format!(
         "phase {} · stage {} · upgraded {}/{} · in progress {} · failed {}{}",

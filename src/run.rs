@@ -52,10 +52,38 @@ pub struct RunArgs {
         default_value = "0.0.0.0:9090"
     )]
     pub metrics_listen: std::net::SocketAddr,
+    /// Log lines as text for people, or one JSON object per line for log pipelines.
+    #[arg(
+        long,
+        env = "PHONEFLEET_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
     pub clock: ClockArgs,
+}
+
+/// Format of the log lines.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global log subscriber: `RUST_LOG` filters (default `info,kube=warn`).
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        // Fields at the top level, next to level, target and timestamp: what Loki, Elastic or
+        // Cloud Logging index without a parser.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 impl RunArgs {

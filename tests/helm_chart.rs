@@ -147,7 +147,9 @@ async fn default_values_render_a_hardened_namespaced_controller() {
     }
 
     // RBAC: a Role in the watched namespace with exactly the calls src/ makes.
-    assert!(of_kind(&objects, "ClusterRole").is_empty());
+    // (The only ClusterRoles are the two aggregated into the built-in view and edit roles.)
+    assert!(controller_cluster_roles(&objects).is_empty());
+    assert_eq!(of_kind(&objects, "ClusterRole").len(), 2);
     assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
     let role = one(&objects, "Role");
     assert_eq!(role["metadata"]["namespace"], "voice");
@@ -196,7 +198,9 @@ async fn all_features_values_render_cluster_rbac_monitoring_tls_and_a_firmware_c
 
     // Cluster scope: ClusterRole with the same rules, no namespace flag, no Role.
     assert!(of_kind(&objects, "Role").is_empty());
-    let role = one(&objects, "ClusterRole");
+    let roles = controller_cluster_roles(&objects);
+    assert_eq!(roles.len(), 1, "one ClusterRole for the controller");
+    let role = roles[0];
     assert_eq!(flat_rules(role), EXPECTED_RULES);
     let binding = one(&objects, "ClusterRoleBinding");
     assert_eq!(binding["subjects"][0]["namespace"], "voice");
@@ -461,7 +465,15 @@ async fn values_violating_the_schema_fail_naming_the_field() {
         std::fs::write(&file, values).unwrap();
         let out = helm(
             cluster,
-            &["template", "pf", path(&chart), "-f", path(&file)],
+            &[
+                "template",
+                "pf",
+                path(&chart),
+                "-f",
+                path(&file),
+                "--kube-version",
+                common::KUBE_VERSION,
+            ],
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{values:?} was accepted");
@@ -726,4 +738,135 @@ async fn every_rendered_object_passes_the_api_servers_validation() {
         );
     }
     ns.delete().await;
+}
+
+/// ClusterRoles other than those aggregated into the built-in roles.
+fn controller_cluster_roles(objects: &[Value]) -> Vec<&Value> {
+    of_kind(objects, "ClusterRole")
+        .into_iter()
+        .filter(|r| {
+            r["metadata"]["labels"].as_object().is_none_or(|labels| {
+                !labels
+                    .keys()
+                    .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn conventions_aggregated_roles_extra_volumes_init_containers_relabelings_and_global() {
+    let cluster = support::cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+global: {imageRegistry: registry.example}
+initContainers:
+  - name: copy-firmware
+    image: busybox
+    command: [sh, -c, "cp /src/* /var/lib/phonefleet/firmware/"]
+    volumeMounts:
+      - {name: firmware, mountPath: /var/lib/phonefleet/firmware}
+      - {name: firmware-src, mountPath: /src}
+extraVolumes:
+  - {name: firmware-src, configMap: {name: fw}}
+extraVolumeMounts:
+  - {name: firmware-src, mountPath: /src, readOnly: true}
+metrics:
+  serviceMonitor:
+    enabled: true
+    relabelings:
+      - {sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node}
+    metricRelabelings:
+      - {action: drop, regex: "go_.*", sourceLabels: [__name__]}
+"#,
+    )
+    .unwrap();
+    let objects = template(cluster, &chart_dir(), "pf", "voice", &["-f", path(&values)]);
+
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["name"], "copy-firmware");
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["name"] == "firmware-src"));
+    assert!(
+        volumes.iter().any(|v| v["name"] == "firmware"),
+        "the firmware volume stays"
+    );
+    let mounts = container(&objects)["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/src"));
+
+    let endpoint = &one(&objects, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "node");
+    assert_eq!(endpoint["metricRelabelings"][0]["action"], "drop");
+
+    let label = |role: &Value, key: &str| {
+        role["metadata"]["labels"][format!("rbac.authorization.k8s.io/{key}")] == "true"
+    };
+    let roles = of_kind(&objects, "ClusterRole");
+    let view = roles
+        .iter()
+        .find(|r| label(r, "aggregate-to-view"))
+        .expect("view role");
+    let edit = roles
+        .iter()
+        .find(|r| label(r, "aggregate-to-edit"))
+        .expect("edit role");
+    assert!(label(edit, "aggregate-to-admin"));
+    let verbs = |role: &Value| role["rules"][0]["verbs"].as_array().unwrap().clone();
+    assert!(!verbs(view).contains(&json!("create")), "view reads only");
+    assert!(verbs(edit).contains(&json!("create")));
+    assert!(
+        !edit["rules"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("phoneschedules/status")),
+        "status is the controller's"
+    );
+
+    // Switched off, no aggregated roles.
+    let objects = template(
+        cluster,
+        &chart_dir(),
+        "pf",
+        "voice",
+        &["--set", "rbac.aggregateToDefaultRoles=false"],
+    );
+    assert!(of_kind(&objects, "ClusterRole").is_empty());
+}
+
+#[test]
+fn the_chart_readme_lists_every_value() {
+    fn leaves(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+        match value.as_mapping().filter(|m| !m.is_empty()) {
+            Some(map) => {
+                for (key, child) in map {
+                    let key = key.as_str().expect("string keys");
+                    let path = if prefix.is_empty() {
+                        key.to_owned()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    leaves(&path, child, out);
+                }
+            }
+            None => out.push(prefix.to_owned()),
+        }
+    }
+    let values: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    let mut keys = Vec::new();
+    leaves("", &values, &mut keys);
+    assert!(keys.len() > 50, "{keys:?}");
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !readme.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "charts/phonefleet/README.md lacks {missing:?}"
+    );
 }

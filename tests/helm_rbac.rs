@@ -450,3 +450,110 @@ async fn the_charts_service_account_runs_a_rollout_to_completion_and_nothing_mor
     ns.delete().await;
     other.delete().await;
 }
+
+/// Users bound only to Kubernetes' built-in roles can use the CRDs once the chart is installed:
+/// `edit` creates a PhoneSchedule, `view` reads but does not write.
+#[tokio::test]
+async fn users_of_the_builtin_edit_and_view_roles_can_use_the_crds() {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("helm-agg").await;
+    let release = ns.name.replacen("helm-agg", "pfagg", 1);
+    let (editor, viewer) = (format!("{release}-alice"), format!("{release}-bob"));
+    let n = ns.name.as_str();
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "editor",
+        "--clusterrole=edit",
+        "--user",
+        &editor,
+        "-n",
+        n,
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        "--user",
+        &viewer,
+        "-n",
+        n,
+    ]);
+    let create = ["create", "phoneschedules.phonefleet.io", "-n", n];
+    // Without the chart, the built-in roles know nothing of phonefleet.io.
+    assert_eq!(can_i(cluster, &editor, &create), "no");
+
+    let chart = chart_dir();
+    let _guard = common::ReleaseGuard {
+        cluster,
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
+    helm_ok(
+        cluster,
+        &["install", &release, chart.to_str().unwrap(), "-n", n],
+    );
+    // The aggregation controller copies the rules into the built-in roles shortly after.
+    support::eventually(
+        "edit may create PhoneSchedules",
+        Duration::from_secs(60),
+        || async { (can_i(cluster, &editor, &create) == "yes").then_some(()) },
+    )
+    .await;
+    support::eventually(
+        "view may list PhoneSites",
+        Duration::from_secs(60),
+        || async {
+            (can_i(
+                cluster,
+                &viewer,
+                &["list", "phonesites.phonefleet.io", "-n", n],
+            ) == "yes")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(can_i(cluster, &viewer, &create), "no", "view reads only");
+    assert_eq!(
+        can_i(
+            cluster,
+            &editor,
+            &[
+                "patch",
+                "phoneschedules.phonefleet.io",
+                "--subresource=status",
+                "-n",
+                n
+            ]
+        ),
+        "no",
+        "status is the controller's"
+    );
+
+    // And really creates one, impersonated.
+    let path = support::repo_root().join("tests/valid/office-fleet.yaml");
+    let out = cluster.kubectl(&[
+        "apply",
+        "--as",
+        &editor,
+        "-n",
+        n,
+        "-f",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = cluster.kubectl(&["get", "psched", "--as", &viewer, "-n", n, "-o", "name"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("phoneschedule.phonefleet.io/offices"),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    drop(_guard);
+    ns.delete().await;
+}

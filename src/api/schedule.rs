@@ -46,11 +46,14 @@ pub const FILE_NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._+-]*$";
         json_path = ".status.progress",
         description = "Phones upgraded / phones targeted"
     ),
+    // A `date` column is rendered as the age of a past instant and as `<invalid>` for a future
+    // one, and the next window is nearly always in the future: the RFC 3339 string reads well
+    // without the controller rewriting a relative text every minute.
     printcolumn(
         name = "Next Window",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextWindow",
-        description = "Start of the next slot or window in which a phone may download"
+        description = "Start of the next slot or window in which a phone may download (UTC)"
     ),
     printcolumn(
         name = "Age",
@@ -433,6 +436,47 @@ pub struct RolloutStatus {
     /// the firmware changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub halted_models: Vec<String>,
+    /// Operator requests (`kubectl phonefleet retry|unhalt|promote`, see docs/operating.md)
+    /// carried out for this version, oldest first, at most 20: failures recorded before a
+    /// retry or an unhalt no longer count, and a request is never carried out twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub requests: Vec<HandledRequest>,
+}
+
+/// What an operator can ask of the controller through an annotation of the PhoneSchedule.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum RequestKind {
+    /// Plan failed phones again (annotation `phonefleet.io/retry`).
+    Retry,
+    /// Lift a model's halt for the same firmware version (annotation `phonefleet.io/unhalt`).
+    Unhalt,
+    /// Release a stage now, without waiting for the success threshold (annotation
+    /// `phonefleet.io/promote`).
+    Promote,
+}
+
+/// An operator request the controller carried out.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequest {
+    pub kind: RequestKind,
+    /// The request's id, as written in the annotation.
+    #[schemars(length(max = 64))]
+    pub id: String,
+    /// When the controller carried it out; failures recorded up to then are forgiven.
+    pub at: DateTime<Utc>,
+    /// The model it was limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The phone it was limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The stage index (from 0) a promotion released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
 }
 
 /// Phone counts by rollout state.

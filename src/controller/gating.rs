@@ -60,6 +60,7 @@ pub fn evaluate(
             firmware_version: version.to_owned(),
             released_stage: 0,
             halted_models: Vec::new(),
+            requests: Vec::new(),
         },
     };
     state.released_stage = state.released_stage.min(policy.stages.saturating_sub(1));
@@ -89,8 +90,10 @@ pub fn evaluate(
     }
     state.halted_models = halted.iter().cloned().collect();
 
+    // With no phone at all (a schedule reconciled before its sites are seen) every gate would
+    // pass vacuously and release every stage at once.
     let last = policy.stages.saturating_sub(1);
-    if !policy.paused && state.released_stage < last {
+    if !policy.paused && state.released_stage < last && !phones.is_empty() {
         let (mut total, mut upgraded) = (0u32, 0u32);
         for p in phones
             .iter()
@@ -203,6 +206,7 @@ mod tests {
             firmware_version: "2.0".into(),
             released_stage: 0,
             halted_models: vec!["BAD".into()],
+            ..RolloutStatus::default()
         };
         let (same, _) = evaluate("2.0", Some(&previous), &phones, policy());
         assert_eq!(same.halted_models, ["BAD"]);
@@ -224,6 +228,13 @@ mod tests {
     }
 
     #[test]
+    fn no_phone_at_all_releases_nothing() {
+        let (state, events) = evaluate("2.0", None, &[], policy());
+        assert_eq!(state.released_stage, 0);
+        assert!(events.is_empty());
+    }
+
+    #[test]
     fn the_last_stage_is_never_exceeded() {
         let phones = [
             phone(1, "A", 0, UP),
@@ -234,6 +245,7 @@ mod tests {
             firmware_version: "2.0".into(),
             released_stage: 2,
             halted_models: vec![],
+            ..RolloutStatus::default()
         };
         let (state, events) = evaluate("2.0", Some(&previous), &phones, policy());
         assert_eq!(state.released_stage, 2);

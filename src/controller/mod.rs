@@ -10,6 +10,7 @@ pub mod gating;
 pub mod leader;
 pub mod observe;
 pub mod preview;
+pub mod requests;
 pub mod site_status;
 
 use std::collections::HashMap;

@@ -43,6 +43,7 @@ fn halted_status(sites: Vec<SiteSummary>) -> PhoneScheduleStatus {
             firmware_version: "2.0".into(),
             released_stage: 0,
             halted_models: vec!["GXP1625".into()],
+            ..RolloutStatus::default()
         }),
         ..PhoneScheduleStatus::default()
     }

@@ -45,7 +45,22 @@ pub fn run(
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
-    let plan = plan_manifest(&manifest::load(path)?, now)?;
+    let fleet = manifest::load(path)?.fleet()?;
+    write_fleet(&fleet, now, format, &Default::default(), out)
+}
+
+/// Writes the plan of `fleet` as `phonefleet plan` does, leaving out the phones in `done`
+/// (already upgraded, from the phones' recorded progress): the controller's own planning entry
+/// point, as its first decision would plan (none holding a slot file yet). A closed pipe is not
+/// an error.
+pub fn write_fleet(
+    fleet: &crate::core::Fleet,
+    now: DateTime<Utc>,
+    format: Format,
+    done: &std::collections::HashSet<crate::core::Mac>,
+    out: &mut impl Write,
+) -> Result<(), ReportError> {
+    let plan = crate::core::plan_rollout(fleet, now, done, &|_| false);
     let written = write(&plan, format, out);
     // `phonefleet plan -o json | head` closes the pipe early; that is not a failure.
     match written {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local, real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC,
 # service-account signing key, locally generated serving certs, an admin client certificate)
-# and kube-controller-manager (garbage collector, namespace and service-account controllers,
+# and kube-controller-manager (garbage collector, namespace, service-account and ClusterRole
+# aggregation controllers,
 # so owner references and namespace deletion behave as in a cluster).
 #
 #   up.sh [--dir DIR] [--owner-pid PID]
@@ -146,7 +147,7 @@ start_named kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig "$dir/kcm.kubeconfig" \
   --authentication-kubeconfig "$dir/kcm.kubeconfig" --authorization-kubeconfig "$dir/kcm.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$kcm_port" \
-  --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,resourcequota-controller${with_node:+,endpointslice-controller,node-lifecycle-controller} \
+  --controllers garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,resourcequota-controller${with_node:+,endpointslice-controller,node-lifecycle-controller} \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false --v=1
 

@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::support::{self, TestCluster};
 
+/// The Kubernetes version of the test control plane, for `helm template --kube-version`.
+pub const KUBE_VERSION: &str = "1.37.2";
+
 /// The chart under test.
 pub fn chart_dir() -> PathBuf {
     support::repo_root().join("charts/phonefleet")
@@ -54,7 +57,17 @@ pub fn template(
     args: &[&str],
 ) -> Vec<Value> {
     let chart = chart.to_str().expect("utf-8 path");
-    let mut all = vec!["template", release, chart, "--namespace", namespace];
+    // The chart's kubeVersion constraint needs the cluster's version: `helm template` assumes
+    // an old default otherwise.
+    let mut all = vec![
+        "template",
+        release,
+        chart,
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ];
     all.extend_from_slice(args);
     parse_documents(&helm_ok(cluster, &all))
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use super::members::Members;
 use crate::api::RolloutStatus;
 use crate::controller::gating::{self, GateEvent, GatePolicy, GatedPhone};
+use crate::controller::requests::Requests;
 use crate::core::Schedule;
 
 /// What the gates decided.
@@ -20,6 +21,8 @@ pub(super) struct Gates {
     pub released: u32,
     /// Firmware set and not paused: slots are handed out.
     pub active: bool,
+    /// Events for operator requests carried out by this decision: (reason, note).
+    pub request_events: Vec<(&'static str, String)>,
 }
 
 impl Gates {
@@ -29,12 +32,17 @@ impl Gates {
 }
 
 /// Evaluates the gates of `schedule` over `members`, from the `previous` gate state.
+///
+/// Operator requests apply here: `unhalt` lifts a halt before the gates are evaluated, and
+/// `promote` and the requests' records are applied to the result.
 pub(super) fn evaluate(
     schedule: &Schedule,
     previous: Option<&RolloutStatus>,
     members: &Members<'_>,
+    requests: Option<&Requests>,
 ) -> Gates {
     let rollout = &schedule.rollout;
+    let mut request_events = Vec::new();
     let (state, events) = match &schedule.firmware {
         Some(fw) => {
             let gated: Vec<GatedPhone<'_>> = members
@@ -52,7 +60,20 @@ pub(super) fn evaluate(
                 failure: rollout.failure_threshold,
                 paused: rollout.paused,
             };
-            let (state, events) = gating::evaluate(&fw.version, previous, &gated, policy);
+            let was_halted: Vec<String> = previous
+                .filter(|o| o.firmware_version == fw.version)
+                .map(|o| o.halted_models.clone())
+                .unwrap_or_default();
+            let lifted = requests.map(|r| r.unhalted(previous));
+            let previous = match &lifted {
+                Some(l) => l.as_ref(),
+                None => previous,
+            };
+            let (mut state, events) = gating::evaluate(&fw.version, previous, &gated, policy);
+            if let Some(r) = requests {
+                let names: Vec<String> = rollout.stages.iter().map(|s| s.name.clone()).collect();
+                request_events = r.finish(&mut state, &names, &was_halted);
+            }
             (Some(state), events)
         }
         None => (None, Vec::new()),
@@ -66,5 +87,6 @@ pub(super) fn evaluate(
         active: schedule.firmware.is_some() && !rollout.paused,
         rollout: state,
         events,
+        request_events,
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::children::{PhoneProgress, PhoneState};
+use crate::controller::requests::Requests;
 use crate::core::{Fleet, Mac, stage_ranking};
 
 /// A phone the firmware applies to, with what decides its file.
@@ -54,9 +55,13 @@ impl<'a> Members<'a> {
 
 /// The members of `fleet`: every placed phone its firmware applies to (none without firmware),
 /// staged by [`stage_ranking`], with its progress towards the firmware's version.
+///
+/// A failure an operator request (`retry`, `unhalt`) forgives counts as no progress, so the
+/// phone is planned again.
 pub(super) fn of_fleet<'a>(
     fleet: &'a Fleet,
     progress: &HashMap<Mac, PhoneProgress>,
+    requests: Option<&Requests>,
 ) -> Members<'a> {
     let firmware = fleet.schedule.firmware.as_ref();
     let by_site = fleet
@@ -72,15 +77,20 @@ pub(super) fn of_fleet<'a>(
             let mut members = Vec::with_capacity(macs.len());
             for (stage, range) in bounds.windows(2).enumerate() {
                 for &mac in &macs[range[0]..range[1]] {
+                    let model = model_of.get(&mac).copied().unwrap_or_default();
                     let state = firmware.and_then(|fw| {
                         progress
                             .get(&mac)
                             .filter(|p| p.target == fw.version)
+                            .filter(|p| {
+                                p.state != PhoneState::Failed
+                                    || !requests.is_some_and(|r| r.forgives(mac, model, p.since))
+                            })
                             .map(|p| p.state)
                     });
                     members.push(Member {
                         mac,
-                        model: model_of.get(&mac).copied().unwrap_or_default(),
+                        model,
                         stage: stage as u32,
                         state,
                     });

@@ -188,8 +188,22 @@ fn decide(
     excluded: Vec<Excluded>,
 ) -> Desired {
     let now = inputs.now;
-    let members = members::of_fleet(&fleet, inputs.progress);
-    let gates = gates::evaluate(&fleet.schedule, old.rollout.as_ref(), &members);
+    // Operator requests (retry, unhalt, promote) for this firmware version.
+    let requests = fleet.schedule.firmware.as_ref().map(|fw| {
+        crate::controller::requests::take(
+            inputs.schedule.annotations(),
+            &fw.version,
+            old.rollout.as_ref(),
+            now,
+        )
+    });
+    let members = members::of_fleet(&fleet, inputs.progress, requests.as_ref());
+    let gates = gates::evaluate(
+        &fleet.schedule,
+        old.rollout.as_ref(),
+        &members,
+        requests.as_ref(),
+    );
     let kept = kept::keep(
         &fleet,
         &members,
@@ -227,7 +241,17 @@ fn decide(
     });
     let generation = inputs.schedule.metadata.generation;
     let status = status::build(old, generation, &fleet, &excluded, &gates, counts, now);
-    let events = events::collect(old, &status, &fleet.schedule, &gates, &excluded);
+    let mut events = events::collect(old, &status, &fleet.schedule, &gates, &excluded);
+    events.extend(
+        gates
+            .request_events
+            .iter()
+            .map(|(reason, note)| EventIntent {
+                warning: false,
+                reason,
+                note: note.clone(),
+            }),
+    );
     let wake_at = wake::next(&slots, &plan, now, gates.active);
     Desired {
         shards: Some(cut.shards),

@@ -37,7 +37,7 @@ fn slot(start: &str, minutes: i64) -> IndexSlot {
 fn members_are_staged_by_rank_and_only_progress_towards_this_version_counts() {
     let mut world = World::new();
     let fleet = fleet_of(&world);
-    let first = members::of_fleet(&fleet, &world.progress);
+    let first = members::of_fleet(&fleet, &world.progress, None);
     let per_stage = |m: &members::Members<'_>, s: u32| m.count(|x| x.stage == s);
     // 10 % of 20 phones, rounded up: 2 canaries.
     assert_eq!((per_stage(&first, 0), per_stage(&first, 1)), (2, 18));
@@ -45,7 +45,7 @@ fn members_are_staged_by_rank_and_only_progress_towards_this_version_counts() {
     world.report(a, PhoneState::Upgraded);
     world.report(b, PhoneState::Downloading);
     world.progress.get_mut(&b).expect("reported").target = "1.0".into();
-    let m = members::of_fleet(&fleet, &world.progress);
+    let m = members::of_fleet(&fleet, &world.progress, None);
     assert_eq!(m.by_site[0][0].state, Some(PhoneState::Upgraded));
     assert!(m.by_site[0][0].done());
     assert_eq!(
@@ -58,16 +58,16 @@ fn members_are_staged_by_rank_and_only_progress_towards_this_version_counts() {
 fn gates_hand_out_slots_only_with_firmware_and_not_paused() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let m = members::of_fleet(&fleet, &world.progress);
-    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let m = members::of_fleet(&fleet, &world.progress, None);
+    let g = gates::evaluate(&fleet.schedule, None, &m, None);
     assert!(g.active && g.halted.is_empty());
     assert_eq!(g.released, 0);
     let mut paused = fleet.schedule.clone();
     paused.rollout.paused = true;
-    assert!(!gates::evaluate(&paused, None, &m).active);
+    assert!(!gates::evaluate(&paused, None, &m, None).active);
     let mut idle = fleet.schedule.clone();
     idle.firmware = None;
-    let g = gates::evaluate(&idle, None, &members::Members::default());
+    let g = gates::evaluate(&idle, None, &members::Members::default(), None);
     assert!(!g.active && g.rollout.is_none());
 }
 
@@ -75,7 +75,7 @@ fn gates_hand_out_slots_only_with_firmware_and_not_paused() {
 fn kept_slots_are_the_announced_and_the_busy_ones() {
     let mut world = World::new();
     let fleet = fleet_of(&world);
-    let macs: Vec<Mac> = members::of_fleet(&fleet, &world.progress)
+    let macs: Vec<Mac> = members::of_fleet(&fleet, &world.progress, None)
         .iter()
         .map(|m| m.mac)
         .collect();
@@ -92,8 +92,8 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
         (done, slot("2026-12-01T11:50:00Z", 30)),
     ]
     .into();
-    let m = members::of_fleet(&fleet, &world.progress);
-    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let m = members::of_fleet(&fleet, &world.progress, None);
+    let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
     let kept: HashSet<Mac> = k.slots.keys().copied().collect();
     assert_eq!(kept, HashSet::from([busy, announced]));
@@ -105,8 +105,8 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
 fn assigned_slots_are_those_of_released_stages_and_none_when_inactive() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let m = members::of_fleet(&fleet, &world.progress);
-    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let m = members::of_fleet(&fleet, &world.progress, None);
+    let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::Kept::default();
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
     let slots = kept::assign(&k, &plan, &g);
@@ -157,7 +157,7 @@ fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
 fn counts_add_up_and_completion_covers_kept_slots() {
     let mut world = World::new();
     let fleet = fleet_of(&world);
-    let macs: Vec<Mac> = members::of_fleet(&fleet, &world.progress)
+    let macs: Vec<Mac> = members::of_fleet(&fleet, &world.progress, None)
         .iter()
         .map(|m| m.mac)
         .collect();
@@ -165,8 +165,8 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     world.report(macs[0], PhoneState::Upgraded);
     world.report(macs[10], PhoneState::Failed);
     world.report(macs[2], PhoneState::Rebooting);
-    let m = members::of_fleet(&fleet, &world.progress);
-    let g = gates::evaluate(&fleet.schedule, None, &m);
+    let m = members::of_fleet(&fleet, &world.progress, None);
+    let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let late = slot("2027-06-01T01:00:00Z", 30);
     let k = kept::Kept {
         slots: [(macs[2], late)].into(),
@@ -203,8 +203,8 @@ fn counts_add_up_and_completion_covers_kept_slots() {
 fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let m = members::of_fleet(&fleet, &world.progress);
-    let mut g = gates::evaluate(&fleet.schedule, None, &m);
+    let m = members::of_fleet(&fleet, &world.progress, None);
+    let mut g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::Kept::default();
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
     let slots = kept::assign(&k, &plan, &g);
@@ -249,7 +249,7 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
 fn the_completion_event_is_published_once() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let g = gates::evaluate(&fleet.schedule, None, &members::Members::default());
+    let g = gates::evaluate(&fleet.schedule, None, &members::Members::default(), None);
     let mut new = PhoneScheduleStatus {
         phase: Some(Phase::Completed.as_str().into()),
         ..Default::default()

@@ -604,5 +604,136 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     assert!(again.start < world.now + Duration::hours(25), "{again:?}");
 }
 
+fn annotate(world: &mut World, key: &str, value: serde_json::Value) {
+    world
+        .schedule
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.to_owned(), value.to_string());
+}
+
+#[test]
+fn unhalt_lifts_the_halt_forgives_the_failures_and_replans_the_phones() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    let failed: Vec<Mac> = first.slots.keys().copied().collect();
+    for &mac in &failed {
+        world.report(mac, PhoneState::Failed);
+    }
+    let halted = world.decide();
+    world.settle(&halted);
+    let models = halted
+        .status
+        .rollout
+        .clone()
+        .expect("rollout")
+        .halted_models;
+    assert!(!models.is_empty());
+
+    // A retry alone forgives the failures but keeps the halt.
+    world.now += Duration::minutes(1);
+    annotate(
+        &mut world,
+        super::super::requests::ANNOTATION_RETRY,
+        serde_json::json!({"id": "r1", "version": "2.0"}),
+    );
+    let retried = world.decide();
+    world.settle(&retried);
+    assert_eq!(retried.status.counts.as_ref().map(|c| c.failed), Some(0));
+    assert_eq!(
+        retried
+            .status
+            .rollout
+            .as_ref()
+            .expect("rollout")
+            .halted_models,
+        models
+    );
+    assert!(retried.events.iter().any(|e| e.reason == "RetryRequested"));
+
+    for model in &models {
+        annotate(
+            &mut world,
+            super::super::requests::ANNOTATION_UNHALT,
+            serde_json::json!({"id": format!("u-{model}"), "version": "2.0", "model": model}),
+        );
+        let unhalted = world.decide();
+        world.settle(&unhalted);
+        assert!(unhalted.events.iter().any(|e| e.reason == "ModelUnhalted"));
+    }
+    let after = world.decide();
+    let rollout = after.status.rollout.as_ref().expect("rollout");
+    assert!(rollout.halted_models.is_empty(), "{rollout:?}");
+    assert_eq!(after.status.phase.as_deref(), Some(phase::PROGRESSING));
+    for mac in &failed {
+        assert!(after.slots.contains_key(mac), "{mac} planned again");
+    }
+    // Carried out once: deciding again changes nothing and publishes nothing.
+    assert!(after.events.is_empty(), "{:?}", after.events);
+
+    // A new failure after the requests counts again.
+    world.settle(&after);
+    world.now += Duration::minutes(1);
+    world.report(failed[0], PhoneState::Failed);
+    let again = world.decide();
+    assert_eq!(again.status.counts.as_ref().map(|c| c.failed), Some(1));
+}
+
+#[test]
+fn promote_releases_the_next_stage_before_its_gate() {
+    let mut world = World::new();
+    let first = world.decide();
+    world.settle(&first);
+    assert_eq!(
+        first
+            .status
+            .rollout
+            .as_ref()
+            .expect("rollout")
+            .released_stage,
+        0
+    );
+    annotate(
+        &mut world,
+        super::super::requests::ANNOTATION_PROMOTE,
+        serde_json::json!({"id": "p1", "version": "2.0", "stage": 1}),
+    );
+    let promoted = world.decide();
+    assert_eq!(
+        promoted
+            .status
+            .rollout
+            .as_ref()
+            .expect("rollout")
+            .released_stage,
+        1
+    );
+    assert_eq!(promoted.status.stage.as_deref(), Some("all"));
+    assert!(promoted.events.iter().any(|e| e.reason == "StagePromoted"));
+    assert!(
+        promoted.slots.len() > first.slots.len(),
+        "stage 2 phones get slots"
+    );
+    // A request about another version is ignored.
+    let mut stale = World::new();
+    annotate(
+        &mut stale,
+        super::super::requests::ANNOTATION_PROMOTE,
+        serde_json::json!({"id": "p1", "version": "1.0", "stage": 1}),
+    );
+    let ignored = stale.decide();
+    assert_eq!(
+        ignored
+            .status
+            .rollout
+            .as_ref()
+            .expect("rollout")
+            .released_stage,
+        0
+    );
+}
+
 #[path = "step_tests.rs"]
 mod steps;

@@ -80,10 +80,14 @@ pub enum Reason {
     InvalidSite,
     UnknownModel,
     AsExpected,
+    /// Operator requests (`kubectl phonefleet retry|unhalt|promote`), as events.
+    RetryRequested,
+    ModelUnhalted,
+    StagePromoted,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Reconciled,
         Reason::InvalidSpec,
         Reason::NoMatchingSites,
@@ -97,6 +101,9 @@ impl Reason {
         Reason::InvalidSite,
         Reason::UnknownModel,
         Reason::AsExpected,
+        Reason::RetryRequested,
+        Reason::ModelUnhalted,
+        Reason::StagePromoted,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -114,6 +121,9 @@ impl Reason {
             Reason::InvalidSite => "InvalidSite",
             Reason::UnknownModel => "UnknownModel",
             Reason::AsExpected => "AsExpected",
+            Reason::RetryRequested => "RetryRequested",
+            Reason::ModelUnhalted => "ModelUnhalted",
+            Reason::StagePromoted => "StagePromoted",
         }
     }
 }
@@ -176,6 +186,9 @@ pub mod reason {
     pub const INVALID_SITE: &str = Reason::InvalidSite.as_str();
     pub const UNKNOWN_MODEL: &str = Reason::UnknownModel.as_str();
     pub const AS_EXPECTED: &str = Reason::AsExpected.as_str();
+    pub const RETRIED: &str = Reason::RetryRequested.as_str();
+    pub const UNHALTED: &str = Reason::ModelUnhalted.as_str();
+    pub const PROMOTED: &str = Reason::StagePromoted.as_str();
 }
 
 #[cfg(test)]
