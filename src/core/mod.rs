@@ -8,7 +8,7 @@ pub mod planner;
 pub mod policy;
 pub mod window;
 
-pub use family::PhoneFamily;
+pub use family::{PhoneFamily, ReArm};
 pub use mac::Mac;
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
 pub use planner::{plan, plan_rollout, plan_with_leads, stage_ranking};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use crate::core::ReArm;
 use crate::server::cli::ClockArgs;
 
 use super::{SimConfig, run_until, sites_from_cluster, sites_from_manifest};
@@ -52,8 +53,22 @@ pub struct SimulateArgs {
     /// Chance (0–1) that a phone is in use when its window opens.
     #[arg(long, default_value_t = 0.0)]
     pub busy_fraction: f64,
+    /// When phones obey a window they have just fetched: `at-once` or `next-occurrence`
+    /// (default: each family's own, docs/planner.md "Re-arming").
+    #[arg(long, value_parser = parse_re_arm)]
+    pub re_arm: Option<ReArm>,
     #[command(flatten)]
     pub clock: ClockArgs,
+}
+
+fn parse_re_arm(s: &str) -> Result<ReArm, String> {
+    match s {
+        "at-once" | "AtOnce" => Ok(ReArm::AtOnce),
+        "next-occurrence" | "NextOccurrence" => Ok(ReArm::NextOccurrence),
+        other => Err(format!(
+            "'{other}': expected at-once or next-occurrence"
+        )),
+    }
 }
 
 fn parse_power_cut(s: &str) -> Result<(String, DateTime<Utc>), String> {
@@ -99,6 +114,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     config.power_cuts = args.power_cuts.clone();
     config.reboot_time = Duration::from_secs(args.reboot_minutes * 60);
     config.busy_fraction = args.busy_fraction;
+    config.re_arm = args.re_arm;
     // SIGTERM or Ctrl-C ends the simulation early and still prints what the phones counted.
     let stop = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

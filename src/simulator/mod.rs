@@ -38,12 +38,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::PhoneSite;
 use crate::clock::Clock;
-use crate::core::{Mac, PhoneFamily};
+use crate::core::{Mac, PhoneFamily, ReArm};
 use crate::render::Format;
 use crate::server::identity::{Vendor, user_agent};
 
 use knobs::{PhoneKnobs, parse_grandstream, parse_xstim, parse_yealink};
-use schedule::{SplitMix, next_check};
+use schedule::{SplitMix, next_check, rearmed_from, same_schedule};
 
 /// First line of a simulated firmware image.
 pub const IMAGE_HEADER: &str = "PHONEFLEET-FIRMWARE ";
@@ -168,6 +168,9 @@ pub struct SimConfig {
     pub busy_fraction: f64,
     /// End as soon as every phone is upgraded or dead, instead of running `duration`.
     pub stop_when_settled: bool,
+    /// When phones obey a check window they have just fetched; `None`: each family's own
+    /// ([`PhoneFamily::re_arm`]), at once for a phone of no family.
+    pub re_arm: Option<ReArm>,
 }
 
 impl SimConfig {
@@ -185,6 +188,7 @@ impl SimConfig {
             reboot_time: Duration::from_secs(120),
             busy_fraction: 0.0,
             stop_when_settled: false,
+            re_arm: None,
         }
     }
 }
@@ -305,6 +309,11 @@ pub async fn run_until(
                 installed: None,
                 partial: None,
                 knobs: None,
+                re_arm: config
+                    .re_arm
+                    .or(phone.family.map(PhoneFamily::re_arm))
+                    .unwrap_or(ReArm::AtOnce),
+                armed_from: None,
                 rng,
                 cuts: cuts.clone(),
                 settled: false,
@@ -359,6 +368,9 @@ struct Phone {
     /// A download cut short: resumed with `Range` at the next attempt, as phones do.
     partial: Option<Partial>,
     knobs: Option<PhoneKnobs>,
+    re_arm: ReArm,
+    /// Under [`ReArm::NextOccurrence`]: no check on the new schedule before this instant.
+    armed_from: Option<DateTime<Utc>>,
     rng: SplitMix,
     cuts: Vec<DateTime<Utc>>,
     settled: bool,
@@ -476,11 +488,12 @@ impl Phone {
 
     fn schedule(&mut self) -> Option<DateTime<Utc>> {
         let k = self.knobs.as_ref()?;
+        let now = self.shared.clock.now();
         next_check(
             k,
             self.site.time_zone,
             self.mac,
-            self.shared.clock.now(),
+            self.armed_from.map_or(now, |a| a.max(now)),
             self.shared.config.busy_fraction,
             &mut self.rng,
         )
@@ -539,7 +552,17 @@ impl Phone {
                 Some(PhoneFamily::Grandstream) | None => parse_grandstream(&text, &self.model),
             };
             match parsed {
-                Ok(k) => self.knobs = Some(k),
+                Ok(k) => {
+                    if self.re_arm == ReArm::NextOccurrence
+                        && let Some(old) = &self.knobs
+                        && !same_schedule(old, &k)
+                    {
+                        let now = self.shared.clock.now();
+                        self.armed_from =
+                            Some(rearmed_from(old, self.site.time_zone, self.mac, now));
+                    }
+                    self.knobs = Some(k);
+                }
                 Err(_) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     return Check::Idle;

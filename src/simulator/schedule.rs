@@ -105,6 +105,55 @@ pub fn next_check(
     best
 }
 
+/// When a phone that re-arms only at the next occurrence ([`crate::core::ReArm::NextOccurrence`])
+/// starts obeying a schedule fetched at `t` while it ran on `old`: at the end of `old`'s window
+/// occurrence open at `t` or next to open (that occurrence is lost to the new schedule, as the
+/// planner's `rollout_lead` assumes). `t` itself when `old` has no window (power-on or
+/// repeated checks only).
+pub fn rearmed_from(old: &PhoneKnobs, tz: Tz, mac: Mac, t: DateTime<Utc>) -> DateTime<Utc> {
+    let today = t.with_timezone(&tz).date_naive();
+    let mut ends: Vec<DateTime<Utc>> = Vec::new();
+    let first_end = |window: LocalWindow, days: &dyn Fn(NaiveDate) -> bool, span: i64| {
+        (-1..span)
+            .map(|d| today + Duration::days(d))
+            .filter(|date| days(*date))
+            .map(|date| window.occurrence(date, tz).end)
+            .find(|end| *end > t)
+    };
+    if old.weekly && !old.days.is_empty() {
+        let horizon = 7 * i64::from(old.interval_weeks.max(1)) + 2;
+        let on = |date: NaiveDate| {
+            old.days.contains(date.weekday()) && week_matches(old.interval_weeks, date, mac)
+        };
+        ends.extend(first_end(old.weekly_window, &on, horizon));
+    }
+    if let Some(h) = old.daily
+        && let (Some(start), Some(end)) = (
+            LocalTime::from_minutes(h.start_hour * 60),
+            LocalTime::from_minutes(h.end_hour * 60),
+        )
+        && start < end
+    {
+        ends.extend(first_end(LocalWindow { start, end }, &|_| true, 3));
+    }
+    if old.flexible {
+        let period = i64::from(old.interval_days.max(1));
+        let day_of_period = (mac.stable_hash() % period as u64) as i64;
+        let on = |date: NaiveDate| days_since_epoch(date).rem_euclid(period) == day_of_period;
+        ends.extend(first_end(old.flexible_window, &on, period + 2));
+    }
+    ends.into_iter().min().unwrap_or(t).max(t)
+}
+
+/// Whether two files set the same check schedule (the firmware they point at aside).
+pub fn same_schedule(a: &PhoneKnobs, b: &PhoneKnobs) -> bool {
+    let strip = |k: &PhoneKnobs| PhoneKnobs {
+        firmware_url: None,
+        ..k.clone()
+    };
+    strip(a) == strip(b)
+}
+
 /// A Grandstream phone's one check of `date` inside `[start_hour:00, end_hour:00)`: a random
 /// minute of the window when randomized, else its start. The minute is drawn per phone and
 /// date, so asking again after the check does not give a second check the same day.
@@ -275,6 +324,71 @@ mod tests {
             assert_eq!(t.timestamp() % 60, 0, "a whole minute");
             after = t;
         }
+    }
+
+    #[test]
+    fn a_phone_re_arming_at_the_next_occurrence_loses_the_window_open_when_it_fetched() {
+        let tz: Tz = "Europe/Paris".parse().unwrap();
+        let mut old = knobs();
+        old.days = DaySet::ALL;
+        // Wednesday 2026-01-07 02:40 Paris (01:40 UTC), inside the 02:30-02:55 window.
+        let inside = Utc.with_ymd_and_hms(2026, 1, 7, 1, 40, 0).unwrap();
+        assert_eq!(
+            rearmed_from(&old, tz, mac(), inside),
+            Utc.with_ymd_and_hms(2026, 1, 7, 1, 55, 0).unwrap(),
+            "the open occurrence is lost"
+        );
+        // At noon the next occurrence (Thursday 02:30-02:55 Paris) is the one lost.
+        let noon = Utc.with_ymd_and_hms(2026, 1, 7, 11, 0, 0).unwrap();
+        assert_eq!(
+            rearmed_from(&old, tz, mac(), noon),
+            Utc.with_ymd_and_hms(2026, 1, 8, 1, 55, 0).unwrap()
+        );
+        // A new window later the same night is not used before that.
+        let mut new = old.clone();
+        new.weekly_window = LocalWindow {
+            start: "03:00".parse().unwrap(),
+            end: "03:10".parse().unwrap(),
+        };
+        let from = rearmed_from(&old, tz, mac(), inside);
+        let t = next_check(&new, tz, mac(), from, 0.0, &mut SplitMix::new(3)).unwrap();
+        assert!(t >= Utc.with_ymd_and_hms(2026, 1, 7, 2, 0, 0).unwrap() && t < Utc.with_ymd_and_hms(2026, 1, 7, 2, 10, 0).unwrap(), "{t}");
+        let at_once = next_check(&new, tz, mac(), inside, 0.0, &mut SplitMix::new(3)).unwrap();
+        assert!(at_once < Utc.with_ymd_and_hms(2026, 1, 7, 2, 10, 0).unwrap());
+        let next_day = rearmed_from(&old, tz, mac(), noon);
+        let t = next_check(&new, tz, mac(), next_day, 0.0, &mut SplitMix::new(3)).unwrap();
+        assert!(t >= Utc.with_ymd_and_hms(2026, 1, 8, 2, 0, 0).unwrap(), "{t}");
+    }
+
+    #[test]
+    fn without_a_window_nothing_is_lost_and_firmware_alone_is_the_same_schedule() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        let mut k = knobs();
+        k.weekly = false;
+        assert_eq!(rearmed_from(&k, tz, mac(), t), t);
+        let mut other = knobs();
+        other.firmware_url = Some("http://x/fw.rom".into());
+        assert!(same_schedule(&knobs(), &other));
+        other.days = DaySet::ALL;
+        assert!(!same_schedule(&knobs(), &other));
+    }
+
+    #[test]
+    fn a_grandstream_phone_loses_its_daily_hours() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let mut k = knobs();
+        k.weekly = false;
+        k.daily = Some(DailyHours {
+            start_hour: 1,
+            end_hour: 3,
+            random: true,
+        });
+        let t = Utc.with_ymd_and_hms(2026, 1, 5, 2, 0, 0).unwrap();
+        assert_eq!(
+            rearmed_from(&k, tz, mac(), t),
+            Utc.with_ymd_and_hms(2026, 1, 5, 3, 0, 0).unwrap()
+        );
     }
 
     #[test]
