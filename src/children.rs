@@ -85,6 +85,11 @@ pub struct IndexSlot {
     pub stage: u32,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// Announced ahead of its stage's release: the phone learns its window now (so a phone
+    /// that re-arms only at the next occurrence is ready when the gate opens), and the
+    /// provisioning server refuses its firmware (503 + Retry-After) until the stage is released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// A phone's rollout state as learnt from its requests.

@@ -141,6 +141,7 @@ async fn fixture(prefix: &str, cap: u32, phones: &[TestPhone], firmware_bytes: u
                     stage: 0,
                     start,
                     end,
+                    held: false,
                 }),
             },
         );

@@ -183,6 +183,7 @@ async fn night(prefix: &str) -> Night {
                     stage: 0,
                     start: utc(start),
                     end: utc(end),
+                    held: false,
                 }),
             },
         );

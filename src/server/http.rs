@@ -55,6 +55,10 @@ pub(crate) struct State {
 /// check, which is what it does anyway; an hour keeps an eager client from hammering.
 const NO_SLOT_RETRY: Duration = Duration::from_secs(3600);
 
+/// Retry-After inside a held slot (its stage not yet released): short, so that a phone still
+/// in its slot when the gate opens downloads then.
+const HELD_RETRY: Duration = Duration::from_secs(300);
+
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|e: Infallible| match e {})
@@ -240,7 +244,7 @@ impl State {
                 && let Some(target) = phone.shard.target_for(&phone.model)
             {
                 let now = self.clock.now();
-                let slot_started = phone.slot.is_some_and(|s| s.start <= now);
+                let slot_started = phone.slot.is_some_and(|s| !s.held && s.start <= now);
                 self.tracker
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -519,6 +523,14 @@ impl State {
         }
         if now >= slot.end {
             return refuse(NO_SLOT_RETRY, "this phone's download slot is over");
+        }
+        if slot.held {
+            // Come back soon inside the slot: the stage may be released before it ends.
+            let left = (slot.end - now).to_std().unwrap_or(Duration::from_secs(1));
+            return refuse(
+                left.min(HELD_RETRY),
+                "this phone's rollout stage is not released yet",
+            );
         }
         Ok(())
     }

@@ -30,6 +30,11 @@ const PHONE: &str = "000b82abcdef";
 /// A handler over one known phone (in its slot) and one firmware image, whose token API is an
 /// address nothing listens on: a firmware request that gets that far is a 503, quickly.
 fn state(firmware_dir: &std::path::Path) -> Arc<State> {
+    state_with(firmware_dir, false)
+}
+
+/// [`state`], with the phone's slot announced ahead of its stage's release when `held`.
+fn state_with(firmware_dir: &std::path::Path, held: bool) -> Arc<State> {
     let now = chrono::Utc::now();
     let index = ShardIndex {
         schedule: "voice/fw".into(),
@@ -50,6 +55,7 @@ fn state(firmware_dir: &std::path::Path) -> Arc<State> {
                     stage: 0,
                     start: now - chrono::Duration::hours(1),
                     end: now + chrono::Duration::hours(1),
+                    held,
                 }),
             },
         )]
@@ -93,6 +99,41 @@ fn state(firmware_dir: &std::path::Path) -> Arc<State> {
         ready: Arc::new(AtomicBool::new(true)),
         coverage: Arc::default(),
     })
+}
+
+#[test]
+fn a_held_slot_sends_the_phone_back_soon_until_its_stage_is_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("fw.bin"), vec![7u8; 1000]).expect("image");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ask = |held: bool| {
+        let state = runtime.block_on(async { state_with(dir.path(), held) });
+        let req = Request::get("/firmware/paris/fw.bin")
+            .header(
+                header::USER_AGENT,
+                format!("Grandstream Model HW GXP2170 SW 1.0 DevId {PHONE}"),
+            )
+            .body(Bytes::new())
+            .expect("request");
+        let resp = runtime.block_on(state.clone().handle(req));
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        (resp.status(), retry, state.stats.outcome(super::stats::Outcome::OutsideSlot))
+    };
+    let (status, retry, refused) = ask(true);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused, 1, "held back as outside a released slot");
+    let retry = retry.expect("Retry-After");
+    assert!((1..=300).contains(&retry), "Retry-After {retry}: soon, inside the slot");
+    // Released: the slot check passes (the token API here is unreachable, hence its own 503).
+    let (_, _, refused) = ask(false);
+    assert_eq!(refused, 0, "a released slot is not held back");
 }
 
 /// Paths shaped like the routes, with their parts mangled, and arbitrary ones.

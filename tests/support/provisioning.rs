@@ -174,6 +174,7 @@ pub async fn fixture(
                     stage: 0,
                     start,
                     end,
+                    held: false,
                 }),
             },
         );

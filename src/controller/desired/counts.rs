@@ -147,7 +147,7 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
                 upgraded: count(&|m| m.is(PhoneState::Upgraded)),
                 failed: count(&|m| m.is(PhoneState::Failed)),
                 in_progress: count(&|m| m.busy()),
-                window_open: slots().any(|s| s.start <= now && now < s.end),
+                window_open: slots().any(|s| !s.held && s.start <= now && now < s.end),
                 next_window: slots()
                     .map(|s| s.start)
                     .chain(site_plan.slots.iter().map(|s| s.start))

@@ -78,25 +78,35 @@ pub(super) fn keep(
     kept
 }
 
-/// The slots rendered into the files: kept ones, and planned ones of released stages; none
-/// while the rollout is inactive (no firmware, or paused).
+/// The slots rendered into the files: kept ones and every planned one; none while the rollout
+/// is inactive (no firmware, or paused). Slots of stages not yet released are announced
+/// *held*: phones learn them ahead of the gate, so a stage does not cost the window a phone
+/// needs to hear of its slot (docs/planner.md, "Re-arming"), and the server holds their
+/// firmware back until the stage is released. A held slot that passes unreleased is planned
+/// again like a missed one.
 pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> HashMap<Mac, IndexSlot> {
     let mut slots: HashMap<Mac, IndexSlot> = HashMap::new();
     if !gates.active {
         return slots;
     }
-    slots.extend(kept.slots.iter().map(|(m, s)| (*m, *s)));
+    let held = |stage: u32| stage > gates.released;
+    slots.extend(kept.slots.iter().map(|(m, s)| {
+        let slot = IndexSlot {
+            held: held(s.stage),
+            ..*s
+        };
+        (*m, slot)
+    }));
     for site_plan in &plan.sites {
         for (slot, macs) in site_plan.slots_with_phones() {
-            if slot.stage <= gates.released {
-                for &mac in macs {
-                    let slot = IndexSlot {
-                        stage: slot.stage,
-                        start: slot.start,
-                        end: slot.end,
-                    };
-                    slots.insert(mac, slot);
-                }
+            for &mac in macs {
+                let slot = IndexSlot {
+                    stage: slot.stage,
+                    start: slot.start,
+                    end: slot.end,
+                    held: held(slot.stage),
+                };
+                slots.insert(mac, slot);
             }
         }
     }

@@ -30,6 +30,7 @@ fn slot(start: &str, minutes: i64) -> IndexSlot {
         stage: 0,
         start: at(start),
         end: at(start) + Duration::minutes(minutes),
+        held: false,
     }
 }
 
@@ -102,7 +103,7 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
 }
 
 #[test]
-fn assigned_slots_are_those_of_released_stages_and_none_when_inactive() {
+fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_inactive() {
     let world = World::new();
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
@@ -110,8 +111,21 @@ fn assigned_slots_are_those_of_released_stages_and_none_when_inactive() {
     let k = kept::Kept::default();
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
     let slots = kept::assign(&k, &plan, &g);
-    assert_eq!(slots.len(), 2, "the canaries only");
-    assert!(slots.values().all(|s| s.stage == 0));
+    assert_eq!(slots.len(), 20, "every phone is announced its slot");
+    let released: Vec<_> = slots.values().filter(|s| !s.held).collect();
+    assert_eq!(released.len(), 2, "the canaries only are released");
+    assert!(released.iter().all(|s| s.stage == 0));
+    assert!(slots.values().all(|s| s.held == (s.stage > 0)));
+    let promoted = gates::Gates {
+        released: 1,
+        ..g.clone()
+    };
+    assert!(
+        kept::assign(&k, &plan, &promoted)
+            .values()
+            .all(|s| s.held == (s.stage > 1)),
+        "a release lifts the hold of its stage's slots"
+    );
     let inactive = gates::Gates {
         active: false,
         ..g.clone()

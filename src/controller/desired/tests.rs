@@ -144,13 +144,27 @@ fn files(desired: &Desired) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The phones whose slot is released (not held for a later stage), in MAC order.
+fn released(d: &Desired) -> Vec<Mac> {
+    let mut macs: Vec<Mac> = d
+        .slots
+        .iter()
+        .filter(|(_, s)| !s.held)
+        .map(|(m, _)| *m)
+        .collect();
+    macs.sort();
+    macs
+}
+
 #[test]
-fn only_the_released_canary_gets_slots_and_every_phone_gets_a_file() {
+fn only_the_released_canary_may_download_and_every_phone_gets_a_file() {
     let d = World::new().decide();
     let files = files(&d);
     assert_eq!(files.len(), 20 + 1, "one file per phone plus the index");
-    assert_eq!(d.slots.len(), 2, "10 % of 20 phones form the canary");
-    assert!(d.slots.values().all(|s| s.stage == 0));
+    let released: Vec<_> = d.slots.values().filter(|s| !s.held).collect();
+    assert_eq!(released.len(), 2, "10 % of 20 phones form the canary");
+    assert!(released.iter().all(|s| s.stage == 0));
+    assert_eq!(d.slots.len(), 20, "later stages are announced, held");
     assert_eq!(d.status.phase.as_deref(), Some(phase::PROGRESSING));
     assert_eq!(d.status.stage.as_deref(), Some("canary"));
     assert_eq!(condition(&d.status, condition::READY).status, "True");
@@ -159,8 +173,8 @@ fn only_the_released_canary_gets_slots_and_every_phone_gets_a_file() {
         .filter(|(name, body)| *name != INDEX_KEY && body.contains("firmware/paris"))
         .count();
     assert_eq!(
-        with_firmware, 2,
-        "only slotted phones are pointed at the firmware"
+        with_firmware, 20,
+        "slotted phones are pointed at the firmware (held ones are refused until released)"
     );
 }
 
@@ -206,12 +220,9 @@ fn a_phone_inside_its_slot_keeps_it_when_others_finish() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    let (&mac, &slot) = first.slots.iter().min_by_key(|(m, _)| **m).expect("a slot");
-    let other = *first
-        .slots
-        .keys()
-        .find(|m| **m != mac)
-        .expect("two canaries");
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
+    let other = released(&first)[1];
     world.now = slot.start + Duration::minutes(3);
     world.report(other, PhoneState::Upgraded);
     let second = world.decide();
@@ -223,7 +234,8 @@ fn a_phone_that_missed_its_slot_gets_a_later_one() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
     world.now = slot.end + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
@@ -235,7 +247,7 @@ fn canary_success_releases_the_next_stage_with_an_event() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    for mac in first.slots.keys().copied().collect::<Vec<_>>() {
+    for mac in released(&first) {
         world.report(mac, PhoneState::Upgraded);
     }
     let second = world.decide();
@@ -250,7 +262,11 @@ fn canary_success_releases_the_next_stage_with_an_event() {
             .iter()
             .any(|e| e.reason == reason::STAGE_RELEASED)
     );
-    assert_eq!(second.slots.len(), 18, "the 18 remaining phones are placed");
+    assert_eq!(
+        released(&second).len(),
+        18,
+        "the 18 remaining phones are released"
+    );
     assert_eq!(second.status.counts.as_ref().map(|c| c.upgraded), Some(2));
 }
 
@@ -259,7 +275,7 @@ fn a_failing_model_halts_with_a_warning_and_gets_no_slots() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    for mac in first.slots.keys().copied().collect::<Vec<_>>() {
+    for mac in released(&first) {
         world.report(mac, PhoneState::Failed);
     }
     let second = world.decide();
@@ -364,7 +380,7 @@ fn upgraded_phones_are_not_planned_again() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    let done: Vec<Mac> = first.slots.keys().copied().collect();
+    let done: Vec<Mac> = released(&first);
     for mac in &done {
         world.report(*mac, PhoneState::Upgraded);
     }
@@ -447,7 +463,7 @@ fn status_counts_phones_per_stage_and_per_site_by_state() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    let canary: Vec<Mac> = first.slots.keys().copied().collect();
+    let canary: Vec<Mac> = released(&first);
     world.report(canary[0], PhoneState::Downloading);
     world.report(canary[1], PhoneState::Upgraded);
     let second = world.decide();
@@ -503,7 +519,8 @@ fn an_announced_slot_is_kept_until_it_is_over() {
     world.schedule.spec.provisioning.repeatedly.every_minutes = 60;
     let first = world.decide();
     world.settle(&first);
-    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
     // Half an hour before it starts, a re-plan would put it an hour out: it stays.
     world.now = slot.start - Duration::minutes(30);
     let second = world.decide();
@@ -570,7 +587,8 @@ fn a_grandstream_phone_that_missed_its_slot_gets_one_after_its_next_daily_check(
     world.sites = vec![Arc::new(site("paris", "Europe/Paris", 2, 20, &["GXP2170"]))];
     let first = world.decide();
     world.settle(&first);
-    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
     // Its file says "daily at the slot's hours": it hears of a new slot at most a day and an
     // hour later, so the new slot starts no sooner.
     world.now = slot.end + Duration::minutes(1);
@@ -597,7 +615,8 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     world.schedule.spec.provisioning.repeatedly.every_minutes = 60;
     let first = world.decide();
     world.settle(&first);
-    let (&mac, &slot) = first.slots.iter().next().expect("a slot");
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
     world.now = slot.end + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
@@ -618,7 +637,7 @@ fn unhalt_lifts_the_halt_forgives_the_failures_and_replans_the_phones() {
     let mut world = World::new();
     let first = world.decide();
     world.settle(&first);
-    let failed: Vec<Mac> = first.slots.keys().copied().collect();
+    let failed: Vec<Mac> = released(&first);
     for &mac in &failed {
         world.report(mac, PhoneState::Failed);
     }
@@ -713,8 +732,8 @@ fn promote_releases_the_next_stage_before_its_gate() {
     assert_eq!(promoted.status.stage.as_deref(), Some("all"));
     assert!(promoted.events.iter().any(|e| e.reason == "StagePromoted"));
     assert!(
-        promoted.slots.len() > first.slots.len(),
-        "stage 2 phones get slots"
+        released(&promoted).len() > released(&first).len(),
+        "stage 2 phones are released"
     );
     // A request about another version is ignored.
     let mut stale = World::new();
