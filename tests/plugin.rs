@@ -387,7 +387,7 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
             index
                 .phones
                 .iter()
-                .find(|(_, p)| p.slot.is_some())
+                .find(|(_, p)| p.slot.is_some_and(|s| !s.held))
                 .map(|(mac, p)| (name.clone(), mac.clone(), p.model.clone()))
         })
         .expect("a phone of the canary stage with a slot");
@@ -475,7 +475,7 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
         indexes(&client, n)
             .await
             .iter()
-            .any(|(_, i)| i.phones.get(&mac).is_some_and(|p| p.slot.is_some()))
+            .any(|(_, i)| i.phones.get(&mac).is_some_and(|p| p.slot.is_some_and(|s| !s.held)))
             .then_some(())
     })
     .await;
@@ -515,7 +515,7 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
             .any(|(_, i)| {
                 i.phones
                     .values()
-                    .any(|p| p.slot.is_some_and(|s| s.stage == 1))
+                    .any(|p| p.slot.is_some_and(|s| s.stage == 1 && !s.held))
             })
             .then_some(())
     })
@@ -608,7 +608,7 @@ async fn every_command_of_the_operating_guide_runs() {
                     index
                         .phones
                         .iter()
-                        .find(|(_, p)| p.slot.is_some())
+                        .find(|(_, p)| p.slot.is_some_and(|s| !s.held))
                         .map(|(mac, p)| {
                             halted_model = Some(p.model.clone());
                             (name.clone(), mac.clone())
