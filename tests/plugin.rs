@@ -475,7 +475,11 @@ async fn plugin_steers_the_rollout_pause_promote_retry_unhalt() {
         indexes(&client, n)
             .await
             .iter()
-            .any(|(_, i)| i.phones.get(&mac).is_some_and(|p| p.slot.is_some_and(|s| !s.held)))
+            .any(|(_, i)| {
+                i.phones
+                    .get(&mac)
+                    .is_some_and(|p| p.slot.is_some_and(|s| !s.held))
+            })
             .then_some(())
     })
     .await;

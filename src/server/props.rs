@@ -124,13 +124,20 @@ fn a_held_slot_sends_the_phone_back_soon_until_its_stage_is_released() {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        (resp.status(), retry, state.stats.outcome(super::stats::Outcome::OutsideSlot))
+        (
+            resp.status(),
+            retry,
+            state.stats.outcome(super::stats::Outcome::OutsideSlot),
+        )
     };
     let (status, retry, refused) = ask(true);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused, 1, "held back as outside a released slot");
     let retry = retry.expect("Retry-After");
-    assert!((1..=300).contains(&retry), "Retry-After {retry}: soon, inside the slot");
+    assert!(
+        (1..=300).contains(&retry),
+        "Retry-After {retry}: soon, inside the slot"
+    );
     // Released: the slot check passes (the token API here is unreachable, hence its own 503).
     let (_, _, refused) = ask(false);
     assert_eq!(refused, 0, "a released slot is not held back");

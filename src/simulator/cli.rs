@@ -65,9 +65,7 @@ fn parse_re_arm(s: &str) -> Result<ReArm, String> {
     match s {
         "at-once" | "AtOnce" => Ok(ReArm::AtOnce),
         "next-occurrence" | "NextOccurrence" => Ok(ReArm::NextOccurrence),
-        other => Err(format!(
-            "'{other}': expected at-once or next-occurrence"
-        )),
+        other => Err(format!("'{other}': expected at-once or next-occurrence")),
     }
 }
 

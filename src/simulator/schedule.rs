@@ -352,12 +352,19 @@ mod tests {
         };
         let from = rearmed_from(&old, tz, mac(), inside);
         let t = next_check(&new, tz, mac(), from, 0.0, &mut SplitMix::new(3)).unwrap();
-        assert!(t >= Utc.with_ymd_and_hms(2026, 1, 7, 2, 0, 0).unwrap() && t < Utc.with_ymd_and_hms(2026, 1, 7, 2, 10, 0).unwrap(), "{t}");
+        assert!(
+            t >= Utc.with_ymd_and_hms(2026, 1, 7, 2, 0, 0).unwrap()
+                && t < Utc.with_ymd_and_hms(2026, 1, 7, 2, 10, 0).unwrap(),
+            "{t}"
+        );
         let at_once = next_check(&new, tz, mac(), inside, 0.0, &mut SplitMix::new(3)).unwrap();
         assert!(at_once < Utc.with_ymd_and_hms(2026, 1, 7, 2, 10, 0).unwrap());
         let next_day = rearmed_from(&old, tz, mac(), noon);
         let t = next_check(&new, tz, mac(), next_day, 0.0, &mut SplitMix::new(3)).unwrap();
-        assert!(t >= Utc.with_ymd_and_hms(2026, 1, 8, 2, 0, 0).unwrap(), "{t}");
+        assert!(
+            t >= Utc.with_ymd_and_hms(2026, 1, 8, 2, 0, 0).unwrap(),
+            "{t}"
+        );
     }
 
     #[test]
