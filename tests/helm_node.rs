@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::{chart_dir, helm_ok};
 use serde_json::Value;
 use support::TestCluster;
+use support::simulation::SimulatorProcess;
 
 const READY: Duration = Duration::from_secs(180);
 
@@ -123,13 +124,27 @@ async fn wait_pods_ready(cluster: &TestCluster, ns: &str, release: &str, n: usiz
     .await
 }
 
-/// HTTP GET over plain TCP: (status, body).
+/// User-Agent of the example fleet's phone 00:0b:82:a5:4d:ca.
+const EXAMPLE_PHONE_AGENT: &str = "Grandstream Model HW GXP2170 SW 1.0.0.1 DevId 000b82a54dca";
+
+/// HTTP GET over plain TCP as the example fleet's phone: (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
+    http_request(addr, path, Some(EXAMPLE_PHONE_AGENT))
+}
+
+/// HTTP GET with no User-Agent: the server serves a file without counting it as the phone's
+/// check (its progress and version stay the phone's own).
+fn http_get_anonymous(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
+    http_request(addr, path, None)
+}
+
+fn http_request(addr: SocketAddr, path: &str, agent: Option<&str>) -> Option<(u16, Vec<u8>)> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let agent = agent.map_or(String::new(), |a| format!("User-Agent: {a}\r\n"));
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Grandstream Model HW GXP2170 SW 1.0.0.1 DevId 000b82a54dca\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{agent}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut reply = Vec::new();
@@ -604,20 +619,56 @@ async fn phones_outside_the_cluster_complete_a_rollout_through_the_node_port_acr
     wait_pods_ready(cluster, &ns.name, &release, 2).await;
     support::fleet::wait_ready(cluster, &ns.name, "now").await;
 
-    // The phones, on the real clock, through the NodePort.
-    let (admin, namespace, url) = (cluster.kubeconfig.clone(), ns.name.clone(), server_url);
+    // Before any phone boots, the path it takes must be live: every replica serves the
+    // phones' files (its index has the rendered ConfigMaps) and kube-proxy routes the NodePort
+    // to a replica. A phone's power-on check is its only one until its file tells it when to
+    // check again, so a phone that boots while the Service still has no endpoint (kube-proxy
+    // rejects the connection) or reaches a replica whose index lags (404) never checks again.
+    let client = cluster.client().await;
+    let files = support::fleet::served_files(&client, &ns.name, "now").await;
+    let pod_ips: Vec<String> = pods(cluster, &ns.name, &release)
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_owned())
+        .collect();
+    for (i, _) in ROLLOUT_SITES.iter().enumerate() {
+        let name = format!("cfg000b82{i:02x}0000.xml");
+        let expected = files
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} in {:?}", files.keys()));
+        for ip in &pod_ips {
+            let addr: SocketAddr = format!("{ip}:8080").parse().unwrap();
+            let (_, body) =
+                support::eventually(&format!("{name} from pod {ip}"), READY, || async {
+                    http_get_anonymous(addr, &format!("/{name}")).filter(|(c, _)| *c == 200)
+                })
+                .await;
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                expected.as_str(),
+                "pod {ip}"
+            );
+        }
+    }
+    let node_port_addr: SocketAddr = format!("{}:{port}", env["NODE_IP"]).parse().unwrap();
+    support::eventually("the NodePort to reach a replica", READY, || async {
+        http_get_anonymous(node_port_addr, "/healthz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+
+    // The phones, on the real clock, through the NodePort; killed if the test fails.
     let start = Instant::now();
-    let sim = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_phonefleet"))
-            .args(["simulate", "--server", &url, "-n", &namespace])
-            .arg("--kubeconfig")
-            .arg(&admin)
-            .args(["--hours", "0.25", "--until-settled", "--seed", "5"])
-            .args(["--reboot-minutes", "1"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("phonefleet simulate")
-    });
+    let sim_args: Vec<String> = [
+        "--hours",
+        "0.25",
+        "--until-settled",
+        "--seed",
+        "5",
+        "--reboot-minutes",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut sim = SimulatorProcess::start(&cluster.kubeconfig, &ns.name, &server_url, &sim_args);
 
     // Mid-rollout (some phones upgraded, not all), the leader's pod is deleted.
     let total = ROLLOUT_SITES.len() * PHONES_PER_SITE;
@@ -653,10 +704,13 @@ async fn phones_outside_the_cluster_complete_a_rollout_through_the_node_port_acr
     })
     .await;
 
-    let sim = sim.await.unwrap();
+    // The simulator ends by itself once every phone has reported the new version (or after
+    // its quarter of an hour).
+    while sim.running() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let summary = sim.finished();
     eprintln!("rollout settled after {:.1?}", start.elapsed());
-    assert!(sim.status.success(), "simulate failed");
-    let summary: Value = serde_json::from_slice(&sim.stdout).expect("simulator summary");
     for (site, cap) in ROLLOUT_SITES {
         let s = &summary["sites"][site];
         assert_eq!(s["phones"], PHONES_PER_SITE, "{site}: {s}");
