@@ -3,6 +3,11 @@
 #
 #   docker build -t phonefleet:0.1.0 .
 #
+# Without Docker (and without pulling anything): `make image` (scripts/build-image.sh) builds an
+# equivalent OCI image from Debian packages, reading this file's final stage for its user,
+# entrypoint, command, ports and labels, and the ENV line below for the build profile;
+# tests/image_build.rs checks the two agree.
+#
 # Release build without the `simulated-time` feature: a production binary cannot be switched
 # to a compressed clock (see src/clock.rs).
 
@@ -35,3 +40,7 @@ USER 65532:65532
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/phonefleet"]
 CMD ["run"]
+LABEL org.opencontainers.image.title="phonefleet" \
+      org.opencontainers.image.description="Kubernetes controller and provisioning server for fleets of IP desk phones" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0"

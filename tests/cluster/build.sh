@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl,
-# helm) from source through the Go module proxy, once per version.
+# helm) from source through the Go module proxy, once per version. With --node (or
+# PHONEFLEET_NODE=1) also the node's kubelet, kube-scheduler and kube-proxy, as a tool set of
+# their own (module kubernetes-node: same k8s.io/kubernetes version) so adding them leaves the
+# control plane's cached set untouched.
 #
 # Binaries land in "$PHONEFLEET_TOOLS/<tool-set>-<version>-<hash of go.mod+go.sum>/" (default
 # ~/.cache/phonefleet/tools), outside the work tree; a set already built is skipped. Prints the
@@ -9,6 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tools=${PHONEFLEET_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/phonefleet/tools}
 mkdir -p "$tools/bin"
+node=${PHONEFLEET_NODE:-}
+[ "${1:-}" = --node ] && node=1
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 
 modversion() { # module path, go.mod file -> required version
@@ -44,6 +49,12 @@ done
 build_set kubernetes "$k8s" "$kv" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kubectl
+if [ -n "$node" ]; then
+  nk8s=$(modversion k8s.io/kubernetes "$here/kubernetes-node/go.mod")
+  [ "$nk8s" = "$k8s" ] || { echo "build.sh: kubernetes-node/go.mod pins $nk8s, kubernetes/go.mod $k8s" >&2; exit 1; }
+  build_set kubernetes-node "$k8s" "$kv" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
+fi
 
 etcd=$(modversion go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
 build_set etcd "$etcd" "" .

@@ -4,6 +4,8 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir=${1:-${PHONEFLEET_CLUSTER_DIR:-$(cd "$here/../.." && pwd)/.cluster}}
+# The node first (its containers, mounts and network), while containerd still answers.
+[ -d "$dir/node" ] && "$here/node-down.sh" "$dir"
 [ -f "$dir/pids" ] || exit 0
 pids=$(tac "$dir/pids" | awk '{print $2}')
 for p in $pids; do kill -TERM "$p" 2>/dev/null; done

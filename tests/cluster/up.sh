@@ -12,10 +12,17 @@
 # as soon as that process exits, however it exits (a panicking or killed test run included).
 # --remove-dir-on-exit (with --owner-pid) also deletes DIR then, logs included.
 # Prints the kubeconfig path as its last line once /readyz answers ok.
+#
+# With PHONEFLEET_NODE=1 it also starts a node (node-up.sh: kube-scheduler, containerd, CNI,
+# kube-proxy, a kubelet) and, for pods to reach it, binds the API server to every address and
+# runs the EndpointSlice and node lifecycle controllers (the latter lifts the not-ready taint
+# the API server puts on a new node).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 dir=${PHONEFLEET_CLUSTER_DIR:-$root/.cluster}
+with_node=${PHONEFLEET_NODE:-}
+[ "$with_node" = 0 ] && with_node=""
 owner=""
 cleanup=""
 while [ $# -gt 0 ]; do
@@ -34,7 +41,7 @@ if [ -f "$dir/pids" ] && "$here/status.sh" "$dir" >/dev/null 2>&1; then
 fi
 "$here/down.sh" "$dir" >/dev/null 2>&1 || true
 
-bin=$("$here/build.sh" | tail -n 1)
+bin=$("$here/build.sh" ${with_node:+--node} | tail -n 1)
 mkdir -p "$dir/pki" "$dir/logs"
 dir=$(cd "$dir" && pwd)
 rm -rf "$dir/etcd-data" "$dir/pids"
@@ -64,11 +71,13 @@ ossl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$pki/apiser
   -out "$pki/apiserver.csr"
 # X.509 v3 extensions everywhere: rustls (the controller's TLS stack) rejects v1 certificates.
 printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$pki/client.ext"
-printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$pki/san.ext"
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >"$pki/san.ext"
 ossl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 3650 -extfile "$pki/san.ext" -out "$pki/apiserver.crt"
 client_cert admin admin system:masters
 client_cert kcm system:kube-controller-manager
+# What the API server shows a kubelet (logs, exec, port-forward).
+client_cert apiserver-kubelet apiserver-kubelet-client system:masters
 ossl genrsa -out "$pki/sa.key" 2048
 ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
@@ -104,9 +113,10 @@ start_named etcd "$bin/etcd" --name default --data-dir "$dir/etcd-data" \
 
 apiserver_cmd=("$bin/kube-apiserver"
   --etcd-servers "http://127.0.0.1:$etcd_port"
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port"
+  --bind-address "$([ -n "$with_node" ] && echo 0.0.0.0 || echo 127.0.0.1)" --advertise-address 127.0.0.1 --secure-port "$api_port"
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key"
   --client-ca-file "$pki/ca.crt"
+  --kubelet-client-certificate "$pki/apiserver-kubelet.crt" --kubelet-client-key "$pki/apiserver-kubelet.key"
   --authorization-mode RBAC
   --service-account-issuer https://kubernetes.default.svc
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key"
@@ -137,7 +147,7 @@ start_named kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig "$dir/kcm.kubeconfig" \
   --authentication-kubeconfig "$dir/kcm.kubeconfig" --authorization-kubeconfig "$dir/kcm.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port "$kcm_port" \
-  --controllers garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,resourcequota-controller \
+  --controllers garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,resourcequota-controller${with_node:+,endpointslice-controller,node-lifecycle-controller} \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false --v=1
 
@@ -164,6 +174,9 @@ if [ -n "$owner" ]; then
   setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2/pids" ]; do sleep 1; done
     "$3/down.sh" "$2"; if [ -n "$4" ]; then rm -rf "$2"; fi' \
     watchdog "$owner" "$dir" "$here" "$cleanup" </dev/null >>"$dir/logs/watchdog.log" 2>&1 &
+fi
+if [ -n "$with_node" ]; then
+  "$here/node-up.sh" "$dir" >/dev/null || { "$here/down.sh" "$dir" >&2 || true; exit 1; }
 fi
 echo "up.sh: control plane $("$bin/kubectl" --kubeconfig "$dir/kubeconfig" version -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') ready at $api" >&2
 echo "$dir/kubeconfig"

@@ -32,6 +32,7 @@ pub struct TestCluster {
 }
 
 static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+static NODE_CLUSTER: OnceLock<TestCluster> = OnceLock::new();
 static NAMESPACE_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Repository root (where Cargo.toml is).
@@ -42,6 +43,29 @@ pub fn repo_root() -> &'static Path {
 /// The control plane for this test process, started on first use.
 pub async fn cluster() -> &'static TestCluster {
     CLUSTER.get_or_init(start_or_reuse)
+}
+
+/// A control plane with a node (kube-scheduler, containerd, CNI, kube-proxy, a Ready kubelet:
+/// `tests/cluster/node-up.sh`), shared by the tests of this process, for tests that run pods.
+/// Reuses `PHONEFLEET_TEST_NODE_KUBECONFIG` (a cluster started with `PHONEFLEET_NODE=1`) when
+/// set; otherwise starts one that is torn down, node included, when the test process exits.
+/// Needs root and the node's Debian packages (see docs/helm.md). One node per machine.
+pub async fn node_cluster() -> &'static TestCluster {
+    NODE_CLUSTER.get_or_init(|| {
+        let bin_dir = build_tools_with(true);
+        let kubeconfig =
+            match std::env::var_os("PHONEFLEET_TEST_NODE_KUBECONFIG").filter(|p| !p.is_empty()) {
+                Some(path) => PathBuf::from(path),
+                None => start_cluster_with(
+                    &std::env::temp_dir().join(format!("phonefleet-node-{}", std::process::id())),
+                    true,
+                ),
+            };
+        TestCluster {
+            kubeconfig,
+            bin_dir: PathBuf::from(bin_dir),
+        }
+    })
 }
 
 /// A control plane of the caller's own, for tests that break it (API server restarts). It is
@@ -57,9 +81,14 @@ pub async fn private_cluster() -> TestCluster {
 }
 
 fn build_tools() -> String {
+    build_tools_with(false)
+}
+
+fn build_tools_with(node: bool) -> String {
     last_line(
         &Command::new("bash")
             .arg(repo_root().join("tests/cluster/build.sh"))
+            .args(node.then_some("--node"))
             .output()
             .expect("run tests/cluster/build.sh"),
         "build.sh",
@@ -67,8 +96,13 @@ fn build_tools() -> String {
 }
 
 fn start_cluster(dir: &Path) -> PathBuf {
+    start_cluster_with(dir, false)
+}
+
+fn start_cluster_with(dir: &Path, node: bool) -> PathBuf {
     let out = Command::new("bash")
         .arg(repo_root().join("tests/cluster/up.sh"))
+        .env("PHONEFLEET_NODE", if node { "1" } else { "" })
         .arg("--dir")
         .arg(dir)
         .arg("--owner-pid")

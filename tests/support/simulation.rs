@@ -58,6 +58,16 @@ impl SimulatorProcess {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
+        Self::summary(child)
+    }
+
+    /// The summary of a simulation that ended by itself (`--until-settled` or its budget):
+    /// poll [`SimulatorProcess::running`] first, this blocks until the process exits.
+    pub fn finished(mut self) -> Value {
+        Self::summary(self.child.take().expect("a simulator not yet collected"))
+    }
+
+    fn summary(child: Child) -> Value {
         let out = child
             .wait_with_output()
             .expect("wait for phonefleet simulate");
