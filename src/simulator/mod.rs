@@ -24,7 +24,7 @@ pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -210,6 +210,10 @@ pub struct SiteSummary {
     pub config_fetches: u64,
     /// Requests that failed at the HTTP level or got an unexpected status.
     pub errors: u64,
+    /// When the site's last phone to upgrade came back with its new firmware (simulated
+    /// time): the rollout's real completion for the site, to hold a prediction against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<DateTime<Utc>>,
 }
 
 /// What the simulation saw, per site.
@@ -229,6 +233,17 @@ struct SiteCounters {
     errors: AtomicU64,
     upgraded: AtomicU32,
     failed: AtomicU32,
+    /// Latest upgrade instant, Unix milliseconds (`i64::MIN`: none yet).
+    last_upgrade_ms: AtomicI64,
+}
+
+impl SiteCounters {
+    fn new() -> Self {
+        Self {
+            last_upgrade_ms: AtomicI64::new(i64::MIN),
+            ..Self::default()
+        }
+    }
 }
 
 type Http = HttpClient<HttpConnector, Empty<Bytes>>;
@@ -285,7 +300,7 @@ pub async fn run_until(
     let mut counters = BTreeMap::new();
     let mut tasks = Vec::new();
     for site in &config.sites {
-        let c = Arc::new(SiteCounters::default());
+        let c = Arc::new(SiteCounters::new());
         counters.insert(site.name.clone(), (site.phones.len() as u32, c.clone()));
         let cuts: Vec<DateTime<Utc>> = config
             .power_cuts
@@ -338,6 +353,10 @@ pub async fn run_until(
                 downloads_completed: c.completed.load(Ordering::SeqCst),
                 config_fetches: c.fetches.load(Ordering::SeqCst),
                 errors: c.errors.load(Ordering::SeqCst),
+                last_upgrade: match c.last_upgrade_ms.load(Ordering::SeqCst) {
+                    i64::MIN => None,
+                    ms => DateTime::from_timestamp_millis(ms),
+                },
             },
         );
     }
@@ -438,6 +457,12 @@ impl Phone {
                     }
                     if let Some(v) = version {
                         self.version = v;
+                    }
+                    if self.version != shared.config.initial_version {
+                        let now = self.shared.clock.now().timestamp_millis();
+                        self.counters
+                            .last_upgrade_ms
+                            .fetch_max(now, Ordering::SeqCst);
                     }
                     // Boot after the upgrade: a power-on check reports the new version.
                     next = Some(self.shared.clock.now());
