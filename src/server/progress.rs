@@ -166,6 +166,8 @@ struct Entry {
 pub struct Tracker {
     phones: HashMap<Mac, Entry>,
     evidence: UpgradeEvidence,
+    /// What each phone was last seen doing (kept apart from its record: see [`super::notes`]).
+    pub notes: super::notes::Notes,
 }
 
 impl Tracker {
@@ -174,6 +176,7 @@ impl Tracker {
         Self {
             phones: HashMap::new(),
             evidence,
+            notes: super::notes::Notes::default(),
         }
     }
 
@@ -446,6 +449,12 @@ pub async fn load(
             site: labels.get(LABEL_SITE).cloned().unwrap_or_default(),
         };
         for (key, value) in cm.data.iter().flatten() {
+            if let Some(mac) = key.strip_suffix(".note").and_then(|m| m.parse::<Mac>().ok())
+                && let Ok(note) = serde_json::from_str::<crate::children::PhoneNote>(value)
+            {
+                tracker.notes.load(mac, map.clone(), note);
+                continue;
+            }
             let (Ok(mac), Ok(record)) = (
                 key.parse::<Mac>(),
                 serde_json::from_str::<PhoneProgress>(value),
@@ -524,7 +533,7 @@ pub async fn flush_map(
 }
 
 /// The progress ConfigMap without data: labels and owner, for server-side apply.
-fn skeleton(map: &MapRef) -> ConfigMap {
+pub(super) fn skeleton(map: &MapRef) -> ConfigMap {
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some(map.name.clone());
     cm.metadata.namespace = Some(map.namespace.clone());

@@ -92,6 +92,7 @@ fn state(firmware_dir: &std::path::Path) -> Arc<State> {
         credentials: Credentials::default(),
         ready: Arc::new(AtomicBool::new(true)),
         coverage: Arc::default(),
+        access_log: Default::default(),
     })
 }
 
