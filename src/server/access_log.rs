@@ -2,7 +2,7 @@
 //! duration, refusal reason), as a `tracing` event of target [`TARGET`], so it comes out in the
 //! process's log format (`--log-format json|text`).
 //!
-//! Which requests get a line: `--access-log all|refusals|off` (probes never), then one in
+//! Which requests get a line: `--access-log all|refusals|none` (probes never), then one in
 //! `--access-log-sample N` of those. A line is written when the answer's body is done (the
 //! last byte handed to the connection, or the connection dropped), so `bytes` and
 //! `durationMs` are what really went out, firmware downloads included.
@@ -30,8 +30,10 @@ pub enum AccessLogMode {
     All,
     /// Requests answered with an error status (4xx, 5xx): refusals, unknown phones, busy sites.
     Refusals,
-    /// None.
+    /// None (`none`, not `off`: YAML reads an unquoted `off` as false, and chart values are
+    /// YAML).
     #[default]
+    #[value(name = "none", alias = "off")]
     Off,
 }
 

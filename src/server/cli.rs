@@ -71,7 +71,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = super::tokens::DEFAULT_TAKE_WRITES_PER_SECOND)]
     pub token_writes_per_second: u32,
     /// Access log of provisioning requests (one line each, in the --log-format): `all` (but
-    /// health probes), `refusals` (answers with a 4xx or 5xx status) or `off`.
+    /// health probes), `refusals` (answers with a 4xx or 5xx status) or `none`.
     #[arg(long, value_enum, env = "PHONEFLEET_ACCESS_LOG", default_value_t = super::access_log::AccessLogMode::Off)]
     pub access_log: super::access_log::AccessLogMode,
     /// Log one in N of the requests --access-log selects.
