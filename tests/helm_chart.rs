@@ -401,8 +401,7 @@ async fn every_alert_of_the_prometheusrule_carries_its_runbook_url() {
         ],
     );
     let rule = one(&objects, "PrometheusRule");
-    let runbooks =
-        std::fs::read_to_string(support::repo_root().join("docs/runbooks.md")).unwrap();
+    let runbooks = std::fs::read_to_string(support::repo_root().join("docs/runbooks.md")).unwrap();
     let mut alerts = 0;
     for group in rule["spec"]["groups"].as_array().unwrap() {
         for r in group["rules"].as_array().unwrap() {
@@ -469,14 +468,30 @@ async fn the_documented_crd_upgrade_path_updates_a_changed_crd_on_helm_upgrade()
     let set_url = "controller.serverUrl=http://prov.example.net";
     helm_ok(
         &cluster,
-        &["install", release, path(&old), "-n", &ns.name, "--set", set_url],
+        &[
+            "install",
+            release,
+            path(&old),
+            "-n",
+            &ns.name,
+            "--set",
+            set_url,
+        ],
     );
     assert!(!printer_columns(&cluster, crd).contains(&"Next Window".to_owned()));
 
     // helm upgrade alone leaves the CRD as it was: Helm never upgrades crds/.
     helm_ok(
         &cluster,
-        &["upgrade", release, path(&chart_dir()), "-n", &ns.name, "--set", set_url],
+        &[
+            "upgrade",
+            release,
+            path(&chart_dir()),
+            "-n",
+            &ns.name,
+            "--set",
+            set_url,
+        ],
     );
     assert!(
         !printer_columns(&cluster, crd).contains(&"Next Window".to_owned()),
@@ -487,7 +502,9 @@ async fn the_documented_crd_upgrade_path_updates_a_changed_crd_on_helm_upgrade()
     let command = documented_crd_upgrade();
     assert_eq!(command[0], "kubectl");
     let mut kubectl = cluster.tool("kubectl");
-    kubectl.args(&command[1..]).current_dir(support::repo_root());
+    kubectl
+        .args(&command[1..])
+        .current_dir(support::repo_root());
     let out = kubectl.output().expect("kubectl");
     assert!(
         out.status.success(),
@@ -497,7 +514,15 @@ async fn the_documented_crd_upgrade_path_updates_a_changed_crd_on_helm_upgrade()
     );
     helm_ok(
         &cluster,
-        &["upgrade", release, path(&chart_dir()), "-n", &ns.name, "--set", set_url],
+        &[
+            "upgrade",
+            release,
+            path(&chart_dir()),
+            "-n",
+            &ns.name,
+            "--set",
+            set_url,
+        ],
     );
     assert!(
         printer_columns(&cluster, crd).contains(&"Next Window".to_owned()),

@@ -749,7 +749,11 @@ async fn why_explains_one_phone_from_the_servers_records() {
             .await
             .ok()
             .flatten()
-            .and_then(|cm| cm.data?.get(&phonefleet::children::note_key(phone)).cloned())
+            .and_then(|cm| {
+                cm.data?
+                    .get(&phonefleet::children::note_key(phone))
+                    .cloned()
+            })
             .filter(|note| note.contains("beforeSlot"))
     })
     .await;
@@ -758,7 +762,14 @@ async fn why_explains_one_phone_from_the_servers_records() {
     let dir = plugins.path();
     let mac = phone.to_string();
     let n = f.ns.name.as_str();
-    let report = json(&kubectl_ok(cluster, dir, &["phonefleet", "why", &mac, "-n", n, "-o", "json"]).await);
+    let report = json(
+        &kubectl_ok(
+            cluster,
+            dir,
+            &["phonefleet", "why", &mac, "-n", n, "-o", "json"],
+        )
+        .await,
+    );
     assert_eq!(report["mac"], mac.as_str());
     assert_eq!(report["site"], "paris");
     assert_eq!(report["schedule"], "fw");
@@ -808,7 +819,12 @@ async fn why_explains_one_phone_from_the_servers_records() {
         text.contains(std::str::from_utf8(&served.body).expect("utf-8")),
         "the served file:\n{text}"
     );
-    let yaml = kubectl_ok(cluster, dir, &["phonefleet", "why", &mac, "-n", n, "-o", "yaml"]).await;
+    let yaml = kubectl_ok(
+        cluster,
+        dir,
+        &["phonefleet", "why", &mac, "-n", n, "-o", "yaml"],
+    )
+    .await;
     assert!(yaml.contains("reason: beforeSlot"), "{yaml}");
 
     let unknown = prov::mac(99).to_string();

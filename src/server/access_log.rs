@@ -75,8 +75,7 @@ impl AccessLog {
             AccessLogMode::Off => false,
             AccessLogMode::All => outcome != Outcome::Health,
             AccessLogMode::Refusals => {
-                outcome != Outcome::Health
-                    && (status.is_client_error() || status.is_server_error())
+                outcome != Outcome::Health && (status.is_client_error() || status.is_server_error())
             }
         };
         wanted

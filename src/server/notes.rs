@@ -166,9 +166,13 @@ pub async fn flush_map(
         Err(kube::Error::Api(e)) if e.code == 404 => {
             count();
             let apply = PatchParams::apply(FIELD_MANAGER);
-            api.patch(&map.name, &apply, &Patch::Apply(super::progress::skeleton(map)))
-                .await
-                .map_err(write_err)?;
+            api.patch(
+                &map.name,
+                &apply,
+                &Patch::Apply(super::progress::skeleton(map)),
+            )
+            .await
+            .map_err(write_err)?;
             count();
             api.patch(&map.name, &pp, &Patch::Merge(&patch))
                 .await

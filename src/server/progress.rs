@@ -449,7 +449,9 @@ pub async fn load(
             site: labels.get(LABEL_SITE).cloned().unwrap_or_default(),
         };
         for (key, value) in cm.data.iter().flatten() {
-            if let Some(mac) = key.strip_suffix(".note").and_then(|m| m.parse::<Mac>().ok())
+            if let Some(mac) = key
+                .strip_suffix(".note")
+                .and_then(|m| m.parse::<Mac>().ok())
                 && let Ok(note) = serde_json::from_str::<crate::children::PhoneNote>(value)
             {
                 tracker.notes.load(mac, map.clone(), note);
