@@ -592,6 +592,7 @@ async fn every_command_of_the_operating_guide_runs() {
         "Un-halting a model",
         "Releasing the next stage early",
         "A phone that never upgrades",
+        "Upgrading phonefleet",
     ] {
         assert!(
             run.contains(&expected),
