@@ -29,6 +29,8 @@ pub const MANAGED_BY: &str = "phonefleet";
 pub const COMPONENT_CONFIG: &str = "rendered-config";
 /// [`LABEL_COMPONENT`] of progress ConfigMaps.
 pub const COMPONENT_PROGRESS: &str = "progress";
+/// [`LABEL_COMPONENT`] of phone-note ConfigMaps (see [`PhoneNote`]).
+pub const COMPONENT_NOTES: &str = "phone-notes";
 /// Annotation holding a hash of a ConfigMap's data, so the controller can tell from metadata
 /// alone (without caching every file) whether a shard needs writing.
 pub const ANNOTATION_CONTENT_HASH: &str = "phonefleet.io/content-hash";
@@ -174,9 +176,10 @@ pub struct RefusalNote {
     pub at: DateTime<Utc>,
 }
 
-/// What the provisioning server last saw from a phone, beside its progress record in the same
-/// progress ConfigMap, under [`note_key`]. Separate from [`PhoneProgress`] so that it never
-/// takes part in the progress merge rule: a note is last-writer-wins. Fixed-size (a version
+/// What the provisioning server last saw from a phone, under [`note_key`] in the notes
+/// ConfigMap of its shard ([`notes_map_name`]). Apart from [`PhoneProgress`] so that it never
+/// takes part in the progress merge rule (a note is last-writer-wins), and in a ConfigMap of
+/// its own so that a note never wakes the controller, which watches progress. Fixed-size (a version
 /// string, two instants, an enum) and written only when something in it changes or `seen` is
 /// older than the server's refresh interval, so a polling phone costs a bounded number of
 /// writes (docs/provisioning.md, "Phone notes").
@@ -193,8 +196,8 @@ pub struct PhoneNote {
     pub refusal: Option<RefusalNote>,
 }
 
-/// Data key of a phone's note in its progress ConfigMap: `<bare mac>.note` (not a MAC, so
-/// readers of progress records skip it).
+/// Data key of a phone's note in its notes ConfigMap: `<bare mac>.note` (not a MAC, so
+/// readers of progress records would skip it too).
 pub fn note_key(mac: crate::core::Mac) -> String {
     format!("{}.note", mac.bare())
 }
@@ -212,6 +215,11 @@ pub fn config_map_name(schedule: &str, site: &str, shard: usize) -> String {
         "{}-{digest:016x}-{shard}",
         &schedule[..schedule.len().min(200)]
     )
+}
+
+/// Name of the phone-notes ConfigMap that goes with a rendered-config shard.
+pub fn notes_map_name(config_map: &str) -> String {
+    format!("{config_map}-notes")
 }
 
 /// Name of the progress ConfigMap that goes with a rendered-config shard.

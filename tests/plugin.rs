@@ -742,11 +742,12 @@ async fn why_explains_one_phone_from_the_servers_records() {
     assert_eq!(refused.status, 503, "before its slot");
     // The server writes its note with its next progress batch.
     let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    let progress_map = phonefleet::children::progress_map_name(
-        &phonefleet::children::config_map_name("fw", "paris", 0),
-    );
+    // In a notes map of its own: the controller, which watches progress, is not woken.
+    let notes_map = phonefleet::children::notes_map_name(&phonefleet::children::config_map_name(
+        "fw", "paris", 0,
+    ));
     eventually("the phone's note", WAIT, || async {
-        cms.get_opt(&progress_map)
+        cms.get_opt(&notes_map)
             .await
             .ok()
             .flatten()

@@ -19,7 +19,8 @@ use super::{PluginError, Session, StatusFormat};
 use crate::api::PhoneSite;
 use crate::children::{
     COMPONENT_CONFIG, INDEX_KEY, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, PhoneNote,
-    PhoneProgress, PhoneState, RefusalReason, ShardIndex, note_key, progress_map_name,
+    PhoneProgress, PhoneState, RefusalReason, ShardIndex, note_key, notes_map_name,
+    progress_map_name,
 };
 use crate::core::{Mac, PhoneFamily};
 use crate::render::Format;
@@ -137,18 +138,16 @@ async fn report(session: &Session, mac: Mac, now: DateTime<Utc>) -> Result<WhyRe
             body: String::from_utf8_lossy(&file.body).into_owned(),
         })
     });
-    let (progress, last_seen) = match maps.get_opt(&progress_map_name(&shard.name)).await? {
-        Some(cm) => {
-            let data = cm.data.unwrap_or_default();
-            (
-                data.get(&mac.bare().to_string())
-                    .and_then(|v| serde_json::from_str::<PhoneProgress>(v).ok()),
-                data.get(&note_key(mac))
-                    .and_then(|v| serde_json::from_str::<PhoneNote>(v).ok()),
-            )
-        }
-        None => (None, None),
-    };
+    let progress = maps
+        .get_opt(&progress_map_name(&shard.name))
+        .await?
+        .and_then(|cm| cm.data?.remove(&mac.bare().to_string()))
+        .and_then(|v| serde_json::from_str::<PhoneProgress>(&v).ok());
+    let last_seen = maps
+        .get_opt(&notes_map_name(&shard.name))
+        .await?
+        .and_then(|cm| cm.data?.remove(&note_key(mac)))
+        .and_then(|v| serde_json::from_str::<PhoneNote>(&v).ok());
     let sites: Api<PhoneSite> = Api::namespaced(session.client.clone(), &session.namespace);
     let explicit = sites
         .get_opt(&shard.site)

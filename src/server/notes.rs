@@ -1,9 +1,11 @@
 //! What the server last saw from each phone (its last request, reported version, last
-//! refusal and why), for `kubectl phonefleet why`: a [`PhoneNote`] per phone, written beside
-//! its progress record in the same progress ConfigMap.
+//! refusal and why), for `kubectl phonefleet why`: a [`PhoneNote`] per phone, in the notes
+//! ConfigMap of its shard (`<shard>-notes`, next to `<shard>-progress`).
 //!
 //! Notes are not progress: nothing decides on them, so they are last-writer-wins (a JSON merge
-//! patch of the changed keys, no precondition) and never take part in the progress merge rule.
+//! patch of the changed keys, no precondition) and never take part in the progress merge rule;
+//! and they live in ConfigMaps the controller does not watch, so writing one never wakes a
+//! reconcile.
 //! [`Notes`] is pure; a note is due for writing only when its version or refusal reason
 //! changes, or when the written `seen` is older than [`REFRESH`], so a phone polling every
 //! minute costs one write per [`REFRESH`] at most.
@@ -15,7 +17,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
-use crate::children::{PhoneNote, RefusalNote, RefusalReason, note_key};
+use crate::children::{
+    COMPONENT_NOTES, PhoneNote, RefusalNote, RefusalReason, note_key, notes_map_name,
+};
 use crate::core::Mac;
 
 use super::progress::{FIELD_MANAGER, MapRef, ProgressError};
@@ -134,14 +138,28 @@ impl Notes {
     }
 }
 
-/// Writes one map's due notes (one merge patch; the map is created first if missing).
+/// The notes map of the shard whose progress map is `progress`.
+fn notes_map(progress: &MapRef) -> MapRef {
+    let shard = progress
+        .name
+        .strip_suffix("-progress")
+        .unwrap_or(&progress.name);
+    MapRef {
+        name: notes_map_name(shard),
+        ..progress.clone()
+    }
+}
+
+/// Writes the due notes of the phones whose progress map is `progress` (one merge patch of
+/// the shard's notes map, created first if missing).
 pub async fn flush_map(
     client: &Client,
-    map: &MapRef,
+    progress: &MapRef,
     notes: &[(Mac, PhoneNote)],
     requests: &std::sync::atomic::AtomicU64,
 ) -> Result<(), ProgressError> {
     let count = || requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let map = &notes_map(progress);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &map.namespace);
     let write_err = |source| ProgressError::Write {
         namespace: map.namespace.clone(),
@@ -169,7 +187,7 @@ pub async fn flush_map(
             api.patch(
                 &map.name,
                 &apply,
-                &Patch::Apply(super::progress::skeleton(map)),
+                &Patch::Apply(super::progress::skeleton(map, COMPONENT_NOTES)),
             )
             .await
             .map_err(write_err)?;
