@@ -14,8 +14,9 @@
 //! a [`ServerHandle`] with the bound address, [`ServerHandle::is_ready`] and the
 //! [`ServerStats`] a metrics module reads.
 //!
-//! The API server access it needs (RBAC): ConfigMaps get/list/watch (rendered configs and
-//! progress) and create/patch (progress, field manager [`progress::FIELD_MANAGER`]); Leases
+//! The API server access it needs (RBAC): ConfigMaps get/list/watch (rendered configs,
+//! progress and phone notes) and create/patch (progress and [`notes`], field manager
+//! [`progress::FIELD_MANAGER`]); Leases
 //! (`coordination.k8s.io`) list/watch/create/update (download tokens), in the watched
 //! namespace(s).
 //!
