@@ -29,6 +29,8 @@ pub const MANAGED_BY: &str = "phonefleet";
 pub const COMPONENT_CONFIG: &str = "rendered-config";
 /// [`LABEL_COMPONENT`] of progress ConfigMaps.
 pub const COMPONENT_PROGRESS: &str = "progress";
+/// [`LABEL_COMPONENT`] of phone-note ConfigMaps (see [`PhoneNote`]).
+pub const COMPONENT_NOTES: &str = "phone-notes";
 /// Annotation holding a hash of a ConfigMap's data, so the controller can tell from metadata
 /// alone (without caching every file) whether a shard needs writing.
 pub const ANNOTATION_CONTENT_HASH: &str = "phonefleet.io/content-hash";
@@ -122,6 +124,91 @@ pub struct PhoneProgress {
     pub since: DateTime<Utc>,
 }
 
+/// Why the provisioning server refused a phone's request: a closed set, recorded in the
+/// phone's note and written to the access log.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum RefusalReason {
+    /// Firmware asked for with no slot planned (no rollout for its model, paused or halted).
+    NoSlot,
+    /// Firmware asked for inside a slot announced ahead whose stage is not released yet.
+    StageHeld,
+    /// Firmware asked for before the phone's slot.
+    BeforeSlot,
+    /// Firmware asked for after the phone's slot ended.
+    SlotOver,
+    /// Every download token of the site is held (the cap).
+    SiteBusy,
+    /// The phone already holds a download token of its site.
+    AlreadyDownloading,
+    /// The download tokens could not be read or written (API server).
+    TokensUnavailable,
+    /// The phone asked for another site's firmware directory.
+    WrongSite,
+    /// Missing or wrong basic-auth credentials for the phone's site.
+    Unauthorized,
+    /// The firmware file is not in the firmware directory.
+    NoFirmwareFile,
+}
+
+impl RefusalReason {
+    /// The name used in notes, logs and the plugin's output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::NoSlot => "noSlot",
+            RefusalReason::StageHeld => "stageHeld",
+            RefusalReason::BeforeSlot => "beforeSlot",
+            RefusalReason::SlotOver => "slotOver",
+            RefusalReason::SiteBusy => "siteBusy",
+            RefusalReason::AlreadyDownloading => "alreadyDownloading",
+            RefusalReason::TokensUnavailable => "tokensUnavailable",
+            RefusalReason::WrongSite => "wrongSite",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::NoFirmwareFile => "noFirmwareFile",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal and when it happened.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusalNote {
+    pub reason: RefusalReason,
+    pub at: DateTime<Utc>,
+}
+
+/// What the provisioning server last saw from a phone, under [`note_key`] in the notes
+/// ConfigMap of its shard ([`notes_map_name`]). Apart from [`PhoneProgress`] so that it never
+/// takes part in the progress merge rule (a note is last-writer-wins), and in a ConfigMap of
+/// its own so that a note never wakes the controller, which watches progress. Fixed-size (a version
+/// string, two instants, an enum) and written only when something in it changes or `seen` is
+/// older than the server's refresh interval, so a polling phone costs a bounded number of
+/// writes (docs/provisioning.md, "Phone notes").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneNote {
+    /// The phone's last request (to the refresh interval).
+    pub seen: DateTime<Utc>,
+    /// The firmware version its last request reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Its last refused request, kept after later successes (`at` tells which came last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<RefusalNote>,
+}
+
+/// Data key of a phone's note in its notes ConfigMap: `<bare mac>.note` (not a MAC, so
+/// readers of progress records would skip it too).
+pub fn note_key(mac: crate::core::Mac) -> String {
+    format!("{}.note", mac.bare())
+}
+
 /// Name of shard `n` of a site's rendered configs; a DNS subdomain name as ConfigMaps require.
 pub fn config_map_name(schedule: &str, site: &str, shard: usize) -> String {
     let name = format!("{schedule}-{site}-{shard}");
@@ -135,6 +222,11 @@ pub fn config_map_name(schedule: &str, site: &str, shard: usize) -> String {
         "{}-{digest:016x}-{shard}",
         &schedule[..schedule.len().min(200)]
     )
+}
+
+/// Name of the phone-notes ConfigMap that goes with a rendered-config shard.
+pub fn notes_map_name(config_map: &str) -> String {
+    format!("{config_map}-notes")
 }
 
 /// Name of the progress ConfigMap that goes with a rendered-config shard.

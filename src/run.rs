@@ -77,12 +77,31 @@ pub enum LogFormat {
 pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use tracing_subscriber::util::SubscriberInitExt;
+    // try_init also forwards the `log` records of dependencies, as `init` did.
+    if let Err(e) = log_subscriber(format, filter, std::io::stdout).try_init() {
+        eprintln!("logging is already set up: {e}");
+    }
+}
+
+/// The subscriber `--log-format` asks for, writing to `writer` (standard output in
+/// `phonefleet run`; a buffer in tests of what is logged, such as the access log).
+pub fn log_subscriber<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => Box::new(builder.finish()),
         // Fields at the top level, next to level, target and timestamp: what Loki, Elastic or
         // Cloud Logging index without a parser.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
     }
 }
 

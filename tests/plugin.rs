@@ -595,6 +595,8 @@ async fn every_command_of_the_operating_guide_runs() {
         "Retrying failed phones",
         "Un-halting a model",
         "Releasing the next stage early",
+        "A phone that never upgrades",
+        "Upgrading phonefleet",
     ] {
         assert!(
             run.contains(&expected),
@@ -694,4 +696,151 @@ async fn every_command_of_the_operating_guide_runs() {
     }
     controller.stop().await.expect("controller");
     ns.delete().await;
+}
+
+/// `why MAC` through kubectl: a phone of the provisioning fixture asks for its file, then for
+/// the firmware before its slot; `why` shows its site, family, stage, slot in UTC and local
+/// time, the server's note (version, last request, the refusal and its reason) and the exact
+/// bytes the server answered for its file.
+#[tokio::test]
+async fn why_explains_one_phone_from_the_servers_records() {
+    use support::provisioning::{self as prov, TestPhone};
+    let cluster = support::cluster().await;
+    let start = Utc::now() + chrono::Duration::hours(1);
+    let end = start + chrono::Duration::hours(1);
+    let phone = prov::mac(1);
+    let f = prov::fixture(
+        "plugin-why",
+        1,
+        &[TestPhone {
+            mac: phone,
+            slot: Some((start, end)),
+        }],
+        1024,
+    )
+    .await;
+    let server = prov::started(
+        f.config("why"),
+        f.client.clone(),
+        phonefleet::server::ServerStats::new(),
+    )
+    .await;
+    let http = prov::http();
+    let ua = prov::ua(phone, prov::OLD);
+    let file_name = format!("cfg{}.xml", phone.bare());
+    let served = prov::get(
+        &http,
+        server.local_addr(),
+        &format!("/{file_name}"),
+        &[("user-agent", &ua)],
+    )
+    .await;
+    assert_eq!(served.status, 200);
+    let refused = prov::get(
+        &http,
+        server.local_addr(),
+        &prov::firmware_path(),
+        &[("user-agent", &ua)],
+    )
+    .await;
+    assert_eq!(refused.status, 503, "before its slot");
+    // The server writes its note with its next progress batch.
+    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
+    // In a notes map of its own: the controller, which watches progress, is not woken.
+    let notes_map = phonefleet::children::notes_map_name(&phonefleet::children::config_map_name(
+        "fw", "paris", 0,
+    ));
+    eventually("the phone's note", WAIT, || async {
+        cms.get_opt(&notes_map)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|cm| {
+                cm.data?
+                    .get(&phonefleet::children::note_key(phone))
+                    .cloned()
+            })
+            .filter(|note| note.contains("beforeSlot"))
+    })
+    .await;
+
+    let plugins = plugin_dir();
+    let dir = plugins.path();
+    let mac = phone.to_string();
+    let n = f.ns.name.as_str();
+    let report = json(
+        &kubectl_ok(
+            cluster,
+            dir,
+            &["phonefleet", "why", &mac, "-n", n, "-o", "json"],
+        )
+        .await,
+    );
+    assert_eq!(report["mac"], mac.as_str());
+    assert_eq!(report["site"], "paris");
+    assert_eq!(report["schedule"], "fw");
+    assert_eq!(report["family"], "grandstream");
+    assert_eq!(report["model"], "GXP2170");
+    assert_eq!(report["target"], prov::TARGET);
+    assert_eq!(report["stage"], 0);
+    let slot_start: DateTime<Utc> = report["slot"]["start"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("slot start");
+    assert_eq!(slot_start, start);
+    let paris: chrono_tz::Tz = "Europe/Paris".parse().expect("zone");
+    let local: DateTime<chrono::FixedOffset> = report["slot"]["startLocal"]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .expect("local slot start");
+    let expected = start.with_timezone(&paris).fixed_offset();
+    assert_eq!(local, expected);
+    assert_eq!(local.offset(), expected.offset(), "in the site's time zone");
+    assert_eq!(report["lastSeen"]["version"], prov::OLD);
+    assert!(report["lastSeen"]["seen"].is_string(), "{report}");
+    assert_eq!(report["lastSeen"]["refusal"]["reason"], "beforeSlot");
+    assert_eq!(report["file"]["name"], file_name.as_str());
+    assert_eq!(
+        report["file"]["body"].as_str().map(str::as_bytes),
+        Some(&served.body[..]),
+        "the bytes the server answered"
+    );
+    assert!(
+        report["verdict"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("waiting for its slot")),
+        "{report}"
+    );
+
+    let text = kubectl_ok(cluster, dir, &["phonefleet", "why", &mac, "-n", n]).await;
+    for part in [
+        "site:         paris (Europe/Paris)",
+        "last refusal: beforeSlot",
+        &format!("reporting {}", prov::OLD),
+        "slot (local):",
+    ] {
+        assert!(text.contains(part), "why lacks {part:?}:\n{text}");
+    }
+    assert!(
+        text.contains(std::str::from_utf8(&served.body).expect("utf-8")),
+        "the served file:\n{text}"
+    );
+    let yaml = kubectl_ok(
+        cluster,
+        dir,
+        &["phonefleet", "why", &mac, "-n", n, "-o", "yaml"],
+    )
+    .await;
+    assert!(yaml.contains("reason: beforeSlot"), "{yaml}");
+
+    let unknown = prov::mac(99).to_string();
+    let missing = kubectl(cluster, dir, &["phonefleet", "why", &unknown, "-n", n]).await;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no schedule of this namespace"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    server.shutdown().await;
+    f.ns.delete().await;
 }

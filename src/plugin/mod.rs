@@ -10,6 +10,7 @@
 mod mutate;
 mod plan;
 mod status;
+mod why;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use kube::{Api, Client, Config};
 
 use crate::api::PhoneSchedule;
 
-/// Steers phonefleet rollouts: status, plan, pause/resume, retry, unhalt, promote.
+/// Steers phonefleet rollouts: status, plan, why, pause/resume, retry, unhalt, promote.
 #[derive(clap::Parser, Debug)]
 #[command(name = "kubectl-phonefleet", bin_name = "kubectl phonefleet", version)]
 pub struct PluginCli {
@@ -75,6 +76,14 @@ pub enum PluginCommand {
         /// Plan as of this instant (RFC 3339); default: now.
         #[arg(long)]
         now: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Why a phone is where it is: site, family, stage, slot (UTC and local), what the
+    /// provisioning server last saw from it (request, version, refusal), and the file it is
+    /// served now.
+    Why {
+        mac: crate::core::Mac,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: StatusFormat,
     },
     /// Stop handing out new slots (sets spec.rollout.paused by server-side apply).
     Pause { schedule: String },
@@ -224,6 +233,9 @@ pub async fn run(cli: PluginCli, out: &mut impl std::io::Write) -> Result<(), Pl
         } => {
             let now = now.unwrap_or_else(chrono::Utc::now);
             plan::run(&session, &schedule, now, output, out).await
+        }
+        PluginCommand::Why { mac, output } => {
+            why::run(&session, mac, output, chrono::Utc::now(), out).await
         }
         PluginCommand::Pause { schedule } => mutate::paused(&session, &schedule, true, out).await,
         PluginCommand::Resume { schedule } => mutate::paused(&session, &schedule, false, out).await,

@@ -70,6 +70,13 @@ pub struct ServerArgs {
     /// cannot throttle the API server); beyond, phones are answered busy. 0 is unbounded.
     #[arg(long, default_value_t = super::tokens::DEFAULT_TAKE_WRITES_PER_SECOND)]
     pub token_writes_per_second: u32,
+    /// Access log of provisioning requests (one line each, in the --log-format): `all` (but
+    /// health probes), `refusals` (answers with a 4xx or 5xx status) or `none`.
+    #[arg(long, value_enum, env = "PHONEFLEET_ACCESS_LOG", default_value_t = super::access_log::AccessLogMode::Off)]
+    pub access_log: super::access_log::AccessLogMode,
+    /// Log one in N of the requests --access-log selects.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub access_log_sample: u32,
 }
 
 impl ServerArgs {
@@ -98,6 +105,10 @@ impl ServerArgs {
                 .then(|| Duration::from_secs(self.header_read_timeout_seconds)),
             upgrade_evidence: self.upgrade_evidence,
             take_writes_per_second: self.token_writes_per_second,
+            access_log: super::access_log::AccessLogConfig {
+                mode: self.access_log,
+                sample: self.access_log_sample,
+            },
             ..ServerConfig::default()
         }
     }

@@ -16,11 +16,13 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::children::RefusalReason;
 use crate::clock::Clock;
 use crate::core::Mac;
 use crate::render::{FirmwarePath, parse_file_name};
 
 use super::ServerConfig;
+use super::access_log::{self, AccessLog};
 use super::auth::Credentials;
 use super::conn::{Meter, enforce_min_rate};
 use super::coverage::Coverage;
@@ -33,6 +35,9 @@ use super::tokens::{TokenError, TokenGuard, Tokens};
 
 /// A request refused early: the outcome to count and the answer (boxed: it is large).
 type Refusal = Box<(Outcome, Response<Body>)>;
+
+/// A firmware request refused for its slot: why, and the answer.
+type SlotRefusal = Box<(RefusalReason, (Outcome, Response<Body>))>;
 
 /// The body of every response.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -49,6 +54,8 @@ pub(crate) struct State {
     pub ready: Arc<AtomicBool>,
     /// Bytes of each image sent to each phone (see [`Coverage`]).
     pub coverage: Arc<Mutex<Coverage>>,
+    /// Which requests get an access log line (see [`access_log`]).
+    pub access_log: AccessLog,
 }
 
 /// Retry-After for a phone with no slot at all: it should come back at its next scheduled
@@ -93,9 +100,70 @@ fn retry_after(status: StatusCode, message: &str, after: Duration) -> Response<B
 impl State {
     /// Entry point of every request.
     pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+        let started = std::time::Instant::now();
         let (outcome, resp) = self.route(&req).await;
         self.stats.count(outcome);
-        resp
+        if !self.access_log.selects(outcome, resp.status()) {
+            return resp;
+        }
+        let (mac, model) = self.subject(&req);
+        let line = access_log::Line {
+            mac,
+            family: model
+                .as_deref()
+                .and_then(crate::core::PhoneFamily::for_model),
+            model,
+            file: req.uri().path().to_owned(),
+            status: resp.status().as_u16(),
+            outcome,
+            refusal: resp.extensions().get::<RefusalReason>().copied(),
+        };
+        access_log::logged(resp, line, started)
+    }
+
+    /// The phone a request is about, for the access log: the User-Agent's MAC, else the
+    /// requested file's; and its model, as the index knows it.
+    fn subject<B>(&self, req: &Request<B>) -> (Option<Mac>, Option<String>) {
+        let from_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| parse_user_agent(ua).ok())
+            .map(|a| a.mac);
+        let from_path = || {
+            let name = req.uri().path().rsplit('/').next()?;
+            parse_file_name(name).ok().map(|(mac, _)| mac)
+        };
+        let Some(mac) = from_agent.or_else(from_path) else {
+            return (None, None);
+        };
+        let model = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .phone(mac)
+            .map(|p| p.model);
+        (Some(mac), model)
+    }
+
+    /// Records a refusal in the phone's note and marks the answer with its reason (for the
+    /// access log).
+    fn refused(
+        &self,
+        mac: Mac,
+        phone: &PhoneEntry,
+        version: Option<&str>,
+        reason: RefusalReason,
+        (outcome, mut resp): (Outcome, Response<Body>),
+    ) -> (Outcome, Response<Body>) {
+        let now = self.clock.now();
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .notes
+            .refused(mac, &MapRef::of(&phone.shard), version, reason, now);
+        resp.extensions_mut().insert(reason);
+        (outcome, resp)
     }
 
     async fn route<B>(&self, req: &Request<B>) -> (Outcome, Response<Body>) {
@@ -238,24 +306,33 @@ impl State {
         };
         if let Some(phone) = &phone {
             if let Err(r) = self.authorized(req, &phone.shard.site) {
-                return *r;
-            }
-            if let Some(agent) = &agent
-                && let Some(target) = phone.shard.target_for(&phone.model)
-            {
-                let now = self.clock.now();
-                let slot_started = phone.slot.is_some_and(|s| !s.held && s.start <= now);
-                self.tracker
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_config(
+                return match &agent {
+                    Some(a) => self.refused(
                         mac,
-                        &MapRef::of(&phone.shard),
+                        phone,
+                        Some(&a.version),
+                        RefusalReason::Unauthorized,
+                        *r,
+                    ),
+                    None => *r,
+                };
+            }
+            if let Some(agent) = &agent {
+                let now = self.clock.now();
+                let map = MapRef::of(&phone.shard);
+                let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+                tracker.notes.seen(mac, &map, Some(&agent.version), now);
+                if let Some(target) = phone.shard.target_for(&phone.model) {
+                    let slot_started = phone.slot.is_some_and(|s| !s.held && s.start <= now);
+                    tracker.on_config(
+                        mac,
+                        &map,
                         &agent.version,
                         &target.version,
                         slot_started,
                         now,
                     );
+                }
             }
         }
         let len = file.body.len();
@@ -309,26 +386,41 @@ impl State {
             };
             return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
+        let version = Some(agent.version.as_str());
+        let refused = |reason, answer| self.refused(agent.mac, &phone, version, reason, answer);
         if phone.shard.site != path.site() {
-            return (
-                Outcome::Forbidden,
-                text(
-                    StatusCode::FORBIDDEN,
-                    "this firmware directory is another site's",
+            return refused(
+                RefusalReason::WrongSite,
+                (
+                    Outcome::Forbidden,
+                    text(
+                        StatusCode::FORBIDDEN,
+                        "this firmware directory is another site's",
+                    ),
                 ),
             );
         }
         if let Err(r) = self.authorized(req, path.site()) {
-            return *r;
+            return refused(RefusalReason::Unauthorized, *r);
         }
         let full_path = dir.join(path.file());
         let mut fw = match tokio::fs::File::open(&full_path).await {
             Ok(f) => f,
-            Err(_) => return not_found("no such firmware file"),
+            Err(_) => {
+                return refused(
+                    RefusalReason::NoFirmwareFile,
+                    not_found("no such firmware file"),
+                );
+            }
         };
         let (total, tag) = match fw.metadata().await {
             Ok(m) if m.is_file() => (m.len(), etag(&m)),
-            _ => return not_found("no such firmware file"),
+            _ => {
+                return refused(
+                    RefusalReason::NoFirmwareFile,
+                    not_found("no such firmware file"),
+                );
+            }
         };
         // A resume of another image than the one the phone has part of gets the whole image.
         let if_range = req
@@ -370,7 +462,8 @@ impl State {
         site_stats.cap.store(phone.shard.cap, Ordering::Relaxed);
         let now = self.clock.now();
         if let Err(refusal) = self.in_slot(&phone, now, &site_stats) {
-            return *refusal;
+            let (reason, answer) = *refusal;
+            return refused(reason, answer);
         }
         let guard = match self
             .tokens
@@ -386,33 +479,42 @@ impl State {
             Ok(g) => g,
             Err(TokenError::Busy { .. }) => {
                 site_stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-                return (
-                    Outcome::Busy,
-                    retry_after(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "site download cap reached",
-                        self.config.busy_retry_after,
+                return refused(
+                    RefusalReason::SiteBusy,
+                    (
+                        Outcome::Busy,
+                        retry_after(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "site download cap reached",
+                            self.config.busy_retry_after,
+                        ),
                     ),
                 );
             }
             Err(TokenError::PhoneHolds { .. }) => {
-                return (
-                    Outcome::Busy,
-                    retry_after(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "this phone is already downloading from its site",
-                        self.config.busy_retry_after,
+                return refused(
+                    RefusalReason::AlreadyDownloading,
+                    (
+                        Outcome::Busy,
+                        retry_after(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "this phone is already downloading from its site",
+                            self.config.busy_retry_after,
+                        ),
                     ),
                 );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not take a download token");
-                return (
-                    Outcome::TokenError,
-                    retry_after(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "download tokens unavailable",
-                        self.config.busy_retry_after,
+                return refused(
+                    RefusalReason::TokensUnavailable,
+                    (
+                        Outcome::TokenError,
+                        retry_after(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "download tokens unavailable",
+                            self.config.busy_retry_after,
+                        ),
                     ),
                 );
             }
@@ -443,11 +545,14 @@ impl State {
             completed: false,
             site_stats: site_stats.clone(),
         };
-        if let Some(target) = &target {
-            self.tracker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .on_download_start(agent.mac, &session.map, &agent.version, target, now);
+        {
+            let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            tracker
+                .notes
+                .seen(agent.mac, &session.map, Some(&agent.version), now);
+            if let Some(target) = &target {
+                tracker.on_download_start(agent.mac, &session.map, &agent.version, target, now);
+            }
         }
         let watchdog = self.min_rate().and_then(|min| {
             let meter = req.extensions().get::<Arc<Meter>>()?.clone();
@@ -501,28 +606,43 @@ impl State {
         phone: &PhoneEntry,
         now: DateTime<Utc>,
         site: &SiteStats,
-    ) -> Result<(), Refusal> {
-        let refuse = |after: Duration, why: &str| {
+    ) -> Result<(), SlotRefusal> {
+        let refuse = |after: Duration, why: &str, reason: RefusalReason| {
             site.refused_outside_slot.fetch_add(1, Ordering::Relaxed);
             Err(Box::new((
-                Outcome::OutsideSlot,
-                retry_after(StatusCode::SERVICE_UNAVAILABLE, why, after),
+                reason,
+                (
+                    Outcome::OutsideSlot,
+                    retry_after(StatusCode::SERVICE_UNAVAILABLE, why, after),
+                ),
             )))
         };
         let Some(slot) = phone
             .slot
             .filter(|_| phone.shard.target_for(&phone.model).is_some())
         else {
-            return refuse(NO_SLOT_RETRY, "no download slot planned for this phone");
+            return refuse(
+                NO_SLOT_RETRY,
+                "no download slot planned for this phone",
+                RefusalReason::NoSlot,
+            );
         };
         if now < slot.start {
             let wait = (slot.start - now)
                 .to_std()
                 .unwrap_or(Duration::from_secs(1));
-            return refuse(wait, "outside this phone's download slot");
+            return refuse(
+                wait,
+                "outside this phone's download slot",
+                RefusalReason::BeforeSlot,
+            );
         }
         if now >= slot.end {
-            return refuse(NO_SLOT_RETRY, "this phone's download slot is over");
+            return refuse(
+                NO_SLOT_RETRY,
+                "this phone's download slot is over",
+                RefusalReason::SlotOver,
+            );
         }
         if slot.held {
             // Come back soon inside the slot: the stage may be released before it ends.
@@ -530,6 +650,7 @@ impl State {
             return refuse(
                 left.min(HELD_RETRY),
                 "this phone's rollout stage is not released yet",
+                RefusalReason::StageHeld,
             );
         }
         Ok(())

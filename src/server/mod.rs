@@ -14,13 +14,15 @@
 //! a [`ServerHandle`] with the bound address, [`ServerHandle::is_ready`] and the
 //! [`ServerStats`] a metrics module reads.
 //!
-//! The API server access it needs (RBAC): ConfigMaps get/list/watch (rendered configs and
-//! progress) and create/patch (progress, field manager [`progress::FIELD_MANAGER`]); Leases
+//! The API server access it needs (RBAC): ConfigMaps get/list/watch (rendered configs,
+//! progress and phone notes) and create/patch (progress and [`notes`], field manager
+//! [`progress::FIELD_MANAGER`]); Leases
 //! (`coordination.k8s.io`) list/watch/create/update (download tokens), in the watched
 //! namespace(s).
 //!
 //! See `docs/provisioning.md` for the design: routes, status codes, tokens, progress.
 
+pub mod access_log;
 pub mod auth;
 pub mod cli;
 pub mod conn;
@@ -29,6 +31,7 @@ pub mod http;
 pub mod identity;
 pub mod index;
 pub mod limits;
+pub mod notes;
 pub mod progress;
 #[cfg(test)]
 mod props;
@@ -123,6 +126,8 @@ pub struct ServerConfig {
     /// Most Lease writes per second this replica makes to take download tokens; beyond, a
     /// firmware request is answered busy without an API request (0: unbounded).
     pub take_writes_per_second: u32,
+    /// Which requests get an access log line (none by default).
+    pub access_log: access_log::AccessLogConfig,
 }
 
 /// Default minimum rate: 16 KiB/s (128 kbit/s) gets a 40 MB image through in under 45
@@ -169,6 +174,7 @@ impl Default for ServerConfig {
             max_connections: None,
             upgrade_evidence: progress::UpgradeEvidence::default(),
             take_writes_per_second: tokens::DEFAULT_TAKE_WRITES_PER_SECOND,
+            access_log: access_log::AccessLogConfig::default(),
         }
     }
 }
@@ -326,6 +332,7 @@ pub async fn start_with_stats(
         credentials,
         ready: ready.clone(),
         coverage: Arc::default(),
+        access_log: access_log::AccessLog::new(config.access_log),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = {
@@ -525,6 +532,39 @@ async fn flush_once(state: &http::State, client: &Client, deadline: chrono::Dura
                 Err(e) => {
                     tracing::warn!(error = %e, "writing progress failed; retrying next batch")
                 }
+            }
+        }
+    }
+    flush_notes(state, client).await;
+}
+
+/// Writes the phones' due notes (what `kubectl phonefleet why` shows); a failure is retried
+/// next batch, a vanished namespace drops them.
+async fn flush_notes(state: &http::State, client: &Client) {
+    let pending = state
+        .tracker
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .notes
+        .pending();
+    for (map, notes) in pending {
+        let result =
+            notes::flush_map(client, &map, &notes, &state.stats.progress_api_requests).await;
+        let written = match result {
+            Ok(()) => true,
+            Err(progress::ProgressError::Write {
+                source: kube::Error::Api(e),
+                ..
+            }) if e.code == 404 => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing phone notes failed; retrying next batch");
+                false
+            }
+        };
+        if written {
+            let mut tracker = state.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            for (mac, note) in notes {
+                tracker.notes.settle(mac, note);
             }
         }
     }

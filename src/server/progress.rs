@@ -166,6 +166,8 @@ struct Entry {
 pub struct Tracker {
     phones: HashMap<Mac, Entry>,
     evidence: UpgradeEvidence,
+    /// What each phone was last seen doing (kept apart from its record: see [`super::notes`]).
+    pub notes: super::notes::Notes,
 }
 
 impl Tracker {
@@ -174,6 +176,7 @@ impl Tracker {
         Self {
             phones: HashMap::new(),
             evidence,
+            notes: super::notes::Notes::default(),
         }
     }
 
@@ -429,7 +432,11 @@ pub async fn load(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let lp = ListParams::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}"));
+    // Progress records and phone notes (in maps of their own, see `notes`).
+    let lp = ListParams::default().labels(&format!(
+        "{LABEL_COMPONENT} in ({COMPONENT_PROGRESS},{})",
+        crate::children::COMPONENT_NOTES
+    ));
     let list = api.list(&lp).await.map_err(ProgressError::List)?;
     let mut loaded = 0;
     for cm in list.items {
@@ -445,7 +452,23 @@ pub async fn load(
                 .map(|o| o.uid.clone()),
             site: labels.get(LABEL_SITE).cloned().unwrap_or_default(),
         };
+        // A note is kept under its phone's progress map (`notes` derives the notes map).
+        let progress_map = MapRef {
+            name: cm
+                .name_any()
+                .strip_suffix("-notes")
+                .map_or_else(|| map.name.clone(), progress_map_name),
+            ..map.clone()
+        };
         for (key, value) in cm.data.iter().flatten() {
+            if let Some(mac) = key
+                .strip_suffix(".note")
+                .and_then(|m| m.parse::<Mac>().ok())
+                && let Ok(note) = serde_json::from_str::<crate::children::PhoneNote>(value)
+            {
+                tracker.notes.load(mac, progress_map.clone(), note);
+                continue;
+            }
             let (Ok(mac), Ok(record)) = (
                 key.parse::<Mac>(),
                 serde_json::from_str::<PhoneProgress>(value),
@@ -483,9 +506,13 @@ pub async fn flush_map(
             None => {
                 count();
                 let pp = PatchParams::apply(FIELD_MANAGER);
-                api.patch(&map.name, &pp, &Patch::Apply(skeleton(map)))
-                    .await
-                    .map_err(write_err)?
+                api.patch(
+                    &map.name,
+                    &pp,
+                    &Patch::Apply(skeleton(map, COMPONENT_PROGRESS)),
+                )
+                .await
+                .map_err(write_err)?
             }
         };
         let data = current.data.clone().unwrap_or_default();
@@ -524,12 +551,12 @@ pub async fn flush_map(
 }
 
 /// The progress ConfigMap without data: labels and owner, for server-side apply.
-fn skeleton(map: &MapRef) -> ConfigMap {
+pub(super) fn skeleton(map: &MapRef, component: &str) -> ConfigMap {
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some(map.name.clone());
     cm.metadata.namespace = Some(map.namespace.clone());
     cm.metadata.labels = Some(BTreeMap::from([
-        (LABEL_COMPONENT.to_owned(), COMPONENT_PROGRESS.to_owned()),
+        (LABEL_COMPONENT.to_owned(), component.to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
         (LABEL_SCHEDULE.to_owned(), map.schedule.clone()),
         (LABEL_SITE.to_owned(), map.site.clone()),

@@ -98,6 +98,7 @@ fn state_with(firmware_dir: &std::path::Path, held: bool) -> Arc<State> {
         credentials: Credentials::default(),
         ready: Arc::new(AtomicBool::new(true)),
         coverage: Arc::default(),
+        access_log: Default::default(),
     })
 }
 
