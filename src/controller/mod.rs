@@ -400,6 +400,7 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         schedule,
         schedules: &observed.schedules,
         sites: &observed.sites,
+        claimed_elsewhere: &observed.claimed_elsewhere,
         progress: &observed.progress,
         previous_slots: &previous_slots,
         existing_shards: &observed.existing_shards,
