@@ -913,7 +913,10 @@ async fn one_value_turns_each_authentication_mode_on() {
     let a = args(&objects);
     assert!(has(&a, "--auth-mode=none"), "{a:?}");
     assert!(has(&a, "--failure-burst=30"), "{a:?}");
-    assert!(!a.iter().any(|x| x.starts_with("--credentials-file")), "{a:?}");
+    assert!(
+        !a.iter().any(|x| x.starts_with("--credentials-file")),
+        "{a:?}"
+    );
     assert!(secret_volumes(&objects).is_empty());
 
     for mode in ["basic", "digest"] {
@@ -921,7 +924,10 @@ async fn one_value_turns_each_authentication_mode_on() {
         let a = args(&objects);
         assert!(has(&a, &format!("--auth-mode={mode}")), "{a:?}");
         assert!(
-            has(&a, "--credentials-file=/etc/phonefleet/credentials/credentials"),
+            has(
+                &a,
+                "--credentials-file=/etc/phonefleet/credentials/credentials"
+            ),
             "{a:?}"
         );
         assert_eq!(

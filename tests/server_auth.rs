@@ -178,8 +178,7 @@ async fn a_phones_digest_credentials_open_its_own_file_and_no_other() {
     // Firmware: phone 1's credentials with phone 2's User-Agent are refused.
     let fw = format!("/firmware/paris/{FW_FILE}");
     let agent2 = ua(mac(2), OLD);
-    let fw_answer =
-        |who| digest::answer(&nonce, "phonefleet", Algorithm::Sha256, who, "GET", &fw);
+    let fw_answer = |who| digest::answer(&nonce, "phonefleet", Algorithm::Sha256, who, "GET", &fw);
     let stolen = get(
         &http,
         addr,
@@ -201,7 +200,10 @@ async fn a_phones_digest_credentials_open_its_own_file_and_no_other() {
         ],
     )
     .await;
-    assert_eq!(own.status, 200, "phone 2 downloads with its own credentials");
+    assert_eq!(
+        own.status, 200,
+        "phone 2 downloads with its own credentials"
+    );
     srv.shutdown().await;
     f.ns.delete().await;
 }
@@ -211,7 +213,11 @@ async fn basic_mode_needs_the_phones_own_credentials_on_every_file() {
     let f = fixture("auth-basic", 3, &phones(2), 1024).await;
     let creds = write_credentials(
         &f,
-        &format!("mac:{} phone1 pw-one\nmac:{} phone2 pw-two\n", mac(1), mac(2)),
+        &format!(
+            "mac:{} phone1 pw-one\nmac:{} phone2 pw-two\n",
+            mac(1),
+            mac(2)
+        ),
     );
     let srv = started(
         ServerConfig {
@@ -277,7 +283,8 @@ async fn unknown_and_unauthorised_phones_get_the_same_answer() {
         let (http, addr) = (http(), srv.local_addr());
         let unknown = 0x77;
         for headers in [vec![], vec![("authorization", basic("phone", "guess"))]] {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let known = get(&http, addr, &file_path(1), &headers).await;
             let nobody = get(&http, addr, &file_path(unknown), &headers).await;
             assert_eq!(known.status, 401, "{mode:?}");
@@ -562,7 +569,10 @@ async fn mutual_tls_takes_the_mac_from_the_client_certificate() {
     // Another phone's file, known or not: the same refusal.
     let refused = tls_get(&phone1, addr, &file_path(2), None).await;
     assert_eq!(refused.as_ref().map(|r| r.0), Some(403));
-    assert_eq!(tls_get(&phone1, addr, &file_path(0x77), None).await, refused);
+    assert_eq!(
+        tls_get(&phone1, addr, &file_path(0x77), None).await,
+        refused
+    );
     // Firmware with another phone's User-Agent: refused; with its own: inside its slot, served.
     let fw = format!("/firmware/paris/{FW_FILE}");
     let theirs = tls_get(&phone1, addr, &fw, Some(&ua(mac(2), OLD))).await;
@@ -572,7 +582,9 @@ async fn mutual_tls_takes_the_mac_from_the_client_certificate() {
     // A valid certificate naming no MAC opens nothing.
     let nomac = tls_client(dir, "ca", Some("nomac"));
     assert_eq!(
-        tls_get(&nomac, addr, &file_path(1), None).await.map(|r| r.0),
+        tls_get(&nomac, addr, &file_path(1), None)
+            .await
+            .map(|r| r.0),
         Some(403)
     );
     // No certificate, or one from another CA: no exchange at all.
@@ -581,7 +593,13 @@ async fn mutual_tls_takes_the_mac_from_the_client_certificate() {
         None
     );
     assert_eq!(
-        tls_get(&tls_client(dir, "ca", Some("forged1")), addr, &file_path(1), None).await,
+        tls_get(
+            &tls_client(dir, "ca", Some("forged1")),
+            addr,
+            &file_path(1),
+            None
+        )
+        .await,
         None
     );
     srv.shutdown().await;

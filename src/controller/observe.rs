@@ -131,18 +131,27 @@ fn claimed_elsewhere(caches: &Caches, namespace: Option<&str>) -> HashMap<Mac, V
         .collect();
     let schedules = caches.schedules.state();
     let mut claimed: HashMap<Mac, Vec<String>> = HashMap::new();
-    for site in sites.iter().filter(|s| s.namespace().as_deref() != namespace) {
+    for site in sites
+        .iter()
+        .filter(|s| s.namespace().as_deref() != namespace)
+    {
         let site_ns = site.namespace();
         let selected = schedules.iter().any(|s| {
             s.namespace() == site_ns
                 && s.metadata.deletion_timestamp.is_none()
-                && Selector::parse(&s.spec.site_selector).is_ok_and(|sel| sel.matches(site.labels()))
+                && Selector::parse(&s.spec.site_selector)
+                    .is_ok_and(|sel| sel.matches(site.labels()))
         });
         if !selected {
             continue;
         }
         let other = site_ns.unwrap_or_default();
-        for mac in site.spec.phones.iter().filter_map(|p| p.mac.parse::<Mac>().ok()) {
+        for mac in site
+            .spec
+            .phones
+            .iter()
+            .filter_map(|p| p.mac.parse::<Mac>().ok())
+        {
             if ours.contains(&mac) {
                 let list = claimed.entry(mac).or_default();
                 if !list.contains(&other) {

@@ -209,11 +209,13 @@ impl Credentials {
 
     /// The first legacy (hash-only) line, if any: digest cannot use it.
     fn legacy_line(&self) -> Option<String> {
-        self.lines.iter().find_map(|(scope, c)| match (scope, &c.secret) {
-            (Scope::Site { site, .. }, Secret::Sha256(_)) => Some(site.clone()),
-            (Scope::Any, Secret::Sha256(_)) => Some("*".into()),
-            _ => None,
-        })
+        self.lines
+            .iter()
+            .find_map(|(scope, c)| match (scope, &c.secret) {
+                (Scope::Site { site, .. }, Secret::Sha256(_)) => Some(site.clone()),
+                (Scope::Any, Secret::Sha256(_)) => Some("*".into()),
+                _ => None,
+            })
     }
 }
 
@@ -238,7 +240,10 @@ pub enum Verdict {
     /// certificate) that did not open this file — a failure the rate limit counts; a request
     /// without any is the first half of every authenticated fetch and is not counted.
     /// `stale`: a right digest answer on an expired nonce (a fresh challenge says so).
-    Refused { presented: bool, stale: bool },
+    Refused {
+        presented: bool,
+        stale: bool,
+    },
 }
 
 /// The configured mode with its credentials.
@@ -547,7 +552,10 @@ mod tests {
             "phone 1's credential does not open phone 2's file"
         );
         // Phone 3 has no line of its own: its site's.
-        assert_eq!(with(&header("paris", "pwp"), three, PARIS), Verdict::Allowed);
+        assert_eq!(
+            with(&header("paris", "pwp"), three, PARIS),
+            Verdict::Allowed
+        );
         // The site line does not open a phone that has its own line.
         assert_ne!(with(&header("paris", "pwp"), one, PARIS), Verdict::Allowed);
         // Nor a phone of another namespace's site of the same name.
@@ -574,7 +582,11 @@ mod tests {
         assert_eq!(challenges.len(), 2);
         assert!(challenges[0].contains("algorithm=SHA-256"));
         assert!(challenges[1].contains("algorithm=MD5"));
-        assert!(challenges.iter().all(|c| c.contains("realm=\"phonefleet\"")));
+        assert!(
+            challenges
+                .iter()
+                .all(|c| c.contains("realm=\"phonefleet\""))
+        );
         let nonce = digest::challenge_nonce(&challenges[0]).unwrap();
         for alg in [digest::Algorithm::Sha256, digest::Algorithm::Md5] {
             let h = digest::answer(

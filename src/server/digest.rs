@@ -248,10 +248,7 @@ impl Answer {
                 let (Some(nc), Some(cnonce)) = (&self.nc, &self.cnonce) else {
                     return false;
                 };
-                algorithm.hash(&format!(
-                    "{ha1}:{}:{nc}:{cnonce}:auth:{ha2}",
-                    self.nonce
-                ))
+                algorithm.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce))
             }
             // RFC 2069 compatibility: no qop.
             None => algorithm.hash(&format!("{ha1}:{}:{ha2}", self.nonce)),
@@ -276,9 +273,7 @@ pub fn answer(
     let nc = "00000001";
     let ha1 = algorithm.hash(&format!("{user}:{realm}:{password}"));
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
-    let response = algorithm.hash(&format!(
-        "{ha1}:{challenge_nonce}:{nc}:{cnonce}:auth:{ha2}"
-    ));
+    let response = algorithm.hash(&format!("{ha1}:{challenge_nonce}:{nc}:{cnonce}:auth:{ha2}"));
     format!(
         "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{challenge_nonce}\", uri=\"{uri}\", \
          algorithm={}, qop=auth, nc={nc}, cnonce=\"{cnonce}\", response=\"{response}\"",

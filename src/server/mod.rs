@@ -478,10 +478,8 @@ async fn accept_loop(
                             });
                         watcher
                             .watch(
-                                builder.serve_connection(
-                                    TokioIo::new(tls_stream),
-                                    service(identity),
-                                ),
+                                builder
+                                    .serve_connection(TokioIo::new(tls_stream), service(identity)),
                             )
                             .await
                     }
@@ -544,7 +542,9 @@ async fn reload_credentials(state: Arc<http::State>) {
                 *state.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
                 tracing::info!(path = %path.display(), "credentials reloaded");
             }
-            Err(e) => tracing::warn!(error = %e, "credentials file changed but is refused; keeping the previous one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials file changed but is refused; keeping the previous one")
+            }
         }
     }
 }

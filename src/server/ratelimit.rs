@@ -105,7 +105,12 @@ impl FailureLimiter {
             None => return None,
         };
         let tokens = self.refilled(*bucket, now);
-        (tokens < 1.0).then(|| self.config.refill.mul_f64(1.0 - tokens).max(Duration::from_secs(1)))
+        (tokens < 1.0).then(|| {
+            self.config
+                .refill
+                .mul_f64(1.0 - tokens)
+                .max(Duration::from_secs(1))
+        })
     }
 
     /// Records a failure of `ip`.
@@ -177,7 +182,10 @@ mod tests {
         let l = limiter(1, 60, 100);
         let t0 = Instant::now();
         l.failed("2001:db8:1:2::1".parse().unwrap(), t0);
-        assert!(l.blocked("2001:db8:1:2::ffff".parse().unwrap(), t0).is_some());
+        assert!(
+            l.blocked("2001:db8:1:2::ffff".parse().unwrap(), t0)
+                .is_some()
+        );
         assert!(l.blocked("2001:db8:1:3::1".parse().unwrap(), t0).is_none());
     }
 

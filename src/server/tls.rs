@@ -83,7 +83,9 @@ pub fn acceptor(
 pub fn mac_of(cert: &CertificateDer<'_>) -> Option<Mac> {
     let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
     let from_cn = common_names(parsed.subject()).find_map(|cn| cn.parse::<Mac>().ok());
-    let mut from_san = parsed.valid_dns_names().filter_map(|n| n.parse::<Mac>().ok());
+    let mut from_san = parsed
+        .valid_dns_names()
+        .filter_map(|n| n.parse::<Mac>().ok());
     let first_san = from_san.next();
     if from_san.any(|m| Some(m) != first_san) {
         return None;
@@ -152,7 +154,9 @@ impl<'a> Iterator for Tlv<'a> {
                 self.rest = &[];
                 return None;
             }
-            let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
             (len, &rest[n..])
         };
         if rest.len() < len {

@@ -129,7 +129,10 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
 
 /// How many phones of the selected sites other namespaces also claim, and which (the first
 /// few): `None` without conflict. The same text goes into the condition and the event.
-fn conflict_message(fleet: &Fleet, claimed_elsewhere: &HashMap<Mac, Vec<String>>) -> Option<String> {
+fn conflict_message(
+    fleet: &Fleet,
+    claimed_elsewhere: &HashMap<Mac, Vec<String>>,
+) -> Option<String> {
     if claimed_elsewhere.is_empty() {
         return None;
     }

@@ -346,7 +346,12 @@ fn a_phone_another_namespace_claims_too_is_a_condition_and_one_event() {
     // The next reconcile with the same conflict: no second event.
     world.schedule.status = Some(d.status.clone());
     let again = world.decide();
-    assert!(!again.events.iter().any(|e| e.reason == reason::PHONE_CONFLICT));
+    assert!(
+        !again
+            .events
+            .iter()
+            .any(|e| e.reason == reason::PHONE_CONFLICT)
+    );
     // Resolved: Degraded clears.
     world.claimed_elsewhere.clear();
     world.schedule.status = Some(again.status.clone());
@@ -354,9 +359,10 @@ fn a_phone_another_namespace_claims_too_is_a_condition_and_one_event() {
     let degraded = condition(&resolved.status, condition::DEGRADED);
     assert_eq!(degraded.status, "False");
     // A MAC of no site of this schedule changes nothing.
-    world
-        .claimed_elsewhere
-        .insert("00:aa:00:00:00:01".parse().unwrap(), vec!["tenant-b".into()]);
+    world.claimed_elsewhere.insert(
+        "00:aa:00:00:00:01".parse().unwrap(),
+        vec!["tenant-b".into()],
+    );
     assert_eq!(
         condition(&world.decide().status, condition::DEGRADED).status,
         "False"
