@@ -306,11 +306,6 @@ impl Policy {
         self.mode == AuthMode::None && self.credentials.is_empty()
     }
 
-    /// Whether refusals and unknown phones must look alike (every mode but plain `none`).
-    pub fn hides_unknown_phones(&self) -> bool {
-        !self.is_open()
-    }
-
     /// May this request fetch a file of `mac` (of `site`, `None` for a phone no rendered
     /// config lists)?
     pub fn decide(&self, req: &RequestFacts<'_>, mac: Mac, site: Option<SiteRef<'_>>) -> Verdict {
