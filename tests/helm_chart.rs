@@ -607,6 +607,10 @@ async fn values_violating_the_schema_fail_naming_the_field() {
             "/provisioning/service/type",
         ),
         ("securityContext: 1\n", "/securityContext"),
+        (
+            "provisioning:\n  auth:\n    mode: password\n",
+            "/provisioning/auth/mode",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (i, (values, field)) in cases.iter().enumerate() {
@@ -808,7 +812,12 @@ async fn rendered_arguments_are_accepted_by_phonefleet_run() {
     // pod.
     let cluster = support::cluster().await;
     let values = all_features_values();
-    for extra in [vec![], vec!["-f", path(&values)]] {
+    for extra in [
+        vec![],
+        vec!["-f", path(&values)],
+        vec!["--set", "provisioning.auth.mode=digest"],
+        vec!["--set", "provisioning.auth.mode=client-cert"],
+    ] {
         let objects = template(cluster, &chart_dir(), "pf", "voice", &extra);
         let a = args(&objects);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
@@ -1018,4 +1027,94 @@ fn the_chart_readme_lists_every_value() {
         missing.is_empty(),
         "charts/phonefleet/README.md lacks {missing:?}"
     );
+}
+
+/// Issue #12 item 4: each authentication mode is one value; the Secrets it needs default to
+/// fixed names, mounted by the kubelet (no RBAC on Secrets).
+#[tokio::test]
+async fn one_value_turns_each_authentication_mode_on() {
+    let cluster = support::cluster().await;
+    let render = |mode: Option<&str>| {
+        let set = mode.map(|m| format!("provisioning.auth.mode={m}"));
+        let extra: Vec<&str> = match &set {
+            Some(s) => vec!["--set", s.as_str()],
+            None => vec![],
+        };
+        template(cluster, &chart_dir(), "pf", "voice", &extra)
+    };
+    let secret_volumes = |objects: &[Value]| -> Vec<(String, String)> {
+        one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| {
+                Some((
+                    v["name"].as_str()?.to_owned(),
+                    v["secret"]["secretName"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let has = |a: &[String], flag: &str| a.iter().any(|x| x == flag);
+
+    // Default: compatible, no authentication, no Secret mounted.
+    let objects = render(None);
+    let a = args(&objects);
+    assert!(has(&a, "--auth-mode=none"), "{a:?}");
+    assert!(has(&a, "--failure-burst=30"), "{a:?}");
+    assert!(
+        !a.iter().any(|x| x.starts_with("--credentials-file")),
+        "{a:?}"
+    );
+    assert!(secret_volumes(&objects).is_empty());
+
+    for mode in ["basic", "digest"] {
+        let objects = render(Some(mode));
+        let a = args(&objects);
+        assert!(has(&a, &format!("--auth-mode={mode}")), "{a:?}");
+        assert!(
+            has(
+                &a,
+                "--credentials-file=/etc/phonefleet/credentials/credentials"
+            ),
+            "{a:?}"
+        );
+        assert_eq!(
+            secret_volumes(&objects),
+            [(
+                "credentials".to_owned(),
+                "pf-phonefleet-prov-credentials".to_owned()
+            )]
+        );
+    }
+
+    let objects = render(Some("client-cert"));
+    let a = args(&objects);
+    for flag in [
+        "--auth-mode=client-cert",
+        "--tls-cert=/etc/phonefleet/tls/tls.crt",
+        "--tls-key=/etc/phonefleet/tls/tls.key",
+        "--client-ca=/etc/phonefleet/client-ca/ca.crt",
+    ] {
+        assert!(has(&a, flag), "{flag} not in {a:?}");
+    }
+    let mut volumes = secret_volumes(&objects);
+    volumes.sort();
+    assert_eq!(
+        volumes,
+        [
+            (
+                "client-ca".to_owned(),
+                "pf-phonefleet-prov-client-ca".to_owned()
+            ),
+            ("tls".to_owned(), "pf-phonefleet-prov-tls".to_owned()),
+        ]
+    );
+    let mounts: Vec<&str> = container(&objects)["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert!(mounts.contains(&"/etc/phonefleet/client-ca"), "{mounts:?}");
 }

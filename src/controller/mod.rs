@@ -302,12 +302,15 @@ pub async fn run(
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(reconcile_site, error_policy_site, ctx.clone())
     .for_each(|_| async {});
+    let sites_cache = ctx.caches.sites.clone();
     let schedules_loop = controller
         .trigger_backoff(WatchBackoff::default())
         .owns_stream(shard_stream)
         .owns_stream(progress_stream)
         .watches_stream(site_stream, move |site| {
-            schedules_selecting(&schedules, &site)
+            let mut refs = schedules_selecting(&schedules, &site);
+            refs.extend(schedules_sharing_phones(&schedules, &sites_cache, &site));
+            refs
         })
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, ctx)
@@ -346,6 +349,49 @@ fn schedules_selecting(
                 .as_ref()
                 .is_some_and(|st| st.sites.iter().any(|x| x.name == name));
             selects || had
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// The schedules of other namespaces a site change may put in or out of a phone conflict
+/// (cluster-wide mode, see [`observe::Observed::claimed_elsewhere`]): those already reporting
+/// one (it may have ended), and those whose sites list a MAC of this site. Linear in the
+/// watched sites' phones; nothing in single-namespace mode.
+fn schedules_sharing_phones(
+    schedules: &Store<PhoneSchedule>,
+    sites: &Store<PhoneSite>,
+    site: &PhoneSite,
+) -> Vec<ObjectRef<PhoneSchedule>> {
+    let ns = site.namespace();
+    let all_schedules = schedules.state();
+    if all_schedules.iter().all(|s| s.namespace() == ns) {
+        return Vec::new();
+    }
+    let macs: std::collections::HashSet<Mac> = site
+        .spec
+        .phones
+        .iter()
+        .filter_map(|p| p.mac.parse().ok())
+        .collect();
+    let all_sites = sites.state();
+    all_schedules
+        .iter()
+        .filter(|s| s.namespace() != ns)
+        .filter(|s| {
+            let reporting = s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.reason == desired::reason::PHONE_CONFLICT)
+            });
+            reporting
+                || Selector::parse(&s.spec.site_selector).is_ok_and(|sel| {
+                    all_sites
+                        .iter()
+                        .filter(|x| x.namespace() == s.namespace() && sel.matches(x.labels()))
+                        .flat_map(|x| x.spec.phones.iter())
+                        .any(|p| p.mac.parse::<Mac>().is_ok_and(|m| macs.contains(&m)))
+                })
         })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
@@ -400,6 +446,7 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         schedule,
         schedules: &observed.schedules,
         sites: &observed.sites,
+        claimed_elsewhere: &observed.claimed_elsewhere,
         progress: &observed.progress,
         previous_slots: &previous_slots,
         existing_shards: &observed.existing_shards,

@@ -16,6 +16,7 @@ use crate::children::{
     ANNOTATION_CONTENT_HASH, INDEX_KEY, IndexSlot, LABEL_SCHEDULE, PhoneProgress, ShardIndex,
 };
 use crate::core::Mac;
+use crate::selector::Selector;
 
 /// The caches the controller watches.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct Observed {
     pub sites: Vec<Arc<PhoneSite>>,
     pub progress: HashMap<Mac, PhoneProgress>,
     pub existing_shards: BTreeMap<String, String>,
+    /// MACs of this namespace's sites that schedules of other namespaces select too.
+    pub claimed_elsewhere: HashMap<Mac, Vec<String>>,
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, schedule: &PhoneSchedule) -> bool {
@@ -101,12 +104,64 @@ pub fn observe(caches: &Caches, schedule: &PhoneSchedule) -> Observed {
             }
         }
     }
+    let claimed_elsewhere = claimed_elsewhere(caches, ns.as_deref());
     Observed {
         schedules,
         sites,
         progress,
         existing_shards,
+        claimed_elsewhere,
     }
+}
+
+/// MACs listed by PhoneSites of other namespaces that a (live) schedule of their namespace
+/// selects, with those namespaces: what the provisioning server sees as claimed twice. Only
+/// in cluster-wide mode do the caches hold other namespaces. Linear in the watched sites;
+/// filtered to the MACs of `namespace`'s own sites, so the map stays as small as the conflict.
+fn claimed_elsewhere(caches: &Caches, namespace: Option<&str>) -> HashMap<Mac, Vec<String>> {
+    let sites = caches.sites.state();
+    if sites.iter().all(|s| s.namespace().as_deref() == namespace) {
+        return HashMap::new();
+    }
+    let ours: std::collections::HashSet<Mac> = sites
+        .iter()
+        .filter(|s| s.namespace().as_deref() == namespace)
+        .flat_map(|s| s.spec.phones.iter())
+        .filter_map(|p| p.mac.parse::<Mac>().ok())
+        .collect();
+    let schedules = caches.schedules.state();
+    let mut claimed: HashMap<Mac, Vec<String>> = HashMap::new();
+    for site in sites
+        .iter()
+        .filter(|s| s.namespace().as_deref() != namespace)
+    {
+        let site_ns = site.namespace();
+        let selected = schedules.iter().any(|s| {
+            s.namespace() == site_ns
+                && s.metadata.deletion_timestamp.is_none()
+                && Selector::parse(&s.spec.site_selector)
+                    .is_ok_and(|sel| sel.matches(site.labels()))
+        });
+        if !selected {
+            continue;
+        }
+        let other = site_ns.unwrap_or_default();
+        for mac in site
+            .spec
+            .phones
+            .iter()
+            .filter_map(|p| p.mac.parse::<Mac>().ok())
+        {
+            if ours.contains(&mac) {
+                let list = claimed.entry(mac).or_default();
+                if !list.contains(&other) {
+                    list.push(other.clone());
+                    list.sort();
+                }
+            }
+        }
+    }
+    claimed
 }
 
 /// The slots the phones were last given, read back from the shards' indexes. Needed once per

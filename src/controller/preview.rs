@@ -89,10 +89,12 @@ pub fn first_decision(manifest: &Manifest, server: &ServerUrl, now: DateTime<Utc
         .map(|(_, s)| Arc::new(s.clone()))
         .collect();
     let (progress, previous, existing) = (HashMap::new(), HashMap::new(), BTreeMap::new());
+    let claimed_elsewhere = HashMap::new();
     desired::compute(&Inputs {
         schedule,
         schedules: &schedules,
         sites: &sites,
+        claimed_elsewhere: &claimed_elsewhere,
         progress: &progress,
         previous_slots: &previous,
         existing_shards: &existing,

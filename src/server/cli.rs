@@ -32,9 +32,31 @@ pub struct ServerArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Per-site basic-auth credentials file: lines `<site> <user> <sha256-hex of password>`.
+    /// Credentials file (a mounted Secret, reloaded when it changes): lines
+    /// `mac:<MAC> <user> <password>`, `site:[<namespace>/]<site> <user> <password>`,
+    /// `* <user> <password>`, or the legacy `<site> <user> <sha256-hex of password>`.
     #[arg(long)]
     pub credentials_file: Option<PathBuf>,
+    /// How phones authenticate: `none` (default; sites listed in --credentials-file still need
+    /// basic auth), `basic` or `digest` (every phone needs its own or its site's line in
+    /// --credentials-file), `client-cert` (mutual TLS: --tls-cert, --tls-key, --client-ca; the
+    /// MAC comes from the phone's certificate).
+    #[arg(long, value_enum, default_value_t = super::auth::AuthMode::None)]
+    pub auth_mode: super::auth::AuthMode,
+    /// Realm of basic and digest challenges: one for every phone, so it names no site.
+    #[arg(long, default_value = super::auth::DEFAULT_REALM)]
+    pub auth_realm: String,
+    /// PEM bundle of the CA(s) that issue the phones' client certificates (--auth-mode
+    /// client-cert).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Failed requests (wrong credentials, another phone's file, unknown phones) one client
+    /// address may make at once before it is answered 429; 0 turns the limit off.
+    #[arg(long, default_value_t = super::ratelimit::DEFAULT_BURST)]
+    pub failure_burst: u32,
+    /// Seconds to earn one more failed request once --failure-burst is spent.
+    #[arg(long, default_value_t = super::ratelimit::DEFAULT_REFILL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub failure_refill_seconds: u64,
     /// Minutes (on the server's clock) a phone has after its download to come back on the
     /// target version before it is counted failed.
     #[arg(long, default_value_t = 30)]
@@ -95,6 +117,14 @@ impl ServerArgs {
                 _ => None,
             },
             credentials_file: self.credentials_file.clone(),
+            auth_mode: self.auth_mode,
+            auth_realm: self.auth_realm.clone(),
+            client_ca: self.client_ca.clone(),
+            failure_limit: super::ratelimit::LimitConfig {
+                burst: self.failure_burst,
+                refill: Duration::from_secs(self.failure_refill_seconds),
+                ..super::ratelimit::LimitConfig::default()
+            },
             reboot_deadline: Duration::from_secs(self.reboot_deadline_minutes * 60),
             download_rate: (self.download_rate > 0).then_some(self.download_rate),
             lease_duration: Duration::from_secs(self.token_lease_seconds),

@@ -23,6 +23,8 @@ pub enum TlsError {
     Cert { path: String, message: String },
     #[error("reading TLS private key {path}: {message}")]
     Key { path: String, message: String },
+    #[error("reading client CA bundle {path}: {message}")]
+    ClientCa { path: String, message: String },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -48,6 +50,10 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
         .with_single_cert(certs, key_der)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
+
+/// The address a connection comes from (a request extension: the failure limit is per source).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// Bytes written to one connection's socket, and a way to cut the connection from a request
 /// handler (its task drops the connection when told).

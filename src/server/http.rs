@@ -23,14 +23,16 @@ use crate::render::{FirmwarePath, parse_file_name};
 
 use super::ServerConfig;
 use super::access_log::{self, AccessLog};
-use super::auth::Credentials;
-use super::conn::{Meter, enforce_min_rate};
+use super::auth::{Policy, RequestFacts, SiteRef, Verdict};
+use super::conn::{Meter, PeerAddr, enforce_min_rate};
 use super::coverage::Coverage;
 use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
 use super::index::{PhoneEntry, SharedIndex};
 use super::progress::{MapRef, Tracker};
 use super::range::{ByteRange, etag, if_range_holds, parse_range};
+use super::ratelimit::FailureLimiter;
 use super::stats::{Outcome, ServerStats, SiteStats};
+use super::tls::ClientIdentity;
 use super::tokens::{TokenError, TokenGuard, Tokens};
 
 /// A request refused early: the outcome to count and the answer (boxed: it is large).
@@ -50,7 +52,10 @@ pub(crate) struct State {
     pub tracker: Arc<Mutex<Tracker>>,
     pub tokens: Arc<Tokens>,
     pub stats: Arc<ServerStats>,
-    pub credentials: Credentials,
+    /// Who may fetch what (swapped when the credentials file changes).
+    pub policy: std::sync::RwLock<Arc<Policy>>,
+    /// Failed requests per source.
+    pub limiter: FailureLimiter,
     pub ready: Arc<AtomicBool>,
     /// Bytes of each image sent to each phone (see [`Coverage`]).
     pub coverage: Arc<Mutex<Coverage>>,
@@ -245,17 +250,89 @@ impl State {
         }
     }
 
-    fn authorized<B>(&self, req: &Request<B>, site: &str) -> Result<(), Refusal> {
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        if self.credentials.allows(site, auth) {
+    fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Refuses a source that failed too often recently (429), before anything about the
+    /// phone it asks for is looked at.
+    fn not_limited<B>(&self, req: &Request<B>) -> Result<(), Refusal> {
+        let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() else {
+            return Ok(());
+        };
+        match self.limiter.blocked(peer.ip(), std::time::Instant::now()) {
+            None => Ok(()),
+            Some(wait) => Err(Box::new((
+                Outcome::RateLimited,
+                retry_after(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed requests",
+                    wait,
+                ),
+            ))),
+        }
+    }
+
+    /// Counts a failed request against its source.
+    fn failed<B>(&self, req: &Request<B>) {
+        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
+            self.limiter.failed(peer.ip(), std::time::Instant::now());
+        }
+    }
+
+    /// May this request fetch a file of `mac` (whose entry in the index is `phone`)? The
+    /// refusal is the same whether the phone is unknown, claimed twice or just not this
+    /// requester's: status, headers and body say nothing about the phone.
+    fn authorized<B>(
+        &self,
+        req: &Request<B>,
+        mac: Mac,
+        phone: Option<&PhoneEntry>,
+    ) -> Result<(), Refusal> {
+        let policy = self.policy();
+        if policy.is_open() {
             return Ok(());
         }
-        let mut resp = text(StatusCode::UNAUTHORIZED, "credentials required");
-        if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"phonefleet {site}\"")) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let facts = RequestFacts {
+            method: req.method().as_str(),
+            uri: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            authorization: req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+            client_mac: req
+                .extensions()
+                .get::<ClientIdentity>()
+                .and_then(|id| id.mac),
+            now_secs,
+        };
+        let site = phone.map(|p| SiteRef {
+            namespace: &p.shard.namespace,
+            site: &p.shard.site,
+        });
+        let (presented, stale) = match policy.decide(&facts, mac, site) {
+            Verdict::Allowed => return Ok(()),
+            Verdict::Refused { presented, stale } => (presented, stale),
+        };
+        if presented {
+            self.failed(req);
+        }
+        let status = if policy.mode == super::auth::AuthMode::ClientCert {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        let mut resp = text(status, "unauthorized");
+        for challenge in policy.challenges(now_secs, stale) {
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+            }
         }
         Err(Box::new((Outcome::Unauthorized, resp)))
     }
@@ -272,6 +349,9 @@ impl State {
                 text(StatusCode::NOT_FOUND, "not a phone configuration file"),
             );
         };
+        if let Err(r) = self.not_limited(req) {
+            return *r;
+        }
         let agent = match self.agent(req) {
             Ok(a) => a,
             Err(r) => return *r,
@@ -279,6 +359,7 @@ impl State {
         if let Some(agent) = &agent
             && agent.mac != mac
         {
+            self.failed(req);
             return (
                 Outcome::Forbidden,
                 text(StatusCode::FORBIDDEN, "a phone may only fetch its own file"),
@@ -295,6 +376,15 @@ impl State {
                 index.in_conflict(mac),
             )
         };
+        // Before anything tells whether the phone exists.
+        if let Err(r) = self.authorized(req, mac, phone.as_ref()) {
+            return match (&agent, &phone) {
+                (Some(a), Some(p)) => {
+                    self.refused(mac, p, Some(&a.version), RefusalReason::Unauthorized, *r)
+                }
+                _ => *r,
+            };
+        }
         let Some(file) = file else {
             // A phone two namespaces claim is answered as an unknown one: no tenant wins it.
             let outcome = if conflict {
@@ -302,21 +392,11 @@ impl State {
             } else {
                 Outcome::UnknownPhone
             };
+            // Guessing MACs is a failure too.
+            self.failed(req);
             return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
         if let Some(phone) = &phone {
-            if let Err(r) = self.authorized(req, &phone.shard.site) {
-                return match &agent {
-                    Some(a) => self.refused(
-                        mac,
-                        phone,
-                        Some(&a.version),
-                        RefusalReason::Unauthorized,
-                        *r,
-                    ),
-                    None => *r,
-                };
-            }
             if let Some(agent) = &agent {
                 let now = self.clock.now();
                 let map = MapRef::of(&phone.shard);
@@ -361,6 +441,9 @@ impl State {
         let Some(dir) = &self.config.firmware_dir else {
             return not_found("this server serves no firmware");
         };
+        if let Err(r) = self.not_limited(req) {
+            return *r;
+        }
         let agent = match self.agent(req) {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -378,17 +461,33 @@ impl State {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             (index.phone(agent.mac), index.in_conflict(agent.mac))
         };
+        // The phone the User-Agent names must be the one the credentials (or the client
+        // certificate) are for, whether it exists or not.
+        if let Err(r) = self.authorized(req, agent.mac, phone.as_ref()) {
+            return match &phone {
+                Some(p) => self.refused(
+                    agent.mac,
+                    p,
+                    Some(&agent.version),
+                    RefusalReason::Unauthorized,
+                    *r,
+                ),
+                None => *r,
+            };
+        }
         let Some(phone) = phone else {
             let outcome = if conflict {
                 Outcome::Conflict
             } else {
                 Outcome::UnknownPhone
             };
+            self.failed(req);
             return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
         let version = Some(agent.version.as_str());
         let refused = |reason, answer| self.refused(agent.mac, &phone, version, reason, answer);
         if phone.shard.site != path.site() {
+            self.failed(req);
             return refused(
                 RefusalReason::WrongSite,
                 (
@@ -399,9 +498,6 @@ impl State {
                     ),
                 ),
             );
-        }
-        if let Err(r) = self.authorized(req, path.site()) {
-            return refused(RefusalReason::Unauthorized, *r);
         }
         let full_path = dir.join(path.file());
         let mut fw = match tokio::fs::File::open(&full_path).await {

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod cli;
 pub mod conn;
 pub mod coverage;
+pub mod digest;
 pub mod http;
 pub mod identity;
 pub mod index;
@@ -36,7 +37,9 @@ pub mod progress;
 #[cfg(test)]
 mod props;
 pub mod range;
+pub mod ratelimit;
 pub mod stats;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -101,8 +104,17 @@ pub struct ServerConfig {
     pub chunk_bytes: usize,
     /// PEM certificate chain and key: serve HTTPS instead of HTTP.
     pub tls: Option<TlsFiles>,
-    /// Per-site basic-auth credentials (see [`auth`]).
+    /// Per-phone and per-site credentials (see [`auth`]); reloaded when the file changes
+    /// (a mounted Secret is updated in place by the kubelet).
     pub credentials_file: Option<PathBuf>,
+    /// How phones authenticate (see [`auth::AuthMode`]); `None` by default.
+    pub auth_mode: auth::AuthMode,
+    /// Realm of the challenges: the same for every phone, never a site's name.
+    pub auth_realm: String,
+    /// PEM CA bundle client certificates must chain to (`client-cert` mode; needs `tls`).
+    pub client_ca: Option<PathBuf>,
+    /// Per-source limit on failed requests (see [`ratelimit`]).
+    pub failure_limit: ratelimit::LimitConfig,
     /// Longest request URI accepted (414 beyond).
     pub max_uri_bytes: usize,
     /// Most header bytes per request (431 beyond; at least 8 KiB, hyper's floor).
@@ -166,6 +178,10 @@ impl Default for ServerConfig {
             chunk_bytes: 64 * 1024,
             tls: None,
             credentials_file: None,
+            auth_mode: auth::AuthMode::None,
+            auth_realm: auth::DEFAULT_REALM.into(),
+            client_ca: None,
+            failure_limit: ratelimit::LimitConfig::default(),
             max_uri_bytes: 1024,
             max_header_bytes: 8 * 1024,
             header_read_timeout: Some(Duration::from_secs(10)),
@@ -196,6 +212,8 @@ pub enum ServerError {
     Progress(#[from] progress::ProgressError),
     #[error("path prefix '{0}' must be empty or start with '/' and not end with '/'")]
     PathPrefix(String),
+    #[error("--auth-mode client-cert needs --tls-cert, --tls-key and --client-ca")]
+    ClientCertNeedsTls,
 }
 
 /// A running server.
@@ -286,12 +304,15 @@ pub async fn start_with_stats(
     if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
         return Err(ServerError::PathPrefix(prefix.clone()));
     }
-    let credentials = match &config.credentials_file {
-        Some(path) => auth::Credentials::from_file(path)?,
-        None => auth::Credentials::default(),
+    let policy = load_policy(&config)?;
+    let client_ca = match (config.auth_mode, &config.tls, &config.client_ca) {
+        (auth::AuthMode::ClientCert, Some(_), Some(ca)) => Some(ca.as_path()),
+        (auth::AuthMode::ClientCert, _, _) => return Err(ServerError::ClientCertNeedsTls),
+        // A CA bundle without client-cert mode verifies nothing the server would use.
+        _ => None,
     };
     let tls = match &config.tls {
-        Some(files) => Some(conn::tls_acceptor(&files.cert, &files.key)?),
+        Some(files) => Some(tls::acceptor(&files.cert, &files.key, client_ca)?),
         None => None,
     };
     // Progress first: a phone's first request after a restart must see its recorded state.
@@ -329,7 +350,8 @@ pub async fn start_with_stats(
         tracker: tracker.clone(),
         tokens: tokens.clone(),
         stats: stats.clone(),
-        credentials,
+        policy: RwLock::new(Arc::new(policy)),
+        limiter: ratelimit::FailureLimiter::new(config.failure_limit),
         ready: ready.clone(),
         coverage: Arc::default(),
         access_log: access_log::AccessLog::new(config.access_log),
@@ -346,10 +368,12 @@ pub async fn start_with_stats(
     };
     let (stop_flush, stop_flush_rx) = watch::channel(false);
     let flusher = tokio::spawn(flush_loop(state.clone(), client, stop_flush_rx));
+    let reloader = tokio::spawn(reload_credentials(state.clone()));
     let task = tokio::spawn(async move {
         accept_loop(listener, tls, state, shutdown_rx).await;
         watcher.abort();
         lease_watch.abort();
+        reloader.abort();
         // Downloads are drained: their ends are in the tracker; write the last batch.
         let _ = stop_flush.send(true);
         let _ = flusher.await;
@@ -393,10 +417,10 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
                 backoff.reset();
-                stream
+                accepted
             }
             Err(e) => {
                 backoff.after("provisioning server", &e).await;
@@ -422,12 +446,16 @@ async fn accept_loop(
                 .max_headers(100)
                 .keep_alive(true);
             let meter = Arc::new(conn::Meter::default());
-            let service = {
+            let service = |identity: Option<tls::ClientIdentity>| {
                 let meter = meter.clone();
                 service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let state = state.clone();
                     // The firmware handler watches the connection's rate through it.
                     req.extensions_mut().insert(meter.clone());
+                    req.extensions_mut().insert(conn::PeerAddr(peer));
+                    if let Some(identity) = identity {
+                        req.extensions_mut().insert(identity);
+                    }
                     async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
                 })
             };
@@ -436,7 +464,7 @@ async fn accept_loop(
                 match tls {
                     None => {
                         watcher
-                            .watch(builder.serve_connection(TokioIo::new(io), service))
+                            .watch(builder.serve_connection(TokioIo::new(io), service(None)))
                             .await
                     }
                     Some(acceptor) => {
@@ -445,8 +473,21 @@ async fn accept_loop(
                         else {
                             return Ok(());
                         };
+                        // Under mutual TLS the handshake verified the chain; the MAC is read
+                        // once per connection.
+                        let identity = tls_stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|leaf| tls::ClientIdentity {
+                                mac: tls::mac_of(leaf),
+                            });
                         watcher
-                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                            .watch(
+                                builder
+                                    .serve_connection(TokioIo::new(tls_stream), service(identity)),
+                            )
                             .await
                     }
                 }
@@ -469,6 +510,49 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("downloads still running after the drain timeout; cutting them");
+    }
+}
+
+/// The authentication policy the configuration asks for.
+fn load_policy(config: &ServerConfig) -> Result<auth::Policy, ServerError> {
+    let credentials = match &config.credentials_file {
+        Some(path) => Some(auth::Credentials::from_file(path)?),
+        None => None,
+    };
+    Ok(auth::Policy::new(
+        config.auth_mode,
+        config.auth_realm.clone(),
+        credentials,
+    )?)
+}
+
+/// How often the credentials file is read again for changes.
+const CREDENTIALS_RELOAD: Duration = Duration::from_secs(10);
+
+/// Reads the credentials file again every [`CREDENTIALS_RELOAD`] and swaps the policy when its
+/// content changed (the kubelet updates a mounted Secret in place). A file that no longer
+/// parses keeps the previous policy and logs why.
+async fn reload_credentials(state: Arc<http::State>) {
+    let Some(path) = state.config.credentials_file.clone() else {
+        return;
+    };
+    let mut last = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::time::sleep(CREDENTIALS_RELOAD).await;
+        let now = tokio::fs::read(&path).await.ok();
+        if now.is_none() || now == last {
+            continue;
+        }
+        last = now;
+        match load_policy(&state.config) {
+            Ok(policy) => {
+                *state.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+                tracing::info!(path = %path.display(), "credentials reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials file changed but is refused; keeping the previous one")
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::core::Mac;
 use crate::render::{FirmwarePath, parse_file_name};
 
 use super::ServerConfig;
-use super::auth::Credentials;
+use super::auth::Policy;
 use super::http::State;
 use super::identity::parse_user_agent;
 use super::index::Index;
@@ -95,7 +95,8 @@ fn state_with(firmware_dir: &std::path::Path, held: bool) -> Arc<State> {
             0,
         ),
         stats: ServerStats::new(),
-        credentials: Credentials::default(),
+        policy: std::sync::RwLock::new(Arc::new(Policy::open())),
+        limiter: super::ratelimit::FailureLimiter::new(Default::default()),
         ready: Arc::new(AtomicBool::new(true)),
         coverage: Arc::default(),
         access_log: Default::default(),

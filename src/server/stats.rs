@@ -28,7 +28,8 @@ pub enum Outcome {
     BadRequest,
     /// The User-Agent's MAC is not the path's, or the phone asked for another site's firmware.
     Forbidden,
-    /// Missing or wrong HTTP basic credentials (401).
+    /// Missing or wrong credentials or client certificate (401, or 403 under mutual TLS;
+    /// in an authenticated mode also unknown and conflicting phones, answered alike).
     Unauthorized,
     /// URI longer than the limit (414).
     UriTooLong,
@@ -41,11 +42,13 @@ pub enum Outcome {
     /// The phone is claimed by schedules of several namespaces: served to none (answered
     /// exactly as an unknown phone, 404).
     Conflict,
+    /// The source made too many failed requests recently (429, see `server::ratelimit`).
+    RateLimited,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 15] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::ConfigServed,
         Outcome::NotAConfigFile,
         Outcome::UnknownPhone,
@@ -61,6 +64,7 @@ impl Outcome {
         Outcome::TokenError,
         Outcome::Health,
         Outcome::Conflict,
+        Outcome::RateLimited,
     ];
 
     /// The metric label value.
@@ -81,6 +85,7 @@ impl Outcome {
             Outcome::TokenError => "token_error",
             Outcome::Health => "health",
             Outcome::Conflict => "conflict",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 

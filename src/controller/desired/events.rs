@@ -16,6 +16,7 @@ pub(super) fn collect(
     schedule: &Schedule,
     gates: &Gates,
     excluded: &[Excluded],
+    conflict: Option<&str>,
 ) -> Vec<EventIntent> {
     let rollout = &schedule.rollout;
     let mut events: Vec<EventIntent> = gates
@@ -41,6 +42,15 @@ pub(super) fn collect(
             },
         })
         .collect();
+    if let Some(message) = conflict {
+        events.extend(transition_event(
+            old,
+            new,
+            Reason::PhoneConflict,
+            true,
+            message,
+        ));
+    }
     if let Some(first) = excluded.first() {
         events.extend(transition_event(
             old,

@@ -55,6 +55,9 @@ pub struct Inputs<'a> {
     pub schedules: &'a [Arc<PhoneSchedule>],
     /// PhoneSites of the same namespace.
     pub sites: &'a [Arc<PhoneSite>],
+    /// MACs that schedules of other namespaces also select, with those namespaces (sorted):
+    /// the provisioning server serves such a phone to no namespace (cluster-wide mode).
+    pub claimed_elsewhere: &'a HashMap<Mac, Vec<String>>,
     /// Latest progress per phone, from the provisioning server.
     pub progress: &'a HashMap<Mac, PhoneProgress>,
     /// The slots the phones were last given (so a phone inside its slot keeps it).
@@ -122,6 +125,49 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
         Ok(Selection { fleet, excluded }) => decide(inputs, &old, fleet, excluded),
         Err(e) => invalid_spec(inputs, &old, e.to_string()),
     }
+}
+
+/// How many phones of the selected sites other namespaces also claim, and which (the first
+/// few): `None` without conflict. The same text goes into the condition and the event.
+fn conflict_message(
+    fleet: &Fleet,
+    claimed_elsewhere: &HashMap<Mac, Vec<String>>,
+) -> Option<String> {
+    if claimed_elsewhere.is_empty() {
+        return None;
+    }
+    let mut conflicts: Vec<(Mac, &Vec<String>)> = fleet
+        .sites
+        .iter()
+        .flat_map(|s| s.phones.iter())
+        .filter_map(|p| claimed_elsewhere.get(&p.mac).map(|ns| (p.mac, ns)))
+        .collect();
+    if conflicts.is_empty() {
+        return None;
+    }
+    conflicts.sort();
+    const SHOWN: usize = 5;
+    let namespaces: BTreeSet<&str> = conflicts
+        .iter()
+        .flat_map(|(_, ns)| ns.iter().map(String::as_str))
+        .collect();
+    let shown: Vec<String> = conflicts
+        .iter()
+        .take(SHOWN)
+        .map(|(mac, _)| mac.to_string())
+        .collect();
+    let more = conflicts.len().saturating_sub(SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{} phones are also claimed by namespace(s) {} and served to neither: {}{more}",
+        conflicts.len(),
+        namespaces.into_iter().collect::<Vec<_>>().join(", "),
+        shown.join(", ")
+    ))
 }
 
 /// The older schedule (by creation time, then name) that also selects `site`, if any.
@@ -240,8 +286,25 @@ fn decide(
         now,
     });
     let generation = inputs.schedule.metadata.generation;
-    let status = status::build(old, generation, &fleet, &excluded, &gates, counts, now);
-    let mut events = events::collect(old, &status, &fleet.schedule, &gates, &excluded);
+    let conflict = conflict_message(&fleet, inputs.claimed_elsewhere);
+    let status = status::build(
+        old,
+        generation,
+        &fleet,
+        &excluded,
+        conflict.as_deref(),
+        &gates,
+        counts,
+        now,
+    );
+    let mut events = events::collect(
+        old,
+        &status,
+        &fleet.schedule,
+        &gates,
+        &excluded,
+        conflict.as_deref(),
+    );
     events.extend(
         gates
             .request_events

@@ -98,10 +98,12 @@ pub(super) fn progressing(phase: Phase, fleet: &Fleet, gates: &Gates, counts: &C
     }
 }
 
-/// Degraded: a halt, or sites (or phones) left out.
-pub(super) fn degraded(gates: &Gates, excluded: &[Excluded]) -> Verdict {
+/// Degraded: a halt, phones another namespace claims too, or sites (or phones) left out.
+pub(super) fn degraded(gates: &Gates, excluded: &[Excluded], conflict: Option<&str>) -> Verdict {
     if !gates.halted.is_empty() {
         verdict(true, Reason::RolloutHalted, halted_message(&gates.halted))
+    } else if let Some(message) = conflict {
+        verdict(true, Reason::PhoneConflict, message)
     } else if let Some(first) = excluded.first() {
         verdict(true, first.reason.into(), excluded_message(excluded))
     } else {
@@ -140,6 +142,7 @@ pub(super) fn build(
     generation: Option<i64>,
     fleet: &Fleet,
     excluded: &[Excluded],
+    conflict: Option<&str>,
     gates: &Gates,
     counts: Counts,
     now: DateTime<Utc>,
@@ -151,7 +154,7 @@ pub(super) fn build(
             ConditionType::Progressing,
             progressing(phase, fleet, gates, &counts),
         ),
-        (ConditionType::Degraded, degraded(gates, excluded)),
+        (ConditionType::Degraded, degraded(gates, excluded, conflict)),
     ];
     let rollout = &fleet.schedule.rollout;
     let t = counts.tally;

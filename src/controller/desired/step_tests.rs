@@ -247,16 +247,21 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
         message: "bad".into(),
     }];
     assert_eq!(
-        status::degraded(&g, &excluded).reason,
+        status::degraded(&g, &excluded, Some("conflict")).reason,
         Reason::RolloutHalted
     );
     g.halted.clear();
-    let v = status::degraded(&g, &excluded);
+    // A phone conflict outranks left-out sites.
+    assert_eq!(
+        status::degraded(&g, &excluded, Some("conflict")).reason,
+        Reason::PhoneConflict
+    );
+    let v = status::degraded(&g, &excluded, None);
     assert_eq!(
         (v.status, v.reason, v.message.as_str()),
         (true, Reason::InvalidSite, "bad")
     );
-    assert!(!status::degraded(&g, &[]).status);
+    assert!(!status::degraded(&g, &[], None).status);
 }
 
 #[test]
@@ -275,7 +280,7 @@ fn the_completion_event_is_published_once() {
     });
     let old = PhoneScheduleStatus::default();
     let complete = |old: &PhoneScheduleStatus| -> Vec<EventIntent> {
-        events::collect(old, &new, &fleet.schedule, &g, &[])
+        events::collect(old, &new, &fleet.schedule, &g, &[], None)
             .into_iter()
             .filter(|e| e.reason == Reason::RolloutComplete.as_str())
             .collect()

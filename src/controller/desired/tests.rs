@@ -61,6 +61,7 @@ struct World {
     progress: HashMap<Mac, PhoneProgress>,
     previous: HashMap<Mac, IndexSlot>,
     existing: BTreeMap<String, String>,
+    claimed_elsewhere: HashMap<Mac, Vec<String>>,
     now: DateTime<Utc>,
     propagation: Duration,
 }
@@ -80,6 +81,7 @@ impl World {
             progress: HashMap::new(),
             previous: HashMap::new(),
             existing: BTreeMap::new(),
+            claimed_elsewhere: HashMap::new(),
             now: at("2026-12-01T12:00:00Z"),
             propagation: Duration::zero(),
         }
@@ -93,6 +95,7 @@ impl World {
             schedule: &self.schedule,
             schedules: &schedules,
             sites: &self.sites,
+            claimed_elsewhere: &self.claimed_elsewhere,
             progress: &self.progress,
             previous_slots: &self.previous,
             existing_shards: &self.existing,
@@ -329,6 +332,57 @@ fn the_older_schedule_keeps_a_contested_site() {
         "no files for a site it lost"
     );
     assert!(d.events.iter().any(|e| e.reason == reason::SITE_CONFLICT));
+}
+
+/// Issue #12 item 3: a phone another namespace claims too is served to neither; the schedule
+/// says so in its Degraded condition and once in an event, and stops saying so when it ends.
+#[test]
+fn a_phone_another_namespace_claims_too_is_a_condition_and_one_event() {
+    let mut world = World::new();
+    let contested: Mac = "00:0b:82:05:00:03".parse().unwrap();
+    world
+        .claimed_elsewhere
+        .insert(contested, vec!["tenant-b".into()]);
+    let d = world.decide();
+    let degraded = condition(&d.status, condition::DEGRADED);
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, reason::PHONE_CONFLICT);
+    assert!(
+        degraded.message.contains("tenant-b") && degraded.message.contains(&contested.to_string()),
+        "{}",
+        degraded.message
+    );
+    let events: Vec<_> = d
+        .events
+        .iter()
+        .filter(|e| e.reason == reason::PHONE_CONFLICT)
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].warning);
+    // The next reconcile with the same conflict: no second event.
+    world.schedule.status = Some(d.status.clone());
+    let again = world.decide();
+    assert!(
+        !again
+            .events
+            .iter()
+            .any(|e| e.reason == reason::PHONE_CONFLICT)
+    );
+    // Resolved: Degraded clears.
+    world.claimed_elsewhere.clear();
+    world.schedule.status = Some(again.status.clone());
+    let resolved = world.decide();
+    let degraded = condition(&resolved.status, condition::DEGRADED);
+    assert_eq!(degraded.status, "False");
+    // A MAC of no site of this schedule changes nothing.
+    world.claimed_elsewhere.insert(
+        "00:aa:00:00:00:01".parse().unwrap(),
+        vec!["tenant-b".into()],
+    );
+    assert_eq!(
+        condition(&world.decide().status, condition::DEGRADED).status,
+        "False"
+    );
 }
 
 #[test]

@@ -84,10 +84,13 @@ pub enum Reason {
     RetryRequested,
     ModelUnhalted,
     StagePromoted,
+    /// A phone of this schedule's sites is also claimed by a schedule of another namespace:
+    /// the provisioning server serves it to neither (cluster-wide mode).
+    PhoneConflict,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Reconciled,
         Reason::InvalidSpec,
         Reason::NoMatchingSites,
@@ -104,6 +107,7 @@ impl Reason {
         Reason::RetryRequested,
         Reason::ModelUnhalted,
         Reason::StagePromoted,
+        Reason::PhoneConflict,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -124,6 +128,7 @@ impl Reason {
             Reason::RetryRequested => "RetryRequested",
             Reason::ModelUnhalted => "ModelUnhalted",
             Reason::StagePromoted => "StagePromoted",
+            Reason::PhoneConflict => "PhoneConflict",
         }
     }
 }
@@ -189,6 +194,7 @@ pub mod reason {
     pub const RETRIED: &str = Reason::RetryRequested.as_str();
     pub const UNHALTED: &str = Reason::ModelUnhalted.as_str();
     pub const PROMOTED: &str = Reason::StagePromoted.as_str();
+    pub const PHONE_CONFLICT: &str = Reason::PhoneConflict.as_str();
 }
 
 #[cfg(test)]
