@@ -319,24 +319,23 @@ impl State {
             self.failed(req);
             return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
-        if let Some(phone) = &phone {
-            if let Some(agent) = &agent
-                && let Some(target) = phone.shard.target_for(&phone.model)
-            {
-                let now = self.clock.now();
-                let slot_started = phone.slot.is_some_and(|s| s.start <= now);
-                self.tracker
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_config(
-                        mac,
-                        &MapRef::of(&phone.shard),
-                        &agent.version,
-                        &target.version,
-                        slot_started,
-                        now,
-                    );
-            }
+        if let Some(phone) = &phone
+            && let Some(agent) = &agent
+            && let Some(target) = phone.shard.target_for(&phone.model)
+        {
+            let now = self.clock.now();
+            let slot_started = phone.slot.is_some_and(|s| s.start <= now);
+            self.tracker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_config(
+                    mac,
+                    &MapRef::of(&phone.shard),
+                    &agent.version,
+                    &target.version,
+                    slot_started,
+                    now,
+                );
         }
         let len = file.body.len();
         let mut resp = Response::new(if head { empty() } else { full(file.body) });
