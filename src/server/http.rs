@@ -396,23 +396,23 @@ impl State {
             self.failed(req);
             return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
-        if let Some(phone) = &phone {
-            if let Some(agent) = &agent {
-                let now = self.clock.now();
-                let map = MapRef::of(&phone.shard);
-                let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
-                tracker.notes.seen(mac, &map, Some(&agent.version), now);
-                if let Some(target) = phone.shard.target_for(&phone.model) {
-                    let slot_started = phone.slot.is_some_and(|s| !s.held && s.start <= now);
-                    tracker.on_config(
-                        mac,
-                        &map,
-                        &agent.version,
-                        &target.version,
-                        slot_started,
-                        now,
-                    );
-                }
+        if let Some(phone) = &phone
+            && let Some(agent) = &agent
+        {
+            let now = self.clock.now();
+            let map = MapRef::of(&phone.shard);
+            let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            tracker.notes.seen(mac, &map, Some(&agent.version), now);
+            if let Some(target) = phone.shard.target_for(&phone.model) {
+                let slot_started = phone.slot.is_some_and(|s| !s.held && s.start <= now);
+                tracker.on_config(
+                    mac,
+                    &map,
+                    &agent.version,
+                    &target.version,
+                    slot_started,
+                    now,
+                );
             }
         }
         let len = file.body.len();

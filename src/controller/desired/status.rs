@@ -137,6 +137,7 @@ pub(super) fn conditions(
 }
 
 /// The whole status.
+#[allow(clippy::too_many_arguments)] // one input per pipeline step that decides a part of it
 pub(super) fn build(
     old: &PhoneScheduleStatus,
     generation: Option<i64>,
