@@ -97,8 +97,22 @@ pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> HashMap<M
         };
         (*m, slot)
     }));
+    // The plan leaves kept phones out, so it cannot see that a kept slot of an earlier stage
+    // ends after a held slot it placed: such a slot would open before its stage can be
+    // released. It is not announced (the phone keeps its steady file) until a plan places it
+    // after every earlier stage's slots.
+    let kept_gate = |stage: u32| {
+        kept.slots
+            .values()
+            .filter(|s| s.stage < stage)
+            .map(|s| s.end)
+            .max()
+    };
     for site_plan in &plan.sites {
         for (slot, macs) in site_plan.slots_with_phones() {
+            if held(slot.stage) && kept_gate(slot.stage).is_some_and(|gate| slot.start < gate) {
+                continue;
+            }
             for &mac in macs {
                 let slot = IndexSlot {
                     stage: slot.stage,

@@ -134,6 +134,40 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
 }
 
 #[test]
+fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
+    let world = World::new();
+    let fleet = fleet_of(&world);
+    let m = members::of_fleet(&fleet, &world.progress, None);
+    let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let first = kept::assign(
+        &kept::Kept::default(),
+        &core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false),
+        &g,
+    );
+    let (&canary, &slot) = first
+        .iter()
+        .filter(|(_, s)| s.stage == 0)
+        .min_by_key(|(m, _)| **m)
+        .expect("a canary");
+    // The canary keeps a slot that ends after every slot the plan gives the next stage
+    // (the plan, leaving it out, places that stage from the lead on).
+    let mut k = kept::Kept::default();
+    let late = IndexSlot {
+        end: slot.end + Duration::days(30),
+        ..slot
+    };
+    k.slots.insert(canary, late);
+    k.not_planned.insert(canary);
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let slots = kept::assign(&k, &plan, &g);
+    assert!(
+        slots.values().all(|s| s.stage == 0),
+        "no later stage is announced before the kept canary's end: {slots:?}"
+    );
+    assert_eq!(slots.get(&canary), Some(&late));
+}
+
+#[test]
 fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
     let world = World::new();
     let fleet = fleet_of(&world);
