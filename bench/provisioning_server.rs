@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
                     let _ = tokio::signal::ctrl_c().await;
                 };
                 phonefleet::server::serve(
-                    server.config(namespace),
+                    server.config(namespace.into()),
                     client,
                     clock.clock(),
                     shutdown,

@@ -13,6 +13,7 @@ pub mod plugin;
 pub mod progress;
 pub mod render;
 pub mod run;
+pub mod scope;
 pub mod selection;
 pub mod selector;
 pub mod server;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::{self, ControllerConfig, leader::LeaseConfig};
 use crate::metrics::{Metrics, endpoint::Endpoint};
 use crate::render::ServerUrl;
+use crate::scope::WatchScope;
 use crate::server::{
     self,
     cli::{ClockArgs, ServerArgs},
@@ -17,9 +18,11 @@ use crate::server::{
 /// Options of `phonefleet run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Watch PhoneSchedules and PhoneSites of this namespace only (default: all namespaces).
-    #[arg(long, env = "PHONEFLEET_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch PhoneSchedules and PhoneSites of these namespaces only (repeat the flag or
+    /// separate with commas; default: all namespaces). A list lets RBAC be one Role per
+    /// namespace instead of a ClusterRole.
+    #[arg(long, env = "PHONEFLEET_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
     /// Base URL phones use to reach the provisioning server; written into their files.
     #[arg(
         long,
@@ -166,7 +169,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(endpoint.serve(shutdown.clone().cancelled_owned()));
 
     let server_task = stats.map(|stats| {
-        let mut config = args.server.config(args.namespace.clone());
+        let mut config = args.server.config(args.scope());
         config.replica_id = identity.clone();
         let (client, stop, metrics) = (client.clone(), shutdown.clone(), metrics.clone());
         tokio::spawn(async move {
@@ -179,7 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let config = ControllerConfig {
-        namespace: args.namespace.clone(),
+        scope: args.scope(),
         server_url: args.server_url.clone(),
         // client-go's ratios: a 15 s lease, a 10 s renew deadline, a 2 s retry period.
         lease: args.leader_elect.then(|| {
@@ -201,4 +204,47 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     controller_result?;
     Ok(())
+}
+
+impl RunArgs {
+    /// The namespaces `--namespace` names; all of them when it is absent.
+    pub fn scope(&self) -> WatchScope {
+        WatchScope::from_list(self.namespace.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn scope(args: &[&str]) -> WatchScope {
+        let mut argv = vec!["phonefleet"];
+        argv.extend(args);
+        Cli::try_parse_from(argv).expect("arguments").run.scope()
+    }
+
+    #[test]
+    fn namespace_takes_one_a_comma_list_or_repeats_and_none_means_all() {
+        assert_eq!(
+            scope(&["--namespace", "voice"]),
+            WatchScope::namespace("voice")
+        );
+        let both = WatchScope::from_list(["sales", "voice"]);
+        assert_eq!(scope(&["--namespace=voice,sales"]), both);
+        assert_eq!(
+            scope(&["--namespace", "voice", "--namespace", "sales"]),
+            both
+        );
+        if std::env::var_os("PHONEFLEET_NAMESPACE").is_none() {
+            assert_eq!(scope(&[]), WatchScope::Cluster);
+        }
+    }
 }

@@ -578,6 +578,84 @@ async fn watching_another_namespace_puts_the_leader_lease_role_in_the_release_na
     assert!(args(&objects).iter().any(|a| a == "--namespace=voice"));
 }
 
+/// `watch.scope: Namespaces` (issue #12 item 3): one Role and RoleBinding per listed namespace
+/// (no ClusterRole for the controller), the leader Lease's Role in the release namespace, one
+/// `--namespace` flag with the list, and the owned-objects policy limited to those namespaces.
+#[tokio::test]
+async fn watching_a_list_of_namespaces_grants_a_role_in_each_and_nothing_cluster_wide() {
+    let cluster = support::cluster().await;
+    let objects = template(
+        cluster,
+        &chart_dir(),
+        "pf",
+        "phonefleet-system",
+        &[
+            "--set",
+            "watch.scope=Namespaces",
+            "--set",
+            "watch.namespaces={voice,sales,voice}",
+        ],
+    );
+    assert!(controller_cluster_roles(&objects).is_empty());
+    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let roles = of_kind(&objects, "Role");
+    let mut namespaces: Vec<&str> = roles
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    namespaces.sort();
+    assert_eq!(namespaces, ["phonefleet-system", "sales", "voice"]);
+    for ns in ["sales", "voice"] {
+        let role = roles
+            .iter()
+            .find(|r| r["metadata"]["namespace"] == ns)
+            .unwrap();
+        assert_eq!(flat_rules(role), EXPECTED_RULES);
+        let binding = of_kind(&objects, "RoleBinding")
+            .into_iter()
+            .find(|b| b["metadata"]["namespace"] == ns)
+            .expect("a RoleBinding in each watched namespace");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(binding["subjects"][0]["namespace"], "phonefleet-system");
+    }
+    let lease = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "phonefleet-system")
+        .unwrap();
+    assert_eq!(lease["metadata"]["name"], "pf-phonefleet-leader-election");
+    let all_args = args(&objects);
+    let flags: Vec<&String> = all_args
+        .iter()
+        .filter(|a| a.starts_with("--namespace"))
+        .collect();
+    assert_eq!(flags, ["--namespace=sales,voice"]);
+    let policy = one(&objects, "ValidatingAdmissionPolicy");
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["phonefleet-system", "sales", "voice"])
+    );
+
+    // An empty list is an error naming the value, not a controller watching everything.
+    let out = helm(
+        cluster,
+        &[
+            "template",
+            "pf",
+            chart_dir().to_str().unwrap(),
+            "--kube-version",
+            common::KUBE_VERSION,
+            "--set",
+            "watch.scope=Namespaces",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("watch.namespaces"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn values_violating_the_schema_fail_naming_the_field() {
     let cluster = support::cluster().await;

@@ -160,9 +160,19 @@ async fn the_charts_service_account_runs_a_rollout_to_completion_and_nothing_mor
         release: release.clone(),
         namespace: ns.name.clone(),
     };
+    // Without the aggregated ClusterRoles: they would change the built-in roles under
+    // `users_of_the_builtin_edit_and_view_roles_can_use_the_crds`, which runs beside it.
     helm_ok(
         cluster,
-        &["install", &release, chart.to_str().unwrap(), "-n", &ns.name],
+        &[
+            "install",
+            &release,
+            chart.to_str().unwrap(),
+            "-n",
+            &ns.name,
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
     );
     let manifest = helm_ok(cluster, &["get", "manifest", &release, "-n", &ns.name]);
     let objects = parse_documents(&manifest);
@@ -556,4 +566,256 @@ async fn users_of_the_builtin_edit_and_view_roles_can_use_the_crds() {
     );
     drop(_guard);
     ns.delete().await;
+}
+
+/// A ConfigMap manifest in `namespace`, labelled as phonefleet's when `owned`.
+fn configmap_yaml(name: &str, namespace: &str, owned: bool) -> String {
+    let labels = if owned {
+        "\n  labels:\n    app.kubernetes.io/managed-by: phonefleet\n    app.kubernetes.io/component: rendered-config"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}{labels}\ndata:\n  a: b\n"
+    )
+}
+
+/// Cluster scope grants ConfigMap and Lease writes in every namespace; the chart's owned-objects
+/// admission policy narrows them to what phonefleet manages (issue #12 item 3): its
+/// ServiceAccount cannot change or delete a tenant's ConfigMaps or Leases, and a tenant who may
+/// write ConfigMaps cannot forge a rendered config (which the server would serve) nor take over
+/// one of phonefleet's. Before the policy, every refusal below was allowed.
+#[tokio::test]
+async fn in_cluster_scope_the_service_account_writes_only_phonefleets_objects_and_nobody_forges_them()
+ {
+    let cluster = support::cluster().await;
+    cluster.apply_crds().await;
+    let ns = cluster.namespace("helm-vap").await;
+    let tenant = cluster.namespace("helm-vap-tenant").await;
+    let release = ns.name.replacen("helm-vap", "pfvap", 1);
+    let sa = format!("{release}-phonefleet");
+    // Other tests of this binary share the API server: the policy covers this test's namespaces
+    // only (in production, scope Cluster covers every namespace).
+    for n in [&ns.name, &tenant.name] {
+        cluster.kubectl_ok(&["label", "ns", n, &format!("phonefleet-test/vap={release}")]);
+    }
+    let chart = chart_dir();
+    let _guard = common::ReleaseGuard {
+        cluster,
+        release: release.clone(),
+        namespace: ns.name.clone(),
+    };
+    helm_ok(
+        cluster,
+        &[
+            "install",
+            &release,
+            chart.to_str().unwrap(),
+            "-n",
+            &ns.name,
+            "--set",
+            "watch.scope=Cluster",
+            "--set",
+            &format!(
+                "rbac.ownedObjectsPolicy.namespaceSelector.matchLabels.phonefleet-test/vap={release}"
+            ),
+            // The aggregated ClusterRoles would change the built-in roles under the other test.
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    let token = cluster.kubectl_ok(&["create", "token", &sa, "-n", &ns.name, "--duration=1h"]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    token_kubeconfig(&cluster.kubeconfig, token.trim(), &ns.name, &kubeconfig);
+    let t = tenant.name.as_str();
+
+    // A tenant's own objects, and a user who may edit that namespace (the built-in edit role).
+    let write = |name: &str, owned: bool| {
+        let path = dir.path().join(format!("{name}-{owned}.yaml"));
+        std::fs::write(&path, configmap_yaml(name, t, owned)).unwrap();
+        path
+    };
+    let plain = write("app-settings", false);
+    cluster.kubectl_ok(&["apply", "-f", plain.to_str().unwrap()]);
+    let lease = dir.path().join("lease.yaml");
+    std::fs::write(
+        &lease,
+        format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: tenant-lock\n  namespace: {t}\nspec:\n  holderIdentity: tenant\n"),
+    )
+    .unwrap();
+    cluster.kubectl_ok(&["apply", "-f", lease.to_str().unwrap()]);
+    let user = format!("{release}-mallory");
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "mallory",
+        "--clusterrole=edit",
+        "--user",
+        &user,
+        "-n",
+        t,
+    ]);
+
+    // Runs kubectl as the chart's ServiceAccount (`Some`) or impersonating the tenant's user.
+    let run = |as_sa: bool, args: &[&str]| {
+        let mut cmd = cluster.tool("kubectl");
+        if as_sa {
+            cmd.env("KUBECONFIG", &kubeconfig);
+        } else {
+            cmd.args(["--as", &user]);
+        }
+        let out = cmd.args(args).output().expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let refused = |as_sa: bool, args: &[&str]| {
+        // RBAC allows each of these; the refusal must come from the policy.
+        let (ok, err) = run(as_sa, args);
+        assert!(
+            !ok && err.contains("managed-by=phonefleet"),
+            "{args:?} as {} not refused by the policy: {err}",
+            if as_sa { "phonefleet" } else { "tenant" }
+        );
+    };
+    let allowed = |as_sa: bool, args: &[&str]| {
+        let (ok, err) = run(as_sa, args);
+        assert!(
+            ok,
+            "{args:?} as {}: {err}",
+            if as_sa { "phonefleet" } else { "tenant" }
+        );
+    };
+
+    // The API server enforces a new policy once its informers have it (about a second).
+    support::eventually("the policy to be enforced", WAIT, || async {
+        let (ok, err) = run(
+            true,
+            &["create", "configmap", "probe", "-n", t, "--dry-run=server"],
+        );
+        (!ok && err.contains("managed-by=phonefleet")).then_some(())
+    })
+    .await;
+
+    // The ServiceAccount: RBAC allows all of these in Cluster scope; the policy refuses them.
+    let merge = r#"{"data":{"a":"changed"}}"#;
+    refused(
+        true,
+        &[
+            "patch",
+            "configmap",
+            "app-settings",
+            "-n",
+            t,
+            "--type=merge",
+            "-p",
+            merge,
+        ],
+    );
+    refused(true, &["delete", "configmap", "app-settings", "-n", t]);
+    refused(true, &["create", "configmap", "stray", "-n", t]);
+    // Leases: the ServiceAccount may update (replace), as its token code does.
+    std::fs::write(
+        &lease,
+        format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: tenant-lock\n  namespace: {t}\nspec:\n  holderIdentity: phonefleet\n"),
+    )
+    .unwrap();
+    refused(true, &["replace", "-f", lease.to_str().unwrap()]);
+    // ... and allows what phonefleet writes: labelled objects, created, changed and deleted.
+    let owned = write("rendered", true);
+    allowed(
+        true,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=phonefleet",
+            "-f",
+            owned.to_str().unwrap(),
+        ],
+    );
+    allowed(
+        true,
+        &[
+            "patch",
+            "configmap",
+            "rendered",
+            "-n",
+            t,
+            "--type=merge",
+            "-p",
+            merge,
+        ],
+    );
+    // Dropping the label would turn it into an object phonefleet may not write.
+    refused(
+        true,
+        &[
+            "label",
+            "configmap",
+            "rendered",
+            "-n",
+            t,
+            "app.kubernetes.io/managed-by-",
+        ],
+    );
+
+    // The tenant: may edit its own ConfigMaps, but not forge or take over phonefleet's.
+    allowed(
+        false,
+        &[
+            "patch",
+            "configmap",
+            "app-settings",
+            "-n",
+            t,
+            "--type=merge",
+            "-p",
+            merge,
+        ],
+    );
+    let forged = write("forged", true);
+    refused(false, &["apply", "-f", forged.to_str().unwrap()]);
+    refused(
+        false,
+        &[
+            "label",
+            "configmap",
+            "app-settings",
+            "-n",
+            t,
+            "app.kubernetes.io/managed-by=phonefleet",
+        ],
+    );
+    refused(
+        false,
+        &[
+            "patch",
+            "configmap",
+            "rendered",
+            "-n",
+            t,
+            "--type=merge",
+            "-p",
+            merge,
+        ],
+    );
+    // Deleting stays allowed (phonefleet writes its objects again).
+    allowed(false, &["delete", "configmap", "rendered", "-n", t]);
+    // The tenant's own data is untouched by all of the above.
+    let data = cluster.kubectl_ok(&[
+        "get",
+        "configmap",
+        "app-settings",
+        "-n",
+        t,
+        "-o",
+        "jsonpath={.data.a}",
+    ]);
+    assert_eq!(data, "changed");
+
+    drop(_guard);
+    ns.delete().await;
+    tenant.delete().await;
 }

@@ -342,7 +342,7 @@ async fn prometheus_scrapes_a_rollout_every_panel_and_alert_has_data_and_a_halt_
     let srv = server::start_with_stats(
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            namespace: Some(ns.name.clone()),
+            scope: phonefleet::scope::WatchScope::namespace(ns.name.clone()),
             firmware_dir: Some(firmware_dir.path().to_path_buf()),
             replica_id: "e2e".into(),
             flush_interval: Duration::from_millis(200),
@@ -373,7 +373,7 @@ async fn prometheus_scrapes_a_rollout_every_panel_and_alert_has_data_and_a_halt_
         client.clone(),
         clock,
         ControllerConfig {
-            namespace: Some(ns.name.clone()),
+            scope: phonefleet::scope::WatchScope::namespace(ns.name.clone()),
             server_url: server_url.parse().unwrap(),
             lease: None,
             instance: "metrics-e2e".into(),

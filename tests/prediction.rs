@@ -129,7 +129,7 @@ async fn three_stages_under_next_occurrence_complete_within_a_slot_of_the_first_
     let srv = server::start_with_stats(
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            namespace: Some(ns.name.clone()),
+            scope: phonefleet::scope::WatchScope::namespace(ns.name.clone()),
             firmware_dir: Some(firmware_dir.path().to_path_buf()),
             replica_id: "predict".into(),
             flush_interval: Duration::from_millis(200),
@@ -147,7 +147,7 @@ async fn three_stages_under_next_occurrence_complete_within_a_slot_of_the_first_
         client.clone(),
         clock,
         ControllerConfig {
-            namespace: Some(ns.name.clone()),
+            scope: phonefleet::scope::WatchScope::namespace(ns.name.clone()),
             server_url: server_url.parse().expect("URL"),
             lease: None,
             instance: "predict".into(),

@@ -42,7 +42,7 @@ async fn child_serves_under_a_low_descriptor_limit() {
     let stats = ServerStats::new();
     let config = server::ServerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
-        namespace: Some(namespace.to_owned()),
+        scope: phonefleet::scope::WatchScope::namespace(namespace.to_owned()),
         firmware_dir: Some(firmware_dir.into()),
         replica_id: "flooded".into(),
         // Flood connections stay open for the whole test (until the 60 s idle timeout).

@@ -183,7 +183,7 @@ async fn fixture(prefix: &str, cap: u32, phones: &[TestPhone], firmware_bytes: u
 fn config(f: &Fixture, replica: &str) -> ServerConfig {
     ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        namespace: Some(f.ns.name.clone()),
+        scope: phonefleet::scope::WatchScope::namespace(f.ns.name.clone()),
         firmware_dir: Some(f.firmware_dir.path().to_path_buf()),
         replica_id: replica.into(),
         flush_interval: Duration::from_millis(200),

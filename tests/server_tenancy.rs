@@ -36,7 +36,7 @@ async fn two_namespaces_claiming_one_phone_are_both_refused_until_one_lets_go() 
     let a = fixture("tenant-a", 3, &phone, 1024).await;
     let b = fixture("tenant-b", 3, &phone, 1024).await;
     let cluster_wide = ServerConfig {
-        namespace: None,
+        scope: phonefleet::scope::WatchScope::Cluster,
         ..a.config("r1")
     };
     let srv = started(cluster_wide, a.client.clone(), ServerStats::new()).await;
@@ -123,4 +123,48 @@ async fn a_config_map_the_controller_did_not_label_as_its_own_is_not_served() {
     assert_eq!(reply.status, 404, "only the controller's rendered configs");
     srv.shutdown().await;
     f.ns.delete().await;
+}
+
+/// A server watching a list of namespaces (`--namespace a,b`, the chart's `watch.scope:
+/// Namespaces`, so that RBAC can be a Role in each) serves the phones of those namespaces, not
+/// those of a namespace outside the list, and follows changes in each after its first sync.
+#[tokio::test]
+async fn a_server_watching_a_list_of_namespaces_serves_those_and_no_other() {
+    let phones: Vec<_> = (0..3).map(|i| mac(0x00c0_ff10 + i)).collect();
+    let one = |m| [TestPhone { mac: m, slot: None }];
+    let a = fixture("scope-a", 3, &one(phones[0]), 1024).await;
+    let b = fixture("scope-b", 3, &one(phones[1]), 1024).await;
+    let outside = fixture("scope-c", 3, &one(phones[2]), 1024).await;
+    let config = ServerConfig {
+        scope: phonefleet::scope::WatchScope::from_list([a.ns.name.clone(), b.ns.name.clone()]),
+        ..a.config("r1")
+    };
+    let srv = started(config, a.client.clone(), ServerStats::new()).await;
+    let http = http();
+    let path = |m| format!("/{}", Format::Xml.file_name(m));
+    for (f, m) in [(&a, phones[0]), (&b, phones[1])] {
+        let reply = get(&http, srv.local_addr(), &path(m), &[]).await;
+        assert_eq!(reply.status, 200, "{}'s phone", f.ns.name);
+        assert_eq!(reply.body, f.files[&Format::Xml.file_name(m)].as_bytes());
+    }
+    let reply = get(&http, srv.local_addr(), &path(phones[2]), &[]).await;
+    assert_eq!(
+        reply.status, 404,
+        "a namespace outside the list is not served"
+    );
+
+    // A change in the second namespace after the first sync reaches the index.
+    Api::<ConfigMap>::namespaced(b.client.clone(), &b.ns.name)
+        .delete(&shard_name(), &DeleteParams::default())
+        .await
+        .expect("delete b's shard");
+    support::eventually("b's phone gone", Duration::from_secs(30), || {
+        let (http, addr, p) = (http.clone(), srv.local_addr(), path(phones[1]));
+        async move { (get(&http, addr, &p, &[]).await.status == 404).then_some(()) }
+    })
+    .await;
+    srv.shutdown().await;
+    for f in [a, b, outside] {
+        f.ns.delete().await;
+    }
 }

@@ -130,7 +130,7 @@ async fn night(prefix: &str) -> Night {
     let clock = Clock::scaled(origin(), real_origin, SCALE);
     let config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        namespace: Some(ns.name.clone()),
+        scope: phonefleet::scope::WatchScope::namespace(ns.name.clone()),
         firmware_dir: Some(firmware_dir.path().to_path_buf()),
         replica_id: "sim".into(),
         flush_interval: Duration::from_millis(200),

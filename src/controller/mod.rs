@@ -12,6 +12,7 @@ pub mod observe;
 pub mod preview;
 pub mod requests;
 pub mod site_status;
+pub mod synced;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ use crate::children::{
 use crate::clock::Clock;
 use crate::core::Mac;
 use crate::render::ServerUrl;
+use crate::scope::WatchScope;
 use crate::selector::Selector;
 use observe::Caches;
 
@@ -83,8 +85,8 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    /// Watch one namespace, or all when `None`.
-    pub namespace: Option<String>,
+    /// The namespaces watched: one, a list, or all.
+    pub scope: WatchScope,
     /// Base URL phones use to reach the provisioning server (written into their files).
     pub server_url: ServerUrl,
     /// Compete for leadership on this Lease; `None` runs as the only replica.
@@ -125,36 +127,26 @@ pub trait ReconcileObserver: Send + Sync {
     fn leading(&self, _leading: bool) {}
     /// The controller's schedule cache, once it starts: lets an observer forget the schedules
     /// that were deleted (no reconcile runs for those) and tell when the caches are synced.
-    fn watching(&self, _schedules: Store<PhoneSchedule>) {}
+    fn watching(&self, _schedules: Store<PhoneSchedule>, _synced: synced::Synced) {}
 }
 
 /// An observer that does nothing.
 pub struct NoObserver;
 impl ReconcileObserver for NoObserver {}
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Fails with a plain message when the CRDs are missing (the most common first-run mistake).
-pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+pub async fn check_crds(client: &Client, scope: &WatchScope) -> Result<(), Error> {
     let probe = ListParams::default().limit(1);
-    for result in [
-        api::<PhoneSchedule>(client, namespace)
-            .list(&probe)
-            .await
-            .map(|_| ()),
-        api::<PhoneSite>(client, namespace)
-            .list(&probe)
-            .await
-            .map(|_| ()),
-    ] {
+    let mut results = Vec::new();
+    for (schedules, sites) in scope
+        .apis::<PhoneSchedule>(client)
+        .into_iter()
+        .zip(scope.apis::<PhoneSite>(client))
+    {
+        results.push(schedules.list(&probe).await.map(|_| ()));
+        results.push(sites.list(&probe).await.map(|_| ()));
+    }
+    for result in results {
         match result {
             Ok(()) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -174,7 +166,7 @@ pub async fn run(
     observer: Arc<dyn ReconcileObserver>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    check_crds(&client, config.namespace.as_deref()).await?;
+    check_crds(&client, &config.scope).await?;
 
     let (leading_tx, mut leading) = watch::channel(config.lease.is_none());
     {
@@ -230,49 +222,55 @@ pub async fn run(
         });
     }
 
-    let ns = config.namespace.as_deref();
+    let scope = config.scope.clone();
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    // Readiness of each cache, for any number of waiters (see `synced`).
+    let (sites_marker, sites_synced) = synced::channel();
+    let (shards_marker, shards_synced) = synced::channel();
+    let (progress_marker, progress_synced) = synced::channel();
+    let (schedules_marker, schedules_synced) = synced::channel();
     let (sites, sites_writer) = reflector::store();
     let site_stream = reflector::reflector(
         sites_writer,
-        watcher(api::<PhoneSite>(&client, ns), watcher::Config::default()),
+        scope.watcher::<PhoneSite>(&client, watcher::Config::default()),
     )
+    .inspect(sites_marker.on_event())
     .backoff(WatchBackoff::default())
     .touched_objects();
     let (shards, shards_writer) = reflector::store();
     let shard_stream = reflector::reflector(
         shards_writer,
-        watcher(
-            api::<PartialObjectMeta<ConfigMap>>(&client, ns),
+        scope.watcher::<PartialObjectMeta<ConfigMap>>(
+            &client,
             watcher::Config::default()
                 .labels(&format!("{LABEL_COMPONENT}={COMPONENT_CONFIG},{managed}")),
         ),
     )
+    .inspect(shards_marker.on_event())
     .backoff(WatchBackoff::default())
     .touched_objects();
     let (progress, progress_writer) = reflector::store();
     let progress_stream = reflector::reflector(
         progress_writer,
-        watcher(
-            api::<ConfigMap>(&client, ns),
+        scope.watcher::<ConfigMap>(
+            &client,
             watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_PROGRESS}")),
         ),
     )
+    .inspect(progress_marker.on_event())
     .backoff(WatchBackoff::default())
     .touched_objects();
 
     let (schedules, schedules_writer) = reflector::store();
     let schedule_stream = reflector::reflector(
         schedules_writer,
-        watcher(
-            api::<PhoneSchedule>(&client, ns),
-            watcher::Config::default(),
-        ),
+        scope.watcher::<PhoneSchedule>(&client, watcher::Config::default()),
     )
+    .inspect(schedules_marker.on_event())
     .backoff(WatchBackoff::default())
     .applied_objects();
     let controller = Controller::for_stream(schedule_stream, schedules.clone());
-    observer.watching(schedules.clone());
+    observer.watching(schedules.clone(), schedules_synced);
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -289,19 +287,25 @@ pub async fn run(
             sites,
             shards,
             progress,
+            synced: vec![sites_synced, shards_synced, progress_synced],
         },
         slots: Mutex::new(HashMap::new()),
         propagation: Mutex::new(HashMap::new()),
         observer,
     });
-    let site_statuses = Controller::new(
-        api::<PhoneSite>(&ctx.client, ctx.config.namespace.as_deref()),
-        watcher::Config::default(),
+    // Site status has its own watch (as `Controller::new` would make), over the same scope.
+    let (status_sites, status_sites_writer) = reflector::store();
+    let status_site_stream = reflector::reflector(
+        status_sites_writer,
+        scope.watcher::<PhoneSite>(&ctx.client, watcher::Config::default()),
     )
-    .trigger_backoff(WatchBackoff::default())
-    .graceful_shutdown_on(stop.clone().cancelled_owned())
-    .run(reconcile_site, error_policy_site, ctx.clone())
-    .for_each(|_| async {});
+    .backoff(WatchBackoff::default())
+    .applied_objects();
+    let site_statuses = Controller::for_stream(status_site_stream, status_sites)
+        .trigger_backoff(WatchBackoff::default())
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile_site, error_policy_site, ctx.clone())
+        .for_each(|_| async {});
     let sites_cache = ctx.caches.sites.clone();
     let schedules_loop = controller
         .trigger_backoff(WatchBackoff::default())
@@ -399,6 +403,7 @@ fn schedules_sharing_phones(
 
 async fn reconcile(schedule: Arc<PhoneSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    tracing::debug!(schedule = %format!("{}/{}", schedule.namespace().unwrap_or_default(), schedule.name_any()), "reconciling");
     let result = reconcile_inner(&schedule, &ctx).await;
     ctx.observer.reconciled(
         &schedule,
@@ -410,14 +415,9 @@ async fn reconcile(schedule: Arc<PhoneSchedule>, ctx: Arc<Context>) -> Result<Ac
 
 async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Action, Error> {
     // The decision needs complete caches: a half-filled shard cache would rewrite everything.
-    for ready in [
-        ctx.caches.sites.wait_until_ready().await.is_ok(),
-        ctx.caches.shards.wait_until_ready().await.is_ok(),
-        ctx.caches.progress.wait_until_ready().await.is_ok(),
-    ] {
-        if !ready {
-            return Ok(Action::requeue(ERROR_REQUEUE));
-        }
+    // Not `Store::wait_until_ready`: of concurrent reconciles awaiting it only one would wake.
+    if !synced::all(&ctx.caches.synced).await {
+        return Ok(Action::requeue(ERROR_REQUEUE));
     }
     if schedule.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());

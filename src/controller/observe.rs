@@ -26,6 +26,8 @@ pub struct Caches {
     /// Rendered-config ConfigMaps, metadata only: the files stay out of the controller's memory.
     pub shards: Store<PartialObjectMeta<ConfigMap>>,
     pub progress: Store<ConfigMap>,
+    /// Whether sites, shards and progress have completed their first list (see `synced`).
+    pub synced: Vec<super::synced::Synced>,
 }
 
 /// What one reconcile looks at.

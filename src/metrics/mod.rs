@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::FutureExt;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus::{
@@ -27,6 +26,7 @@ use crate::api::{PhoneSchedule, PhoneScheduleStatus};
 use crate::controller::ReconcileObserver;
 use crate::controller::desired::{Phase, phase};
 use crate::controller::error::ErrorClass;
+use crate::controller::synced::Synced;
 use crate::server::{Outcome, ServerStats};
 
 /// Phone states of `phonefleet_phones`, as in `status.counts`.
@@ -125,7 +125,7 @@ pub struct Metrics {
     ready: IntGauge,
     server_stats: Option<Arc<ServerStats>>,
     series: Mutex<BTreeMap<(String, String), ScheduleSeries>>,
-    schedules: Mutex<Option<Store<PhoneSchedule>>>,
+    schedules: Mutex<Option<(Store<PhoneSchedule>, Synced)>>,
     leader_known: AtomicBool,
     is_leader: AtomicBool,
     server_ready: AtomicBool,
@@ -387,7 +387,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        store.is_some_and(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
+        store.is_some_and(|(_, synced)| synced.is_synced())
     }
 
     /// The Prometheus text exposition of every metric, refreshed from the server's counters
@@ -457,8 +457,8 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let Some(store) = store else { return };
-        if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+        let Some((store, synced)) = store else { return };
+        if !synced.is_synced() {
             return;
         }
         let live: BTreeSet<(String, String)> = store
@@ -677,11 +677,11 @@ impl ReconcileObserver for Metrics {
         self.leader_known.store(true, Ordering::SeqCst);
     }
 
-    fn watching(&self, schedules: Store<PhoneSchedule>) {
+    fn watching(&self, schedules: Store<PhoneSchedule>, synced: Synced) {
         *self
             .schedules
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(schedules);
+            .unwrap_or_else(PoisonError::into_inner) = Some((schedules, synced));
     }
 }
 

@@ -147,7 +147,9 @@ fn a_deleted_schedule_loses_every_series_at_the_next_scrape() {
     writer.apply_watcher_event(&watcher::Event::InitApply(keep.clone()));
     writer.apply_watcher_event(&watcher::Event::InitApply(gone.clone()));
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    m.watching(store);
+    let (marker, synced) = crate::controller::synced::channel();
+    marker.on_event::<PhoneSchedule>()(&Ok(watcher::Event::InitDone));
+    m.watching(store, synced);
     for s in [&keep, &gone] {
         m.reconciled(s, Duration::from_millis(3), Some("Conflict"));
         m.status(s, &halted_status(vec![site("paris", 10, 4, 1, 2)]));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::scope::WatchScope;
 
 use super::{ServerConfig, TlsFiles};
 
@@ -102,11 +103,11 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// The server configuration for these flags, watching `namespace` (all when `None`).
-    pub fn config(&self, namespace: Option<String>) -> ServerConfig {
+    /// The server configuration for these flags, watching `scope`.
+    pub fn config(&self, scope: WatchScope) -> ServerConfig {
         ServerConfig {
             listen: self.provisioning_listen,
-            namespace,
+            scope,
             path_prefix: self.path_prefix.clone(),
             firmware_dir: self.firmware_dir.clone(),
             tls: match (&self.tls_cert, &self.tls_key) {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::children::{
     COMPONENT_CONFIG, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
@@ -22,6 +22,7 @@ use crate::children::{
 };
 use crate::core::Mac;
 use crate::render::parse_file_name;
+use crate::scope::WatchScope;
 
 /// What one shard says about all its phones.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,24 +298,23 @@ fn shard_key(cm: &ConfigMap) -> String {
 /// The index shared between the watch task and the request handlers.
 pub type SharedIndex = Arc<RwLock<Index>>;
 
-/// Keeps `index` in sync with the rendered-config ConfigMaps of `namespace` (all namespaces
-/// when `None`); calls `on_synced` after every complete (re)list. Runs until dropped.
+/// Keeps `index` in sync with the rendered-config ConfigMaps of `scope`; calls `on_synced`
+/// after every complete (re)list. Runs until dropped.
 pub async fn watch(
     client: Client,
-    namespace: Option<String>,
+    scope: WatchScope,
     index: SharedIndex,
     on_synced: impl Fn() + Send + 'static,
 ) {
-    let api: Api<ConfigMap> = match &namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
     let config =
         // Only the controller's own rendered configs (its labels), never any ConfigMap.
         watcher::Config::default().labels(&format!(
             "{LABEL_COMPONENT}={COMPONENT_CONFIG},{LABEL_MANAGED_BY}={MANAGED_BY}"
         ));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut events = scope
+        .watcher::<ConfigMap>(&client, config)
+        .default_backoff()
+        .boxed();
     let mut buffer: Vec<ConfigMap> = Vec::new();
     while let Some(event) = events.next().await {
         let event = match event {

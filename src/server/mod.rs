@@ -56,6 +56,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::scope::WatchScope;
 
 pub use stats::{Outcome, ServerStats, SiteStats};
 
@@ -65,8 +66,8 @@ pub use stats::{Outcome, ServerStats, SiteStats};
 pub struct ServerConfig {
     /// Address to listen on (phones reach it through a Service).
     pub listen: SocketAddr,
-    /// Watch rendered configs in this namespace only; all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// The namespaces whose rendered configs, progress and download tokens are watched.
+    pub scope: WatchScope,
     /// Path prefix the server is reached under (`/prov` serves `/prov/cfg<mac>.xml`); the
     /// same prefix must be in the server URL the controller renders into configs. Empty by
     /// default.
@@ -161,7 +162,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            namespace: None,
+            scope: WatchScope::Cluster,
             path_prefix: String::new(),
             firmware_dir: None,
             replica_id: std::env::var("POD_NAME")
@@ -317,7 +318,7 @@ pub async fn start_with_stats(
     };
     // Progress first: a phone's first request after a restart must see its recorded state.
     let mut tracker = progress::Tracker::new(config.upgrade_evidence);
-    let loaded = progress::load(&client, config.namespace.as_deref(), &mut tracker).await?;
+    let loaded = progress::load(&client, &config.scope, &mut tracker).await?;
     tracing::info!(records = loaded, "loaded phone progress");
     let listener = TcpListener::bind(config.listen)
         .await
@@ -332,7 +333,7 @@ pub async fn start_with_stats(
     let ready = Arc::new(AtomicBool::new(false));
     let index: index::SharedIndex = Arc::new(RwLock::new(index::Index::default()));
     // Takes read the token Leases from a watch, not a LIST per firmware request.
-    let (leases, lease_watch) = tokens::watch_leases(client.clone(), config.namespace.as_deref());
+    let (leases, lease_watch) = tokens::watch_leases(client.clone(), &config.scope);
     let lease_watch = tokio::spawn(lease_watch);
     let tokens = tokens::Tokens::new(
         client.clone(),
@@ -361,7 +362,7 @@ pub async fn start_with_stats(
         let ready = ready.clone();
         tokio::spawn(index::watch(
             client.clone(),
-            config.namespace.clone(),
+            config.scope.clone(),
             index,
             move || ready.store(true, Ordering::SeqCst),
         ))

@@ -25,6 +25,7 @@ use crate::children::{
     PhoneProgress, PhoneState, progress_map_name,
 };
 use crate::core::Mac;
+use crate::scope::WatchScope;
 
 use super::index::ShardMeta;
 
@@ -422,24 +423,23 @@ pub enum ProgressError {
     },
 }
 
-/// Reads every progress ConfigMap of `namespace` (all when `None`) into `tracker`.
+/// Reads every progress ConfigMap of `scope` into `tracker`.
 pub async fn load(
     client: &Client,
-    namespace: Option<&str>,
+    scope: &WatchScope,
     tracker: &mut Tracker,
 ) -> Result<usize, ProgressError> {
-    let api: Api<ConfigMap> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     // Progress records and phone notes (in maps of their own, see `notes`).
     let lp = ListParams::default().labels(&format!(
         "{LABEL_COMPONENT} in ({COMPONENT_PROGRESS},{})",
         crate::children::COMPONENT_NOTES
     ));
-    let list = api.list(&lp).await.map_err(ProgressError::List)?;
+    let mut items = Vec::new();
+    for api in scope.apis::<ConfigMap>(client) {
+        items.extend(api.list(&lp).await.map_err(ProgressError::List)?.items);
+    }
     let mut loaded = 0;
-    for cm in list.items {
+    for cm in items {
         let labels = cm.labels();
         let map = MapRef {
             namespace: cm.namespace().unwrap_or_default(),

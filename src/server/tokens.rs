@@ -36,6 +36,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::children::{LABEL_MANAGED_BY, LABEL_SITE, MANAGED_BY};
+use crate::scope::WatchScope;
 
 use super::stats::SiteStats;
 
@@ -143,24 +144,20 @@ impl RateBudget {
 /// Default bound on Lease writes to take tokens, per replica and second.
 pub const DEFAULT_TAKE_WRITES_PER_SECOND: u32 = 20;
 
-/// A store of the download-token Leases of `namespace` (all when `None`) and the future that
-/// keeps it in sync (run it in a task).
+/// A store of the download-token Leases of `scope` and the future that keeps it in sync (run
+/// it in a task).
 pub fn watch_leases(
     client: Client,
-    namespace: Option<&str>,
+    scope: &WatchScope,
 ) -> (
     Store<Lease>,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let api: Api<Lease> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
     let (store, writer) = reflector::store();
     // The leader Lease carries no site label: only download tokens are watched.
     let config =
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}"));
-    let run = reflector::reflector(writer, watcher::watcher(api, config))
+    let run = reflector::reflector(writer, scope.watcher::<Lease>(&client, config))
         .default_backoff()
         .touched_objects()
         .for_each(|event| {

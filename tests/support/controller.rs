@@ -45,7 +45,7 @@ impl RunningController {
         let counter = Arc::new(Counter::default());
         let token = CancellationToken::new();
         let config = ControllerConfig {
-            namespace: Some(namespace.to_owned()),
+            scope: phonefleet::scope::WatchScope::namespace(namespace.to_owned()),
             server_url: SERVER_URL.parse().expect("server URL"),
             lease: None,
             instance: format!("test-{namespace}"),

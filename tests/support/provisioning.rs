@@ -218,7 +218,7 @@ impl Fixture {
     pub fn config(&self, replica: &str) -> ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            namespace: Some(self.ns.name.clone()),
+            scope: phonefleet::scope::WatchScope::namespace(self.ns.name.clone()),
             firmware_dir: Some(self.firmware_dir.path().to_path_buf()),
             replica_id: replica.into(),
             flush_interval: Duration::from_millis(200),

@@ -49,6 +49,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default .Release.Namespace .Values.watch.namespace }}
 {{- end }}
 
+{{/* The watched namespaces with scope Namespaces (a JSON list); fails when there are none. */}}
+{{- define "phonefleet.watchNamespaces" -}}
+{{- if not .Values.watch.namespaces }}
+{{- fail "watch.namespaces: list at least one namespace when watch.scope is Namespaces" }}
+{{- end }}
+{{- .Values.watch.namespaces | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/* The namespaces the owned-objects policy covers outside Cluster scope (a JSON list): the
+watched one(s) and the release namespace (leader Lease). */}}
+{{- define "phonefleet.policyNamespaces" -}}
+{{- $list := list .Release.Namespace }}
+{{- if eq .Values.watch.scope "Namespaces" }}
+{{- range (include "phonefleet.watchNamespaces" . | fromJsonArray) }}{{ $list = append $list . }}{{ end }}
+{{- else }}
+{{- $list = append $list (include "phonefleet.watchNamespace" .) }}
+{{- end }}
+{{- $list | uniq | sortAlpha | toJson }}
+{{- end }}
+
 {{- define "phonefleet.provisioningServiceName" -}}
 {{- printf "%s-provisioning" (include "phonefleet.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
