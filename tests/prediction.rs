@@ -162,9 +162,7 @@ fn schedule_yaml(ns: &str, case: &Case, firmware: bool) -> String {
         ReArm::NextOccurrence => "NextOccurrence",
     };
     let firmware = if firmware {
-        format!(
-            "  firmware: {{version: \"2.0.0\", file: {FIRMWARE}, models: [SIP-T46U, XSTIM]}}\n"
-        )
+        format!("  firmware: {{version: \"2.0.0\", file: {FIRMWARE}, models: [SIP-T46U, XSTIM]}}\n")
     } else {
         String::new()
     };
@@ -252,7 +250,8 @@ impl Measured {
     fn line(&self) -> String {
         format!(
             "prediction: case ({}) {:?}, busy {}, firmware set {}, plan {}, predicted {}, \
-             completed {}, error {} min, slot {} min, upgraded {}/{}, last prediction {}",
+             completed {}, error {} min, slot {} min, upgraded {}/{}, last prediction {}, \
+             busy checks delayed {}, windows missed busy {}",
             self.case.name,
             self.case.re_arm,
             self.case.busy,
@@ -267,6 +266,16 @@ impl Measured {
             self.total,
             self.last_prediction
                 .map_or("none".into(), |c| c.to_string()),
+            self.summary
+                .sites
+                .values()
+                .map(|s| s.busy_delayed_checks)
+                .sum::<u64>(),
+            self.summary
+                .sites
+                .values()
+                .map(|s| s.busy_missed_windows)
+                .sum::<u64>(),
         )
     }
 }
@@ -284,9 +293,7 @@ fn ready(s: &PhoneScheduleStatus) -> bool {
 /// Runs one case end to end and returns what it measured.
 async fn run_case(index: usize, case: Case) -> Measured {
     let cluster = support::cluster().await;
-    let ns = cluster
-        .namespace(&format!("predict-{}", case.name))
-        .await;
+    let ns = cluster.namespace(&format!("predict-{}", case.name)).await;
     let client = cluster.client().await;
     let clock = Clock::scaled(case.set_at - LEAD_IN, Utc::now(), SCALE);
 

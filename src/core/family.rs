@@ -363,7 +363,14 @@ pub fn site_lead(
     site.phones
         .iter()
         .filter(applies)
-        .map(|p| announcement_lead(p.family, &schedule.provisioning, holds(p.mac), check(p.family)))
+        .map(|p| {
+            announcement_lead(
+                p.family,
+                &schedule.provisioning,
+                holds(p.mac),
+                check(p.family),
+            )
+        })
         .max()
         .unwrap_or_else(|| announcement_lead(PhoneFamily::Xstim, &schedule.provisioning, false, 0))
 }

@@ -971,10 +971,7 @@ mod tests {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
         assert!(hears_only_at_window_checks(&f.schedule, &f.sites[0]));
         // Before the night's window: it is heard in, the next night used.
-        let expected = (
-            t("2026-06-02T01:00:00Z"),
-            Some(t("2026-06-02T02:30:00Z")),
-        );
+        let expected = (t("2026-06-02T01:00:00Z"), Some(t("2026-06-02T02:30:00Z")));
         assert_eq!(first(&f, "2026-06-01T00:30:00Z"), expected);
         assert_eq!(first(&f, "2026-05-31T12:00:00Z"), expected);
         // Inside it: the phones may have made their one check already; the next night is
