@@ -43,8 +43,9 @@ use support::controller::Counter;
 use tokio_util::sync::CancellationToken;
 
 /// Ten simulated minutes per real second. A stage is released by a reconcile after the previous
-/// one's last report; a held phone retries every five simulated minutes, so a release a real
-/// second late costs a retry, not the slot.
+/// one's last report: in these fleets some 40 simulated minutes (4 s real) before its first
+/// slot opens, and a held phone still retries every five simulated minutes inside its slot, so
+/// a slow reconcile costs retries, not the slot. Nothing else here races the clock.
 const SCALE: u32 = 600;
 const FIRMWARE: &str = "fw.bin";
 /// Simulated time the phones run on their steady files before the firmware is set (the setup
