@@ -7,8 +7,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::Weekday;
@@ -27,6 +25,7 @@ use phonefleet::server::{Outcome, ServerConfig, ServerStats, UpstreamResult};
 
 use support::TestNamespace;
 use support::provisioning::{Reply, get, http, mac, now_slot, started};
+use support::nginx::Nginx;
 use support::proxy::StallingProxy;
 
 /// Every request of these tests ends within this, or the test fails (a hang is a failure,
@@ -37,95 +36,6 @@ async fn fetch(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply 
     tokio::time::timeout(NO_HANG, get(&http(), addr, path, headers))
         .await
         .unwrap_or_else(|_| panic!("GET {path} hung"))
-}
-
-// ---------- nginx ----------
-
-/// nginx serving `root`, a child process killed on drop.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    /// Configuration, logs and temporary files (removed after nginx is killed).
-    _dir: tempfile::TempDir,
-}
-
-fn nginx_binary() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("nginx is not installed (Debian package `nginx`; .ci/run installs it)");
-}
-
-impl Nginx {
-    /// Starts nginx on a free loopback port; with `auth`, basic auth `(user, password)`.
-    async fn start(root: &Path, auth: Option<(&str, &str)>) -> Nginx {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let d = dir.path().display();
-        let auth_conf = match auth {
-            Some((user, password)) => {
-                std::fs::write(dir.path().join("htpasswd"), format!("{user}:{{PLAIN}}{password}\n"))
-                    .expect("htpasswd");
-                format!("auth_basic \"old provisioning\"; auth_basic_user_file {d}/htpasswd;")
-            }
-            None => String::new(),
-        };
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n\
-               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
-               uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               types {{ text/plain cfg; application/xml xml; audio/x-wav wav; }}\n\
-               default_type application/octet-stream;\n\
-               server {{ listen {addr}; root {root}; location / {{ {auth_conf} }} }}\n}}\n",
-            root = root.display()
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
-        let child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let mut nginx = Nginx { child, addr, _dir: dir };
-        support::eventually("nginx to listen", Duration::from_secs(30), || {
-            let exited = nginx.child.try_wait().ok().flatten();
-            async move {
-                if let Some(status) = exited {
-                    panic!("nginx exited: {status}");
-                }
-                tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-            }
-        })
-        .await;
-        nginx
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops nginx now (the upstream goes down).
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 // ---------- fixture ----------
