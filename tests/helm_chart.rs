@@ -1162,7 +1162,10 @@ async fn upstream_values_render_the_overlay_flags_and_mounts() {
         .iter()
         .filter_map(|v| v["secret"]["secretName"].as_str())
         .collect();
-    assert!(secrets.contains(&"old-ca") && secrets.contains(&"old-login"), "{secrets:?}");
+    assert!(
+        secrets.contains(&"old-ca") && secrets.contains(&"old-login"),
+        "{secrets:?}"
+    );
     // A URL that is not http(s) is refused by the schema.
     let out = helm(
         cluster,

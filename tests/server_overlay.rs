@@ -24,8 +24,8 @@ use phonefleet::server::overlay::UpstreamConfig;
 use phonefleet::server::{Outcome, ServerConfig, ServerStats, UpstreamResult};
 
 use support::TestNamespace;
-use support::provisioning::{Reply, get, http, mac, now_slot, started};
 use support::nginx::Nginx;
+use support::provisioning::{Reply, get, http, mac, now_slot, started};
 use support::proxy::StallingProxy;
 
 /// Every request of these tests ends within this, or the test fails (a hang is a failure,
@@ -89,7 +89,10 @@ fn model(family: PhoneFamily) -> &'static str {
 
 /// A namespace with one rendered-config shard (real renderer) for `phones`; returns the
 /// rendered files by name.
-async fn shard(prefix: &str, phones: &[Phone]) -> (TestNamespace, Client, BTreeMap<String, String>) {
+async fn shard(
+    prefix: &str,
+    phones: &[Phone],
+) -> (TestNamespace, Client, BTreeMap<String, String>) {
     let cluster = support::cluster().await;
     cluster.apply_crds().await;
     let ns = cluster.namespace(prefix).await;
@@ -133,12 +136,14 @@ async fn shard(prefix: &str, phones: &[Phone]) -> (TestNamespace, Client, BTreeM
             IndexPhone {
                 model: model(p.family).into(),
                 file: file.name.clone(),
-                slot: now_slot().filter(|_| p.in_slot).map(|(start, end)| IndexSlot {
-                    stage: 0,
-                    start,
-                    end,
-                    held: false,
-                }),
+                slot: now_slot()
+                    .filter(|_| p.in_slot)
+                    .map(|(start, end)| IndexSlot {
+                        stage: 0,
+                        start,
+                        end,
+                        held: false,
+                    }),
             },
         );
         data.insert(file.name, file.body);
@@ -156,7 +161,10 @@ async fn shard(prefix: &str, phones: &[Phone]) -> (TestNamespace, Client, BTreeM
         }),
         phones: index_phones,
     };
-    data.insert(INDEX_KEY.into(), serde_json::to_string(&index).expect("index"));
+    data.insert(
+        INDEX_KEY.into(),
+        serde_json::to_string(&index).expect("index"),
+    );
     let cm = support::fleet::rendered_config_map(&schedule, "paris", data);
     Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
         .create(&PostParams::default(), &cm)
@@ -255,13 +263,21 @@ fn upstream_dir(with_files: &[&Phone], big: Option<&Phone>) -> tempfile::TempDir
     for (n, p) in with_files.iter().enumerate() {
         let n = 100 + n as u32;
         match p.family {
-            PhoneFamily::Yealink => w(&format!("{}.cfg", p.mac.bare()), yealink_file(p.mac, n).as_bytes()),
-            _ => w(&format!("cfg{}.xml", p.mac.bare()), grandstream_file(p.mac, n).as_bytes()),
+            PhoneFamily::Yealink => w(
+                &format!("{}.cfg", p.mac.bare()),
+                yealink_file(p.mac, n).as_bytes(),
+            ),
+            _ => w(
+                &format!("cfg{}.xml", p.mac.bare()),
+                grandstream_file(p.mac, n).as_bytes(),
+            ),
         }
     }
     if let Some(p) = big {
         let mut file = grandstream_file(p.mac, 999);
-        let filler: String = (0..400).map(|i| format!("    <P{}>{}</P{}>\n", 20000 + i, "x".repeat(40), 20000 + i)).collect();
+        let filler: String = (0..400)
+            .map(|i| format!("    <P{}>{}</P{}>\n", 20000 + i, "x".repeat(40), 20000 + i))
+            .collect();
         file = file.replace("  </config>", &format!("{filler}  </config>"));
         w(&format!("cfg{}.xml", p.mac.bare()), file.as_bytes());
     }
@@ -275,7 +291,10 @@ fn upstream_dir(with_files: &[&Phone], big: Option<&Phone>) -> tempfile::TempDir
     );
     w("ring.wav", &ringtone());
     let stranger = mac(0xff_ffff);
-    w(&format!("cfg{}.xml", stranger.bare()), grandstream_file(stranger, 7).as_bytes());
+    w(
+        &format!("cfg{}.xml", stranger.bare()),
+        grandstream_file(stranger, 7).as_bytes(),
+    );
     dir
 }
 
@@ -300,14 +319,19 @@ fn kept_settings(upstream: &str, ours: &str, family: PhoneFamily) -> Vec<String>
                 .lines()
                 .filter(|l| {
                     l.starts_with('#')
-                        || l.split_once('=').is_none_or(|(k, _)| !ours_keys.contains(&k.trim()))
+                        || l.split_once('=')
+                            .is_none_or(|(k, _)| !ours_keys.contains(&k.trim()))
                 })
                 .map(str::to_owned)
                 .collect()
         }
         _ => {
             let codes = |s: &str| -> Vec<String> {
-                s.split("<P").skip(1).filter_map(|t| t.split_once('>').map(|(c, _)| c.to_owned())).filter(|c| c.chars().all(|ch| ch.is_ascii_digit())).collect()
+                s.split("<P")
+                    .skip(1)
+                    .filter_map(|t| t.split_once('>').map(|(c, _)| c.to_owned()))
+                    .filter(|c| c.chars().all(|ch| ch.is_ascii_digit()))
+                    .collect()
             };
             let ours_codes = codes(ours);
             upstream
@@ -335,13 +359,19 @@ fn ours_settings(ours: &str, family: PhoneFamily) -> Vec<String> {
 }
 
 fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
-    r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn ua_of(p: &Phone) -> String {
     match p.family {
         PhoneFamily::Yealink => format!("Yealink SIP-T46U 108.86.0.20 {}", p.mac),
-        _ => format!("Grandstream Model HW GXP2170 SW 1.0.11.23 DevId {}", p.mac.bare()),
+        _ => format!(
+            "Grandstream Model HW GXP2170 SW 1.0.11.23 DevId {}",
+            p.mac.bare()
+        ),
     }
 }
 
@@ -385,23 +415,36 @@ async fn merged_files_keep_the_upstreams_settings_common_files_pass_unchanged_an
     let mut first: BTreeMap<String, Reply> = BTreeMap::new();
     for p in with_files.iter().take(4) {
         let name = file_name(p);
-        let upstream_file = std::fs::read_to_string(root.path().join(&name)).expect("upstream file");
+        let upstream_file =
+            std::fs::read_to_string(root.path().join(&name)).expect("upstream file");
         let reply = fetch(addr, &format!("/{name}"), &[("user-agent", &ua_of(p))]).await;
         assert_eq!(reply.status, 200, "{name}");
         let body = std::str::from_utf8(&reply.body).expect("text");
         let merged_lines: Vec<&str> = body.lines().collect();
         for kept in kept_settings(&upstream_file, &ours[&name], p.family) {
-            assert!(merged_lines.contains(&kept.as_str()), "{name}: upstream line {kept:?} lost:\n{body}");
+            assert!(
+                merged_lines.contains(&kept.as_str()),
+                "{name}: upstream line {kept:?} lost:\n{body}"
+            );
         }
         for key in ours_settings(&ours[&name], p.family) {
-            assert!(merged_lines.iter().any(|l| l.trim() == key), "{name}: phonefleet's {key:?} missing:\n{body}");
+            assert!(
+                merged_lines.iter().any(|l| l.trim() == key),
+                "{name}: phonefleet's {key:?} missing:\n{body}"
+            );
         }
         assert!(body.contains("sip-secret-"), "{name}");
         if p.family == PhoneFamily::Yealink {
             assert!(body.starts_with("#!version:1.0.0.1\n"), "{name}");
-            assert!(!body.contains("static.auto_provision.power_on = 0"), "{name}: the upstream's value of a phonefleet key stays");
+            assert!(
+                !body.contains("static.auto_provision.power_on = 0"),
+                "{name}: the upstream's value of a phonefleet key stays"
+            );
         } else {
-            assert!(!body.contains("<P194>1</P194>"), "{name}: the upstream's P194 stays");
+            assert!(
+                !body.contains("<P194>1</P194>"),
+                "{name}: the upstream's P194 stays"
+            );
         }
         assert!(header(&reply, "etag").starts_with("\"pf-"), "{name}");
         assert!(!header(&reply, "last-modified").is_empty(), "{name}");
@@ -424,27 +467,54 @@ async fn merged_files_keep_the_upstreams_settings_common_files_pass_unchanged_an
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
     assert_eq!(header(&again, "etag"), etag);
-    let by_date = fetch(addr, &format!("/{name}"), &[("if-modified-since", header(reply, "last-modified"))]).await;
+    let by_date = fetch(
+        addr,
+        &format!("/{name}"),
+        &[("if-modified-since", header(reply, "last-modified"))],
+    )
+    .await;
     assert_eq!(by_date.status, 304);
-    assert!(stats.upstream.result(UpstreamResult::NotModified) >= revalidated_before + 2, "nginx answered phonefleet's revalidation with 304");
-    assert_eq!(fetch(addr, &format!("/{name}"), &[("if-none-match", "\"other\"")]).await.status, 200);
+    assert!(
+        stats.upstream.result(UpstreamResult::NotModified) >= revalidated_before + 2,
+        "nginx answered phonefleet's revalidation with 304"
+    );
+    assert_eq!(
+        fetch(addr, &format!("/{name}"), &[("if-none-match", "\"other\"")])
+            .await
+            .status,
+        200
+    );
     assert!(stats.outcome(Outcome::NotModified) >= 2);
 
     // Files phonefleet does not own: byte-identical to nginx's, streamed, with nginx's headers.
     let stranger = format!("/cfg{}.xml", mac(0xff_ffff).bare());
-    for path in ["/y000000000108.cfg", "/cfg.xml", "/ring.wav", stranger.as_str()] {
+    for path in [
+        "/y000000000108.cfg",
+        "/cfg.xml",
+        "/ring.wav",
+        stranger.as_str(),
+    ] {
         let direct = fetch(nginx.addr, path, &[]).await;
         let through = fetch(addr, path, &[]).await;
         assert_eq!(direct.status, 200, "{path}");
         assert_eq!(through.status, 200, "{path}");
         assert_eq!(through.body, direct.body, "{path}");
-        assert_eq!(header(&through, "content-type"), header(&direct, "content-type"), "{path}");
+        assert_eq!(
+            header(&through, "content-type"),
+            header(&direct, "content-type"),
+            "{path}"
+        );
         assert_eq!(header(&through, "etag"), header(&direct, "etag"), "{path}");
     }
     assert_eq!(fetch(addr, "/ring.wav", &[]).await.body, ringtone());
     // Conditionals and ranges of passed-on files are the upstream's.
     let ring = fetch(nginx.addr, "/ring.wav", &[]).await;
-    let not_modified = fetch(addr, "/ring.wav", &[("if-none-match", header(&ring, "etag"))]).await;
+    let not_modified = fetch(
+        addr,
+        "/ring.wav",
+        &[("if-none-match", header(&ring, "etag"))],
+    )
+    .await;
     assert_eq!(not_modified.status, 304);
     let part = fetch(addr, "/ring.wav", &[("range", "bytes=0-11")]).await;
     assert_eq!(part.status, 206);
@@ -457,7 +527,12 @@ async fn merged_files_keep_the_upstreams_settings_common_files_pass_unchanged_an
     let stood_in = fetch(addr, &format!("/{name}"), &[]).await;
     assert_eq!(stood_in.status, 200);
     assert_eq!(stood_in.body, reply.body);
-    assert_eq!(fetch(addr, &format!("/{}", file_name(&phones[5])), &[]).await.status, 502);
+    assert_eq!(
+        fetch(addr, &format!("/{}", file_name(&phones[5])), &[])
+            .await
+            .status,
+        502
+    );
     assert!(stats.upstream.result(UpstreamResult::Timeout) >= 2);
     stall.resume();
 
@@ -468,10 +543,20 @@ async fn merged_files_keep_the_upstreams_settings_common_files_pass_unchanged_an
         assert_eq!(stood_in.status, 200, "{name}");
         assert_eq!(stood_in.body, reply.body, "{name}");
         // Still answered conditionally.
-        let cond = fetch(addr, &format!("/{name}"), &[("if-none-match", header(reply, "etag"))]).await;
+        let cond = fetch(
+            addr,
+            &format!("/{name}"),
+            &[("if-none-match", header(reply, "etag"))],
+        )
+        .await;
         assert_eq!(cond.status, 304, "{name}");
     }
-    assert_eq!(fetch(addr, &format!("/{}", file_name(&phones[5])), &[]).await.status, 502);
+    assert_eq!(
+        fetch(addr, &format!("/{}", file_name(&phones[5])), &[])
+            .await
+            .status,
+        502
+    );
     assert_eq!(fetch(addr, "/y000000000108.cfg", &[]).await.status, 502);
     assert!(stats.upstream.result(UpstreamResult::Unreachable) >= 1);
     assert!(stats.outcome(Outcome::UpstreamFailed) >= 3);
@@ -481,12 +566,20 @@ async fn merged_files_keep_the_upstreams_settings_common_files_pass_unchanged_an
 
 #[tokio::test]
 async fn with_upstream_basic_auth_only_the_right_credentials_get_the_merged_file() {
-    let phones = [phone(11, PhoneFamily::Yealink, true), phone(12, PhoneFamily::Grandstream, true)];
+    let phones = [
+        phone(11, PhoneFamily::Yealink, true),
+        phone(12, PhoneFamily::Grandstream, true),
+    ];
     let (ns, client, ours) = shard("overlay-auth", &phones).await;
     let root = upstream_dir(&[&phones[0], &phones[1]], None);
     let mut nginx = Nginx::start(root.path(), Some(("phone", "pw"))).await;
     let stats = ServerStats::new();
-    let srv = started(server_config(&ns, upstream(nginx.url())), client.clone(), stats.clone()).await;
+    let srv = started(
+        server_config(&ns, upstream(nginx.url())),
+        client.clone(),
+        stats.clone(),
+    )
+    .await;
     let addr = srv.local_addr();
     let right = support_basic("phone", "pw");
     let wrong = support_basic("phone", "nope");
@@ -497,13 +590,21 @@ async fn with_upstream_basic_auth_only_the_right_credentials_get_the_merged_file
         // No credentials: the upstream's 401, unchanged, never the file.
         let none = fetch(addr, &path, &[("user-agent", &ua_of(p))]).await;
         assert_eq!(none.status, 401, "{path}");
-        assert_eq!(header(&none, "www-authenticate"), header(&direct, "www-authenticate"));
+        assert_eq!(
+            header(&none, "www-authenticate"),
+            header(&direct, "www-authenticate")
+        );
         assert_eq!(none.body, direct.body);
         assert!(!String::from_utf8_lossy(&none.body).contains("sip-secret"));
         let bad = fetch(addr, &path, &[("authorization", &wrong)]).await;
         assert_eq!(bad.status, 401, "{path}");
         // The right ones: the merged file.
-        let good = fetch(addr, &path, &[("authorization", &right), ("user-agent", &ua_of(p))]).await;
+        let good = fetch(
+            addr,
+            &path,
+            &[("authorization", &right), ("user-agent", &ua_of(p))],
+        )
+        .await;
         assert_eq!(good.status, 200, "{path}");
         let body = String::from_utf8_lossy(&good.body).into_owned();
         assert!(body.contains("sip-secret-"), "{path}");
@@ -513,7 +614,12 @@ async fn with_upstream_basic_auth_only_the_right_credentials_get_the_merged_file
     }
     // Common files need the credentials too: the upstream decides.
     assert_eq!(fetch(addr, "/y000000000108.cfg", &[]).await.status, 401);
-    assert_eq!(fetch(addr, "/y000000000108.cfg", &[("authorization", &right)]).await.status, 200);
+    assert_eq!(
+        fetch(addr, "/y000000000108.cfg", &[("authorization", &right)])
+            .await
+            .status,
+        200
+    );
     assert_eq!(stats.upstream.result(UpstreamResult::Refused), 2 * 2 + 1);
 
     // The upstream dies: the last good file only to the credentials it accepted.
@@ -562,7 +668,12 @@ async fn an_upstream_pointing_back_at_phonefleet_is_a_detected_loop() {
     // Passed on to itself: the inner request is refused with 508, which comes back.
     assert_eq!(fetch(addr, "/cfg.xml", &[]).await.status, 508);
     // A managed phone's file: no merged file can be made, 502.
-    assert_eq!(fetch(addr, &format!("/{}", file_name(&phones[0])), &[]).await.status, 502);
+    assert_eq!(
+        fetch(addr, &format!("/{}", file_name(&phones[0])), &[])
+            .await
+            .status,
+        502
+    );
     assert_eq!(stats.outcome(Outcome::LoopDetected), 2);
     assert_eq!(stats.upstream.result(UpstreamResult::Loop), 2);
     srv.shutdown().await;
@@ -591,7 +702,10 @@ async fn phonefleets_own_login_needs_its_own_check_of_the_phones() {
         phonefleet::clock::Clock::System,
     )
     .await;
-    assert!(matches!(refused, Err(phonefleet::server::ServerError::Upstream(_))));
+    assert!(matches!(
+        refused,
+        Err(phonefleet::server::ServerError::Upstream(_))
+    ));
     // phonefleet's password modes cannot share the phones' Authorization with the upstream.
     let conflict = phonefleet::server::start(
         ServerConfig {
@@ -603,7 +717,10 @@ async fn phonefleets_own_login_needs_its_own_check_of_the_phones() {
         phonefleet::clock::Clock::System,
     )
     .await;
-    assert!(matches!(conflict, Err(phonefleet::server::ServerError::Upstream(_))));
+    assert!(matches!(
+        conflict,
+        Err(phonefleet::server::ServerError::Upstream(_))
+    ));
     // phonefleet checks the phone, then logs in itself.
     let srv = started(
         ServerConfig {
@@ -623,7 +740,12 @@ async fn phonefleets_own_login_needs_its_own_check_of_the_phones() {
     assert_eq!(anonymous.status, 401);
     assert!(header(&anonymous, "www-authenticate").contains("phonefleet"));
     assert!(!String::from_utf8_lossy(&anonymous.body).contains("sip-secret"));
-    let good = fetch(addr, &path, &[("user-agent", &ua_of(p)), ("authorization", &own)]).await;
+    let good = fetch(
+        addr,
+        &path,
+        &[("user-agent", &ua_of(p)), ("authorization", &own)],
+    )
+    .await;
     assert_eq!(good.status, 200);
     let body = String::from_utf8_lossy(&good.body).into_owned();
     assert!(body.contains("sip-secret-"));
@@ -631,10 +753,23 @@ async fn phonefleets_own_login_needs_its_own_check_of_the_phones() {
         assert!(body.lines().any(|l| l.trim() == key), "{key}");
     }
     // Passed-on files: only for a phone phonefleet lets in.
-    assert_eq!(fetch(addr, "/cfg.xml", &[("user-agent", &ua_of(p))]).await.status, 401);
-    let common = fetch(addr, "/cfg.xml", &[("user-agent", &ua_of(p)), ("authorization", &own)]).await;
+    assert_eq!(
+        fetch(addr, "/cfg.xml", &[("user-agent", &ua_of(p))])
+            .await
+            .status,
+        401
+    );
+    let common = fetch(
+        addr,
+        "/cfg.xml",
+        &[("user-agent", &ua_of(p)), ("authorization", &own)],
+    )
+    .await;
     assert_eq!(common.status, 200);
-    assert_eq!(common.body, std::fs::read(root.path().join("cfg.xml")).expect("cfg.xml"));
+    assert_eq!(
+        common.body,
+        std::fs::read(root.path().join("cfg.xml")).expect("cfg.xml")
+    );
     srv.shutdown().await;
     ns.delete().await;
 }

@@ -163,14 +163,17 @@ impl ServerArgs {
                 mode: self.access_log,
                 sample: self.access_log_sample,
             },
-            upstream: self.upstream.as_ref().map(|url| super::overlay::UpstreamConfig {
-                url: url.clone(),
-                timeout: Duration::from_secs(self.upstream_timeout),
-                ca_file: self.upstream_ca_file.clone(),
-                credentials_file: self.upstream_credentials_file.clone(),
-                max_body_bytes: self.upstream_max_body_bytes,
-                cache_bytes: self.upstream_cache_bytes,
-            }),
+            upstream: self
+                .upstream
+                .as_ref()
+                .map(|url| super::overlay::UpstreamConfig {
+                    url: url.clone(),
+                    timeout: Duration::from_secs(self.upstream_timeout),
+                    ca_file: self.upstream_ca_file.clone(),
+                    credentials_file: self.upstream_credentials_file.clone(),
+                    max_body_bytes: self.upstream_max_body_bytes,
+                    cache_bytes: self.upstream_cache_bytes,
+                }),
             ..ServerConfig::default()
         }
     }

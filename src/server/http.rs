@@ -132,7 +132,10 @@ impl State {
                 let body = body.map_err(|e| io::Error::other(e.into())).boxed_unsync();
                 match &self.upstream {
                     Some(up) => up.proxy(&req, &rest, body, &self.stats).await,
-                    None => (Outcome::NotAConfigFile, text(StatusCode::NOT_FOUND, "not found")),
+                    None => (
+                        Outcome::NotAConfigFile,
+                        text(StatusCode::NOT_FOUND, "not found"),
+                    ),
                 }
             }
         };

@@ -185,7 +185,10 @@ impl UpstreamResult {
     }
 
     fn index(self) -> usize {
-        UpstreamResult::ALL.iter().position(|o| *o == self).unwrap_or(0)
+        UpstreamResult::ALL
+            .iter()
+            .position(|o| *o == self)
+            .unwrap_or(0)
     }
 }
 

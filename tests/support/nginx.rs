@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-
 /// nginx serving `root`, a child process killed on drop.
 pub struct Nginx {
     child: Child,
@@ -37,8 +36,11 @@ impl Nginx {
         let d = dir.path().display();
         let auth_conf = match auth {
             Some((user, password)) => {
-                std::fs::write(dir.path().join("htpasswd"), format!("{user}:{{PLAIN}}{password}\n"))
-                    .expect("htpasswd");
+                std::fs::write(
+                    dir.path().join("htpasswd"),
+                    format!("{user}:{{PLAIN}}{password}\n"),
+                )
+                .expect("htpasswd");
                 format!("auth_basic \"old provisioning\"; auth_basic_user_file {d}/htpasswd;")
             }
             None => String::new(),
@@ -64,7 +66,11 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        let mut nginx = Nginx { child, addr, _dir: dir };
+        let mut nginx = Nginx {
+            child,
+            addr,
+            _dir: dir,
+        };
         super::eventually("nginx to listen", Duration::from_secs(30), || {
             let exited = nginx.child.try_wait().ok().flatten();
             async move {
@@ -94,4 +100,3 @@ impl Drop for Nginx {
         self.stop();
     }
 }
-

@@ -194,7 +194,8 @@ fn p_element(doc: &[u8], lt: usize) -> Result<Option<(u32, usize)>, MergeError> 
     }
     let digits = rest[2..].iter().take_while(|b| b.is_ascii_digit()).count();
     let after = rest.get(2 + digits).copied();
-    let ends_name = matches!(after, Some(b'>' | b'/')) || after.is_some_and(|b| b.is_ascii_whitespace());
+    let ends_name =
+        matches!(after, Some(b'>' | b'/')) || after.is_some_and(|b| b.is_ascii_whitespace());
     if digits == 0 || digits > 9 || !ends_name {
         return Ok(None);
     }
@@ -252,7 +253,10 @@ fn merge_xml(upstream: &[u8], ours: &[u8]) -> Result<Vec<u8>, MergeError> {
         return Ok(out);
     }
     // Added before the last `</config>`, indented one step deeper than it.
-    let close = *scan.config_closes.last().ok_or(MergeError::NoConfigElement)?;
+    let close = *scan
+        .config_closes
+        .last()
+        .ok_or(MergeError::NoConfigElement)?;
     if close < at {
         return Err(MergeError::BadXml("</config> before a P-value"));
     }

@@ -465,7 +465,10 @@ impl Upstream {
         let etag = resp.headers().get(header::ETAG).cloned();
         let modified = resp.headers().get(header::LAST_MODIFIED).cloned();
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-        match Limited::new(resp.into_body(), self.max_body).collect().await {
+        match Limited::new(resp.into_body(), self.max_body)
+            .collect()
+            .await
+        {
             Ok(collected) => Fetched::Body {
                 body: collected.to_bytes(),
                 etag,
@@ -527,7 +530,7 @@ pub fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bo
     if let Some(ims) = headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate_parse(v))
+        .and_then(httpdate_parse)
     {
         return modified <= ims;
     }
@@ -622,7 +625,9 @@ mod tests {
         }
         let up = Upstream::new(&UpstreamConfig::new("http://old.example:8080/prov/")).unwrap();
         assert_eq!(
-            up.uri("/y000000000108.cfg", Some("a=1")).unwrap().to_string(),
+            up.uri("/y000000000108.cfg", Some("a=1"))
+                .unwrap()
+                .to_string(),
             "http://old.example:8080/prov/y000000000108.cfg?a=1"
         );
         let up = Upstream::new(&UpstreamConfig::new("https://old.example")).unwrap();
@@ -636,9 +641,18 @@ mod tests {
     fn forwarded_headers_drop_hop_by_hop_and_mark_the_loop() {
         let up = Upstream::new(&UpstreamConfig::new("http://old")).unwrap();
         let mut h = HeaderMap::new();
-        h.insert(header::USER_AGENT, HeaderValue::from_static("Yealink SIP-T46U 66.86.0.15 00:15:65:aa:bb:cc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic eDp5"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("Yealink SIP-T46U 66.86.0.15 00:15:65:aa:bb:cc"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eDp5"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::HOST, HeaderValue::from_static("phonefleet"));
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
@@ -664,7 +678,10 @@ mod tests {
         config.credentials_file = Some(path);
         let up = Upstream::new(&config).unwrap();
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic cGhvbmU6eA=="));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic cGhvbmU6eA=="),
+        );
         assert_eq!(
             up.forwarded(&h, true).get(header::AUTHORIZATION).unwrap(),
             "Basic cHJvdjpzM2NyZXQ="
@@ -677,13 +694,19 @@ mod tests {
         let tag = etag_of(b"file");
         let mut h = HeaderMap::new();
         assert!(!not_modified(&h, &tag, t));
-        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_str(&http_date(t)).unwrap());
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_str(&http_date(t)).unwrap(),
+        );
         assert!(not_modified(&h, &tag, t));
         assert!(!not_modified(&h, &tag, t + Duration::from_secs(1)));
         // A non-matching If-None-Match wins over a satisfied If-Modified-Since.
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
         assert!(!not_modified(&h, &tag, t));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"x\", W/{tag}")).unwrap());
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{tag}")).unwrap(),
+        );
         assert!(not_modified(&h, &tag, t + Duration::from_secs(9)));
         assert_ne!(etag_of(b"file"), etag_of(b"file2"));
     }

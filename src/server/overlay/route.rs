@@ -12,7 +12,7 @@ use super::{Fetched, LOOP_HEADER, Upstream, etag_of, http_date, not_modified, no
 use crate::children::RefusalReason;
 use crate::core::Mac;
 use crate::render::{Format, parse_file_name};
-use crate::server::http::{Body, Routed, State, empty, full, text};
+use crate::server::http::{Refusal, Routed, State, empty, full, text};
 use crate::server::identity::PhoneAgent;
 use crate::server::index::PhoneEntry;
 use crate::server::stats::{Outcome, UpstreamResult};
@@ -33,11 +33,7 @@ impl State {
     /// Overlay mode: the answer or the upstream for `req`, or `None` for what phonefleet
     /// serves as without an upstream (health, firmware from its directory, paths outside its
     /// prefix, over-long URIs).
-    pub(crate) async fn overlay_route(
-        &self,
-        up: &Upstream,
-        req: &Request<()>,
-    ) -> Option<Routed> {
+    pub(crate) async fn overlay_route(&self, up: &Upstream, req: &Request<()>) -> Option<Routed> {
         let path = req.uri().path();
         if path == "/healthz" || path == "/readyz" {
             return None;
@@ -74,7 +70,7 @@ impl State {
         if up.logs_in()
             && let Err(r) = self.proxy_authorized(req)
         {
-            let (outcome, resp) = r;
+            let (outcome, resp) = *r;
             return Some(Routed::Answer(outcome, resp));
         }
         Some(Routed::Proxy(rest.to_owned()))
@@ -82,8 +78,8 @@ impl State {
 
     /// When phonefleet logs in to the upstream itself, a request it passes on must be one
     /// phonefleet lets in: the phone its User-Agent (or client certificate) names.
-    fn proxy_authorized(&self, req: &Request<()>) -> Result<(), (Outcome, Response<Body>)> {
-        let agent = self.agent(req).map_err(|r| *r)?;
+    fn proxy_authorized(&self, req: &Request<()>) -> Result<(), Refusal> {
+        let agent = self.agent(req)?;
         let mac = agent
             .map(|a| a.mac)
             .or_else(|| {
@@ -94,14 +90,17 @@ impl State {
             // No phone named: only a line valid for every phone can open it.
             .or_else(|| Mac::from_u64(0));
         let Some(mac) = mac else {
-            return Err((Outcome::Unauthorized, text(StatusCode::UNAUTHORIZED, "unauthorized")));
+            return Err(Box::new((
+                Outcome::Unauthorized,
+                text(StatusCode::UNAUTHORIZED, "unauthorized"),
+            )));
         };
         let phone = self
             .index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .phone(mac);
-        self.authorized(req, mac, phone.as_ref()).map_err(|r| *r)
+        self.authorized(req, mac, phone.as_ref())
     }
 
     /// A per-phone file: phonefleet's keys merged into the upstream's file for the phone.
@@ -114,7 +113,7 @@ impl State {
         format: Format,
         head: bool,
     ) -> Routed {
-        let answer = |r: crate::server::http::Refusal| {
+        let answer = |r: Refusal| {
             let (outcome, resp) = *r;
             Routed::Answer(outcome, resp)
         };
@@ -157,9 +156,7 @@ impl State {
         };
         let credentials = up.credential_key(req.headers());
         let cached = up.cached(&canonical);
-        let (fetched, took) = up
-            .fetch(req, rest, cached.clone(), &credentials)
-            .await;
+        let (fetched, took) = up.fetch(req, rest, cached.clone(), &credentials).await;
         let (result, upstream_body, u_etag, u_modified, u_type) = match fetched {
             Fetched::Body {
                 body,
@@ -199,7 +196,10 @@ impl State {
                             body: entry.merged.clone(),
                             etag: &entry.etag,
                             modified: entry.modified,
-                            content_type: content_type(entry.upstream_type.as_ref(), file.content_type),
+                            content_type: content_type(
+                                entry.upstream_type.as_ref(),
+                                file.content_type,
+                            ),
                         };
                         self.serve(req, served, head, mac, phone.as_ref(), agent.as_ref())
                     }

@@ -25,7 +25,14 @@ fn yealink_keeps_every_upstream_line_and_replaces_only_phonefleets_keys() {
         \r\n\
         static.firmware.url = http://old/fw.rom\r\n\
         local_time.time_zone = +1";
-    let merged = text(merge(Format::Yealink, upstream.as_bytes(), YEALINK_STEADY.as_bytes()).unwrap());
+    let merged = text(
+        merge(
+            Format::Yealink,
+            upstream.as_bytes(),
+            YEALINK_STEADY.as_bytes(),
+        )
+        .unwrap(),
+    );
     let mut expected = String::from(
         "#!version:1.0.0.1\r\n\
         ## the file header can not be edited or deleted ##\r\n\
@@ -47,8 +54,16 @@ fn yealink_keeps_every_upstream_line_and_replaces_only_phonefleets_keys() {
 
 #[test]
 fn yealink_slot_file_replaces_the_upstream_firmware_url() {
-    let upstream = "#!version:1.0.0.1\nstatic.firmware.url = http://old/fw.rom\naccount.1.user_name = 100\n";
-    let merged = text(merge(Format::Yealink, upstream.as_bytes(), YEALINK_SLOT.as_bytes()).unwrap());
+    let upstream =
+        "#!version:1.0.0.1\nstatic.firmware.url = http://old/fw.rom\naccount.1.user_name = 100\n";
+    let merged = text(
+        merge(
+            Format::Yealink,
+            upstream.as_bytes(),
+            YEALINK_SLOT.as_bytes(),
+        )
+        .unwrap(),
+    );
     assert!(merged.starts_with(
         "#!version:1.0.0.1\nstatic.firmware.url = http://prov.voice.example:8080/firmware/paris-hq/gxp2170fw.bin\naccount.1.user_name = 100\n## phonefleet:"
     ));
@@ -89,7 +104,8 @@ fn grandstream_keeps_every_upstream_element_comment_and_the_mac() {
 
 #[test]
 fn a_code_that_prefixes_another_is_not_confused_with_it() {
-    let upstream = "<gs_provision><config><P19>a</P19><P1944>b</P1944><P194>c</P194></config></gs_provision>";
+    let upstream =
+        "<gs_provision><config><P19>a</P19><P1944>b</P1944><P194>c</P194></config></gs_provision>";
     let merged = text(merge(Format::Xml, upstream.as_bytes(), GS_STEADY.as_bytes()).unwrap());
     assert!(merged.starts_with("<gs_provision><config><P19>a</P19><P1944>b</P1944><P194>0</P194>"));
 }
@@ -107,15 +123,27 @@ fn unreadable_upstream_files_are_refused_not_replaced() {
     );
     // Keys to add and nowhere to add them.
     assert_eq!(
-        merge(Format::Xml, b"<gs_provision><P2>x</P2></gs_provision>", GS_STEADY.as_bytes()),
+        merge(
+            Format::Xml,
+            b"<gs_provision><P2>x</P2></gs_provision>",
+            GS_STEADY.as_bytes()
+        ),
         Err(MergeError::NoConfigElement)
     );
     assert!(matches!(
-        merge(Format::Xml, b"<config><P193>1</config>", GS_STEADY.as_bytes()),
+        merge(
+            Format::Xml,
+            b"<config><P193>1</config>",
+            GS_STEADY.as_bytes()
+        ),
         Err(MergeError::BadXml(_))
     ));
     assert!(matches!(
-        merge(Format::Xml, b"<config><!-- never closed </config>", GS_STEADY.as_bytes()),
+        merge(
+            Format::Xml,
+            b"<config><!-- never closed </config>",
+            GS_STEADY.as_bytes()
+        ),
         Err(MergeError::BadXml(_))
     ));
 }
@@ -126,7 +154,10 @@ fn an_empty_upstream_file_is_phonefleets_alone() {
         merge(Format::Yealink, b" \n", YEALINK_SLOT.as_bytes()).unwrap(),
         YEALINK_SLOT.as_bytes()
     );
-    assert_eq!(merge(Format::Xml, b"", GS_SLOT.as_bytes()).unwrap(), GS_SLOT.as_bytes());
+    assert_eq!(
+        merge(Format::Xml, b"", GS_SLOT.as_bytes()).unwrap(),
+        GS_SLOT.as_bytes()
+    );
 }
 
 // ---- properties ----
@@ -155,12 +186,24 @@ fn yealink_line(keys: &'static [&'static str]) -> impl Strategy<Value = String> 
         "## [ -~]{0,30}",
         Just(String::new()),
         "[ \t]{1,3}",
-        (prop::sample::select(keys), "[0-9:]{0,6}", prop::bool::ANY, prop::bool::ANY).prop_map(
-            |(k, v, spaced, upper)| {
-                let k = if upper { k.to_ascii_uppercase() } else { k.to_owned() };
-                if spaced { format!("{k} = {v}") } else { format!("  {k}={v}") }
-            }
-        ),
+        (
+            prop::sample::select(keys),
+            "[0-9:]{0,6}",
+            prop::bool::ANY,
+            prop::bool::ANY
+        )
+            .prop_map(|(k, v, spaced, upper)| {
+                let k = if upper {
+                    k.to_ascii_uppercase()
+                } else {
+                    k.to_owned()
+                };
+                if spaced {
+                    format!("{k} = {v}")
+                } else {
+                    format!("  {k}={v}")
+                }
+            }),
         // Looks like a key but is a comment.
         prop::sample::select(keys).prop_map(|k| format!("# {k} = 9")),
     ]
@@ -188,7 +231,8 @@ fn yealink_file() -> impl Strategy<Value = String> {
 fn xml_item(codes: &'static [u32]) -> impl Strategy<Value = String> {
     prop_oneof![
         (1u32..400, "[a-z0-9 ]{0,8}").prop_map(|(c, v)| format!("<P{c}>{v}</P{c}>")),
-        (prop::sample::select(codes), "[a-z0-9]{0,8}").prop_map(|(c, v)| format!("<P{c}>{v}</P{c}>")),
+        (prop::sample::select(codes), "[a-z0-9]{0,8}")
+            .prop_map(|(c, v)| format!("<P{c}>{v}</P{c}>")),
         prop::sample::select(codes).prop_map(|c| format!("<P{c}/>")),
         prop::sample::select(codes).prop_map(|c| format!("<!-- <P{c}>9</P{c}> -->")),
         "<!--[a-z ]{0,10}-->",
