@@ -817,6 +817,16 @@ async fn rendered_arguments_are_accepted_by_phonefleet_run() {
         vec!["-f", path(&values)],
         vec!["--set", "provisioning.auth.mode=digest"],
         vec!["--set", "provisioning.auth.mode=client-cert"],
+        vec![
+            "--set",
+            "provisioning.upstream.url=https://old-prov.example.net/prov",
+            "--set",
+            "provisioning.upstream.caSecret.name=old-ca",
+            "--set",
+            "provisioning.upstream.credentialsSecret.name=old-login",
+            "--set",
+            "provisioning.auth.mode=basic",
+        ],
     ] {
         let objects = template(cluster, &chart_dir(), "pf", "voice", &extra);
         let a = args(&objects);
