@@ -773,3 +773,128 @@ async fn phonefleets_own_login_needs_its_own_check_of_the_phones() {
     srv.shutdown().await;
     ns.delete().await;
 }
+
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_trusted_through_its_ca_file_only() {
+    let phones = [phone(41, PhoneFamily::Yealink, true)];
+    let (ns, client, ours) = shard("overlay-https", &phones).await;
+    let root = upstream_dir(&[&phones[0]], None);
+    // A private CA and a certificate for 127.0.0.1, as an internal provisioning server has.
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "1",
+        "-subj",
+        "/CN=old provisioning CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&ca, pki.path());
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+    ]);
+    openssl(&csr, pki.path());
+    std::fs::write(
+        pki.path().join("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "srv.ext",
+            "-out",
+            "srv.pem",
+        ],
+        pki.path(),
+    );
+    let nginx = Nginx::start_with(
+        root.path(),
+        None,
+        Some((&pki.path().join("srv.pem"), &pki.path().join("srv.key"))),
+    )
+    .await;
+    let p = &phones[0];
+    let path = format!("/{}", file_name(p));
+    // With the CA: the merged file.
+    let stats = ServerStats::new();
+    let srv = started(
+        server_config(
+            &ns,
+            UpstreamConfig {
+                ca_file: Some(pki.path().join("ca.pem")),
+                ..upstream(nginx.https_url())
+            },
+        ),
+        client.clone(),
+        stats.clone(),
+    )
+    .await;
+    let merged = fetch(srv.local_addr(), &path, &[]).await;
+    assert_eq!(merged.status, 200);
+    let body = String::from_utf8_lossy(&merged.body).into_owned();
+    assert!(body.contains("sip-secret-"));
+    for key in ours_settings(&ours[&file_name(p)], p.family) {
+        assert!(body.lines().any(|l| l.trim() == key), "{key}");
+    }
+    assert_eq!(stats.upstream.result(UpstreamResult::Ok), 1);
+    srv.shutdown().await;
+    // Without it, the system's roots do not know the private CA: no file, 502.
+    let stats = ServerStats::new();
+    let srv = started(
+        server_config(&ns, upstream(nginx.https_url())),
+        client.clone(),
+        stats.clone(),
+    )
+    .await;
+    assert_eq!(fetch(srv.local_addr(), &path, &[]).await.status, 502);
+    assert_eq!(stats.upstream.result(UpstreamResult::Unreachable), 1);
+    srv.shutdown().await;
+    ns.delete().await;
+}

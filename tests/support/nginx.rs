@@ -27,6 +27,15 @@ fn nginx_binary() -> PathBuf {
 impl Nginx {
     /// Starts nginx on a free loopback port; with `auth`, basic auth `(user, password)`.
     pub async fn start(root: &Path, auth: Option<(&str, &str)>) -> Nginx {
+        Self::start_with(root, auth, None).await
+    }
+
+    /// Like [`Nginx::start`]; with `tls` (PEM certificate chain, key), HTTPS.
+    pub async fn start_with(
+        root: &Path,
+        auth: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -45,6 +54,17 @@ impl Nginx {
             }
             None => String::new(),
         };
+        let (ssl, tls_conf) = match tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {}; ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         let conf = format!(
             "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 256; }}\n\
@@ -53,7 +73,7 @@ impl Nginx {
                uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
                types {{ text/plain cfg; application/xml xml; audio/x-wav wav; }}\n\
                default_type application/octet-stream;\n\
-               server {{ listen {addr}; root {root}; location / {{ {auth_conf} }} }}\n}}\n",
+               server {{ listen {addr}{ssl}; {tls_conf} root {root}; location / {{ {auth_conf} }} }}\n}}\n",
             root = root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
@@ -86,6 +106,10 @@ impl Nginx {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Stops nginx now (the upstream goes down).
