@@ -4,8 +4,12 @@
 # both and the ratio.
 #
 #   scripts/bench-provisioning.sh [--phones N] [--duration 10s] [--connections 64] [--threads 2]
-#                                 [--rounds 3] [--no-build]
+#                                 [--rounds 3] [--no-build] [--overlay]
 #                                 [-- extra flags for the server, e.g. --header-read-timeout-seconds 0]
+#
+# --overlay (issue #14): phonefleet runs in overlay mode in front of a second nginx (the
+# "upstream") serving a vendor-style file per phone (SIP account, schedule keys); the
+# measured nginx serves the merged files phonefleet produced, so both answer the same bytes.
 #
 # Installs wrk and nginx with apt-get when missing. Starts a private local control plane
 # (tests/cluster/up.sh in a temporary directory, torn down when the script exits) and runs the
@@ -14,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-PHONES=500 DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 BUILD=1
+PHONES=500 DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 BUILD=1 OVERLAY=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --phones) PHONES=$2; shift 2 ;;
@@ -23,6 +27,7 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --overlay) OVERLAY=1; shift ;;
     --) shift; break ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -47,7 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-BIN=$ROOT/target/release/examples/provisioning-server
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/provisioning-server
 if [[ $BUILD == 1 || ! -x $BIN ]]; then
   echo "building (release)" >&2
   nice cargo build --release --quiet --example provisioning-server
@@ -70,8 +75,44 @@ kubectl apply --server-side --force-conflicts -f "$WORK/configmap.json" >/dev/nu
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 OURS=$(free_port)
 NGX=$(free_port)
+UP=$(free_port)
 
-"$BIN" serve --namespace "$NS" --provisioning-listen "127.0.0.1:$OURS" "$@" 2>"$WORK/server.log" &
+OVERLAY_ARGS=()
+if [[ $OVERLAY == 1 ]]; then
+  # The upstream's file of each phone: a SIP account and a P194 of its own (phonefleet's wins).
+  mkdir -p "$WORK/upstream"
+  python3 - "$WORK/files" "$WORK/upstream" <<'PY'
+import os, sys
+src, dst = sys.argv[1:]
+for i, name in enumerate(sorted(os.listdir(src))):
+    mac = name[3:-4]
+    body = f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- old provisioning server: extension {1000 + i} -->
+<gs_provision version="1">
+  <mac>{mac}</mac>
+  <config version="1">
+    <P271>1</P271>
+    <P270>Ext {1000 + i}</P270>
+    <P47>pbx.example.net</P47>
+    <P35>{1000 + i}</P35>
+    <P36>{1000 + i}</P36>
+    <P34>sip-secret-{1000 + i}</P34>
+    <P3>Extension {1000 + i}</P3>
+    <P212>2</P212>
+    <P237>old.example/prov</P237>
+    <P194>1</P194>
+    <P193>720</P193>
+    <P64>CET-1CEST-2,M3.5.0/02:00:00,M10.5.0/03:00:00</P64>
+  </config>
+</gs_provision>
+"""
+    open(os.path.join(dst, name), "w").write(body)
+PY
+  chmod -R a+rX "$WORK/upstream"
+  OVERLAY_ARGS=(--upstream "http://127.0.0.1:$UP")
+fi
+
+"$BIN" serve --namespace "$NS" --provisioning-listen "127.0.0.1:$OURS" "${OVERLAY_ARGS[@]}" "$@" 2>"$WORK/server.log" &
 PIDS+=($!)
 
 mkdir -p "$WORK/nginx/logs"
@@ -91,6 +132,11 @@ http {
   server {
     listen 127.0.0.1:$NGX;
     root $WORK/files;
+    location / { try_files \$uri =404; }
+  }
+  server {
+    listen 127.0.0.1:$UP;
+    root $WORK/upstream;
     location / { try_files \$uri =404; }
   }
 }
@@ -118,6 +164,13 @@ wait_ok() {
   return 1
 }
 wait_ok "$OURS"
+if [[ $OVERLAY == 1 ]]; then
+  # nginx serves what phonefleet merges: the same bytes for both.
+  while read -r path; do
+    curl -sf -o "$WORK/files$path" "http://127.0.0.1:$OURS$path"
+  done <"$WORK/paths.txt"
+  grep -q sip-secret "$WORK/files$(head -1 "$WORK/paths.txt")"
+fi
 wait_ok "$NGX"
 
 # Both serve identical bytes.
@@ -145,15 +198,15 @@ for _ in $(seq 1 "$ROUNDS"); do
 done
 
 printf '%s\n' "${RESULTS[@]}" >"$WORK/results.txt"
-python3 - "$WORK/results.txt" "$PHONES" "$DURATION" "$CONNECTIONS" "$THREADS" "$ROUNDS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
-import statistics, sys
+OVERLAY=$OVERLAY python3 - "$WORK/results.txt" "$PHONES" "$DURATION" "$CONNECTIONS" "$THREADS" "$ROUNDS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import os, statistics, sys
 results, phones, duration, conns, threads, rounds, load = sys.argv[1:]
 runs = {}
 for line in open(results):
     name, rps, p99 = line.split()
     runs.setdefault(name, []).append((float(rps), float(p99)))
 med = {n: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for n, v in runs.items()}
-print(f"wrk -t{threads} -c{conns} -d{duration}, {phones} rendered files, random paths; "
+print(f"wrk -t{threads} -c{conns} -d{duration}, {phones} rendered files{' (phonefleet: overlay, merged per request)' if os.environ.get('OVERLAY') == '1' else ''}, random paths; "
       f"{rounds} alternated runs each, medians; load average at the end: {load}")
 print(f"{'server':<12}{'req/s':>10}{'p99 ms':>9}   runs (req/s)")
 for n in ("nginx", "phonefleet"):

@@ -117,6 +117,7 @@ impl Run {
         dir: &Path,
         addr: SocketAddr,
         clock: &[String],
+        upstream: Option<&str>,
     ) -> Run {
         let log = dir.join(format!("run-{}.log", Utc::now().timestamp_millis()));
         let file = std::fs::File::create(&log).expect("log");
@@ -136,6 +137,7 @@ impl Run {
                 "127.0.0.1:0",
             ])
             .args(clock)
+            .args(upstream.map(|u| format!("--upstream={u}")))
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .env("NO_COLOR", "1")
@@ -169,11 +171,73 @@ async fn schedule(client: &kube::Client, ns: &str) -> PhoneSchedule {
         .expect("schedule")
 }
 
+/// The two rollouts of this file run one after the other: each needs the machine's cores for
+/// its compressed clock.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_the_bad_model() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    rollout("e2e", false).await;
+}
+
+/// Issue #14: the same rollout with phonefleet in overlay mode in front of nginx serving every
+/// phone a file of its own (SIP account, and schedule keys phonefleet overrides) and common
+/// files: the same results, and the phones' files keep the upstream's settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_rollout_through_the_overlay_in_front_of_nginx_gives_the_same_results() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    rollout("e2e-overlay", true).await;
+}
+
+/// The MAC of `phone` at `site`, bare (as in file names).
+fn bare_mac(site: usize, phone: usize) -> String {
+    format!("000b82{site:02x}{:02x}{:02x}", phone / 256, phone % 256)
+}
+
+/// The old provisioning server's directory: a file per phone, in its family's format, with a
+/// SIP account and schedule keys of its own, and common files.
+fn upstream_files(dir: &Path) {
+    for site in 0..SITES {
+        for phone in 0..PHONES_PER_SITE {
+            let mac = bare_mac(site, phone);
+            let n = site * 1000 + phone;
+            let (name, body) = if model(site, phone) == "SIP-T46U" {
+                (
+                    format!("{mac}.cfg"),
+                    format!(
+                        "#!version:1.0.0.1\n# extension {n}\naccount.1.enable = 1\naccount.1.user_name = {n}\naccount.1.password = sip-secret-{n}\nstatic.auto_provision.power_on = 0\nstatic.auto_provision.repeat.minutes = 10080\n"
+                    ),
+                )
+            } else {
+                // Schedule keys phonefleet replaces: Grandstream's P194 with a mode phonefleet
+                // never writes, XSTIM's power-on switch off.
+                let own = if model(site, phone) == "GXP2170" {
+                    "<P194>7</P194>"
+                } else {
+                    "<P25020>0</P25020>"
+                };
+                (
+                    format!("cfg{mac}.xml"),
+                    format!(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<gs_provision version=\"1\">\n  <config version=\"1\">\n    <!-- extension {n} -->\n    <P271>1</P271>\n    <P35>{n}</P35>\n    <P34>sip-secret-{n}</P34>\n    {own}\n  </config>\n</gs_provision>\n"
+                    ),
+                )
+            };
+            std::fs::write(dir.join(name), body).expect("upstream file");
+        }
+    }
+    std::fs::write(
+        dir.join("y000000000108.cfg"),
+        "#!version:1.0.0.1\nlang.gui = English\n",
+    )
+    .expect("common file");
+}
+
+async fn rollout(prefix: &str, overlay: bool) {
     let cluster = support::cluster().await;
     cluster.apply_crds().await;
-    let ns = cluster.namespace("e2e").await;
+    let ns = cluster.namespace(prefix).await;
     let client = cluster.client().await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("firmware")).expect("firmware dir");
@@ -194,6 +258,15 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
         manifest.to_str().expect("path"),
     ]);
 
+    let upstream_dir = tempfile::tempdir().expect("temp dir");
+    let nginx = if overlay {
+        upstream_files(upstream_dir.path());
+        Some(support::nginx::Nginx::start(upstream_dir.path(), None).await)
+    } else {
+        None
+    };
+    let upstream = nginx.as_ref().map(|n| n.url());
+
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let real_origin = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let clock = vec![
@@ -201,7 +274,14 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
         format!("--time-scale={SCALE}"),
         format!("--time-real-origin={real_origin}"),
     ];
-    let mut first = Run::start(cluster, &ns.name, dir.path(), addr, &clock);
+    let mut first = Run::start(
+        cluster,
+        &ns.name,
+        dir.path(),
+        addr,
+        &clock,
+        upstream.as_deref(),
+    );
     let (kubectl, kubeconfig, namespace) = (
         cluster.bin_dir.join("kubectl"),
         cluster.kubeconfig.clone(),
@@ -264,7 +344,14 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
     .await;
     first.kill_9();
     let first_log = first.log();
-    let second = Run::start(cluster, &ns.name, dir.path(), addr, &clock);
+    let second = Run::start(
+        cluster,
+        &ns.name,
+        dir.path(),
+        addr,
+        &clock,
+        upstream.as_deref(),
+    );
 
     let healthy_total: u32 = (0..SITES)
         .map(|site| {
@@ -360,6 +447,32 @@ async fn a_canary_rollout_upgrades_every_healthy_phone_under_the_caps_and_halts_
         "{events}"
     );
     assert!(!first_log.is_empty());
+    if overlay {
+        // The phones' files were the old server's with phonefleet's keys: one of each format.
+        let http = support::provisioning::http();
+        for (site, phone) in [(0, 0), (0, 1)] {
+            let mac = bare_mac(site, phone);
+            let path = if model(site, phone) == "SIP-T46U" {
+                format!("/{mac}.cfg")
+            } else {
+                format!("/cfg{mac}.xml")
+            };
+            let reply = support::provisioning::get(&http, addr, &path, &[]).await;
+            let body = String::from_utf8_lossy(&reply.body).into_owned();
+            assert_eq!(reply.status, 200, "{path}");
+            assert!(
+                body.contains(&format!("sip-secret-{}", site * 1000 + phone)),
+                "{path}: {body}"
+            );
+            assert!(
+                !body.contains("power_on = 0") && !body.contains("<P194>7</P194>"),
+                "{path}: {body}"
+            );
+        }
+        let common = support::provisioning::get(&http, addr, "/y000000000108.cfg", &[]).await;
+        assert_eq!(&common.body[..], b"#!version:1.0.0.1\nlang.gui = English\n");
+    }
     drop(second);
+    drop(nginx);
     ns.delete().await;
 }

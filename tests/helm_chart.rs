@@ -895,6 +895,16 @@ async fn rendered_arguments_are_accepted_by_phonefleet_run() {
         vec!["-f", path(&values)],
         vec!["--set", "provisioning.auth.mode=digest"],
         vec!["--set", "provisioning.auth.mode=client-cert"],
+        vec![
+            "--set",
+            "provisioning.upstream.url=https://old-prov.example.net/prov",
+            "--set",
+            "provisioning.upstream.caSecret.name=old-ca",
+            "--set",
+            "provisioning.upstream.credentialsSecret.name=old-login",
+            "--set",
+            "provisioning.auth.mode=basic",
+        ],
     ] {
         let objects = template(cluster, &chart_dir(), "pf", "voice", &extra);
         let a = args(&objects);
@@ -1195,4 +1205,68 @@ async fn one_value_turns_each_authentication_mode_on() {
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
     assert!(mounts.contains(&"/etc/phonefleet/client-ca"), "{mounts:?}");
+}
+
+/// Issue #14: the overlay's values become the server's flags, and its Secrets are mounted only
+/// when named.
+#[tokio::test]
+async fn upstream_values_render_the_overlay_flags_and_mounts() {
+    let cluster = support::cluster().await;
+    let has = |a: &[String], flag: &str| a.iter().any(|x| x == flag);
+    let objects = template(cluster, &chart_dir(), "pf", "voice", &[]);
+    let a = args(&objects);
+    assert!(!a.iter().any(|x| x.starts_with("--upstream")), "{a:?}");
+    let objects = template(
+        cluster,
+        &chart_dir(),
+        "pf",
+        "voice",
+        &[
+            "--set",
+            "provisioning.upstream.url=https://old-prov.example.net/prov",
+            "--set",
+            "provisioning.upstream.caSecret.name=old-ca",
+            "--set",
+            "provisioning.upstream.credentialsSecret.name=old-login",
+            "--set",
+            "provisioning.auth.mode=basic",
+        ],
+    );
+    let a = args(&objects);
+    for flag in [
+        "--upstream=https://old-prov.example.net/prov",
+        "--upstream-timeout=5",
+        "--upstream-max-body-bytes=1048576",
+        "--upstream-cache-bytes=33554432",
+        "--upstream-ca-file=/etc/phonefleet/upstream-ca/ca.crt",
+        "--upstream-credentials-file=/etc/phonefleet/upstream-credentials/credentials",
+    ] {
+        assert!(has(&a, flag), "{flag} not in {a:?}");
+    }
+    let spec = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let secrets: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert!(
+        secrets.contains(&"old-ca") && secrets.contains(&"old-login"),
+        "{secrets:?}"
+    );
+    // A URL that is not http(s) is refused by the schema.
+    let out = helm(
+        cluster,
+        &[
+            "template",
+            "pf",
+            chart_dir().to_str().unwrap(),
+            "--kube-version",
+            common::KUBE_VERSION,
+            "--set",
+            "provisioning.upstream.url=ftp://old",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream"));
 }

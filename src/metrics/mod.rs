@@ -27,7 +27,7 @@ use crate::controller::ReconcileObserver;
 use crate::controller::desired::{Phase, phase};
 use crate::controller::error::ErrorClass;
 use crate::controller::synced::Synced;
-use crate::server::{Outcome, ServerStats};
+use crate::server::{Outcome, ServerStats, UpstreamResult};
 
 /// Phone states of `phonefleet_phones`, as in `status.counts`.
 pub const PHONE_STATES: [&str; 4] = ["pending", "in_progress", "upgraded", "failed"];
@@ -120,6 +120,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     bytes_sent: IntCounterVec,
     requests: IntCounterVec,
+    upstream_requests: IntCounterVec,
     // Process.
     leader: IntGauge,
     ready: IntGauge,
@@ -347,6 +348,12 @@ impl Metrics {
                 "Provisioning server requests, by result.",
                 &["result"],
             )?,
+            upstream_requests: counter_vec(
+                &r,
+                "phonefleet_upstream_requests_total",
+                "Requests to the upstream provisioning server (overlay mode), by result.",
+                &["result"],
+            )?,
             leader,
             ready,
             registry: r,
@@ -358,10 +365,19 @@ impl Metrics {
             server_ready: AtomicBool::new(false),
             controller_enabled,
         };
-        if metrics.server_stats.is_some() {
+        if let Some(stats) = &metrics.server_stats {
             for outcome in Outcome::ALL {
                 metrics.requests.with_label_values(&[outcome.as_str()]);
             }
+            for result in UpstreamResult::ALL {
+                metrics
+                    .upstream_requests
+                    .with_label_values(&[result.as_str()]);
+            }
+            // The server observes this histogram itself; the registry exposes it.
+            metrics
+                .registry
+                .register(Box::new(stats.upstream.latency.clone()))?;
         }
         Ok(Arc::new(metrics))
     }
@@ -413,6 +429,12 @@ impl Metrics {
         };
         for (outcome, n) in stats.outcomes() {
             bump(self.requests.with_label_values(&[outcome.as_str()]), n);
+        }
+        for (result, n) in stats.upstream.results() {
+            bump(
+                self.upstream_requests.with_label_values(&[result.as_str()]),
+                n,
+            );
         }
         for (site, s) in stats.sites() {
             let l = [site.as_str()];

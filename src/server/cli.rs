@@ -100,6 +100,30 @@ pub struct ServerArgs {
     /// Log one in N of the requests --access-log selects.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub access_log_sample: u32,
+    /// Overlay mode: the existing provisioning server (http:// or https:// base URL) phonefleet
+    /// sits in front of. Requests phonefleet does not own go there unchanged; the per-phone
+    /// files of the phones it manages are the upstream's with phonefleet's keys merged in.
+    #[arg(long, env = "PHONEFLEET_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Seconds the upstream has to answer (merged files: the whole answer; passed-on files:
+    /// the headers, then between two pieces of the body).
+    #[arg(long, default_value_t = super::overlay::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub upstream_timeout: u64,
+    /// PEM CA bundle an HTTPS upstream's certificate must chain to (default: the system's).
+    #[arg(long, requires = "upstream")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// File holding `user:password` phonefleet logs in to the upstream with (basic auth),
+    /// instead of forwarding the phones' own Authorization; needs an --auth-mode other than
+    /// `none`, since phonefleet then checks the phones itself.
+    #[arg(long, requires = "upstream")]
+    pub upstream_credentials_file: Option<PathBuf>,
+    /// Largest upstream answer phonefleet reads to merge (bytes); larger ones are refused.
+    #[arg(long, default_value_t = super::overlay::DEFAULT_MAX_BODY)]
+    pub upstream_max_body_bytes: usize,
+    /// Bytes of last good merged answers kept in memory, to stand in while the upstream is
+    /// down.
+    #[arg(long, default_value_t = super::overlay::DEFAULT_CACHE_BYTES)]
+    pub upstream_cache_bytes: usize,
 }
 
 impl ServerArgs {
@@ -140,6 +164,17 @@ impl ServerArgs {
                 mode: self.access_log,
                 sample: self.access_log_sample,
             },
+            upstream: self
+                .upstream
+                .as_ref()
+                .map(|url| super::overlay::UpstreamConfig {
+                    url: url.clone(),
+                    timeout: Duration::from_secs(self.upstream_timeout),
+                    ca_file: self.upstream_ca_file.clone(),
+                    credentials_file: self.upstream_credentials_file.clone(),
+                    max_body_bytes: self.upstream_max_body_bytes,
+                    cache_bytes: self.upstream_cache_bytes,
+                }),
             ..ServerConfig::default()
         }
     }

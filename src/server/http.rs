@@ -36,7 +36,7 @@ use super::tls::ClientIdentity;
 use super::tokens::{TokenError, TokenGuard, Tokens};
 
 /// A request refused early: the outcome to count and the answer (boxed: it is large).
-type Refusal = Box<(Outcome, Response<Body>)>;
+pub(crate) type Refusal = Box<(Outcome, Response<Body>)>;
 
 /// A firmware request refused for its slot: why, and the answer.
 type SlotRefusal = Box<(RefusalReason, (Outcome, Response<Body>))>;
@@ -61,6 +61,15 @@ pub(crate) struct State {
     pub coverage: Arc<Mutex<Coverage>>,
     /// Which requests get an access log line (see [`access_log`]).
     pub access_log: AccessLog,
+    /// Overlay mode: the upstream provisioning server (see [`super::overlay`]).
+    pub upstream: Option<Arc<super::overlay::Upstream>>,
+}
+
+/// Where a request goes: answered here, or passed to the upstream with its body.
+pub(crate) enum Routed {
+    Answer(Outcome, Response<Body>),
+    /// To the upstream: the path below the prefix (starting with `/`).
+    Proxy(String),
 }
 
 /// Retry-After for a phone with no slot at all: it should come back at its next scheduled
@@ -71,19 +80,19 @@ const NO_SLOT_RETRY: Duration = Duration::from_secs(3600);
 /// in its slot when the gate opens downloads then.
 const HELD_RETRY: Duration = Duration::from_secs(300);
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|e: Infallible| match e {})
         .boxed_unsync()
 }
 
-fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new()
         .map_err(|e: Infallible| match e {})
         .boxed_unsync()
 }
 
-fn text(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut resp = Response::new(full(format!("{message}\n")));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -104,9 +113,32 @@ fn retry_after(status: StatusCode, message: &str, after: Duration) -> Response<B
 
 impl State {
     /// Entry point of every request.
-    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = std::time::Instant::now();
-        let (outcome, resp) = self.route(&req).await;
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, ());
+        let routed = match &self.upstream {
+            Some(up) => self.overlay_route(up, &req).await,
+            None => None,
+        };
+        let (outcome, resp) = match routed {
+            None => self.route(&req).await,
+            Some(Routed::Answer(outcome, resp)) => (outcome, resp),
+            Some(Routed::Proxy(rest)) => {
+                let body = body.map_err(|e| io::Error::other(e.into())).boxed_unsync();
+                match &self.upstream {
+                    Some(up) => up.proxy(&req, &rest, body, &self.stats).await,
+                    None => (
+                        Outcome::NotAConfigFile,
+                        text(StatusCode::NOT_FOUND, "not found"),
+                    ),
+                }
+            }
+        };
         self.stats.count(outcome);
         if !self.access_log.selects(outcome, resp.status()) {
             return resp;
@@ -153,7 +185,7 @@ impl State {
 
     /// Records a refusal in the phone's note and marks the answer with its reason (for the
     /// access log).
-    fn refused(
+    pub(crate) fn refused(
         &self,
         mac: Mac,
         phone: &PhoneEntry,
@@ -235,7 +267,7 @@ impl State {
         }
     }
 
-    fn agent<B>(&self, req: &Request<B>) -> Result<Option<PhoneAgent>, Refusal> {
+    pub(crate) fn agent<B>(&self, req: &Request<B>) -> Result<Option<PhoneAgent>, Refusal> {
         let Some(ua) = req.headers().get(header::USER_AGENT) else {
             return Ok(None);
         };
@@ -250,7 +282,7 @@ impl State {
         }
     }
 
-    fn policy(&self) -> Arc<Policy> {
+    pub(crate) fn policy(&self) -> Arc<Policy> {
         self.policy
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -259,7 +291,7 @@ impl State {
 
     /// Refuses a source that failed too often recently (429), before anything about the
     /// phone it asks for is looked at.
-    fn not_limited<B>(&self, req: &Request<B>) -> Result<(), Refusal> {
+    pub(crate) fn not_limited<B>(&self, req: &Request<B>) -> Result<(), Refusal> {
         let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() else {
             return Ok(());
         };
@@ -277,7 +309,7 @@ impl State {
     }
 
     /// Counts a failed request against its source.
-    fn failed<B>(&self, req: &Request<B>) {
+    pub(crate) fn failed<B>(&self, req: &Request<B>) {
         if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
             self.limiter.failed(peer.ip(), std::time::Instant::now());
         }
@@ -286,7 +318,7 @@ impl State {
     /// May this request fetch a file of `mac` (whose entry in the index is `phone`)? The
     /// refusal is the same whether the phone is unknown, claimed twice or just not this
     /// requester's: status, headers and body say nothing about the phone.
-    fn authorized<B>(
+    pub(crate) fn authorized<B>(
         &self,
         req: &Request<B>,
         mac: Mac,
@@ -396,8 +428,28 @@ impl State {
             self.failed(req);
             return (outcome, text(StatusCode::NOT_FOUND, "unknown phone"));
         };
-        if let Some(phone) = &phone
-            && let Some(agent) = &agent
+        self.config_seen(mac, phone.as_ref(), agent.as_ref());
+        let len = file.body.len();
+        let mut resp = Response::new(if head { empty() } else { full(file.body) });
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(file.content_type),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        (Outcome::ConfigServed, resp)
+    }
+
+    /// A phone fetched its file: what it reports is progress and goes into its note.
+    pub(crate) fn config_seen(
+        &self,
+        mac: Mac,
+        phone: Option<&PhoneEntry>,
+        agent: Option<&PhoneAgent>,
+    ) {
+        if let Some(phone) = phone
+            && let Some(agent) = agent
         {
             let now = self.clock.now();
             let map = MapRef::of(&phone.shard);
@@ -415,16 +467,6 @@ impl State {
                 );
             }
         }
-        let len = file.body.len();
-        let mut resp = Response::new(if head { empty() } else { full(file.body) });
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(file.content_type),
-        );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        (Outcome::ConfigServed, resp)
     }
 
     async fn firmware<B>(

@@ -33,6 +33,7 @@ pub mod identity;
 pub mod index;
 pub mod limits;
 pub mod notes;
+pub mod overlay;
 pub mod progress;
 #[cfg(test)]
 mod props;
@@ -58,7 +59,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::scope::WatchScope;
 
-pub use stats::{Outcome, ServerStats, SiteStats};
+pub use stats::{Outcome, ServerStats, SiteStats, UpstreamResult};
 
 /// Everything the provisioning server is configured with. [`ServerConfig::default`] gives the
 /// documented defaults; `listen` is the only field most deployments change.
@@ -141,6 +142,9 @@ pub struct ServerConfig {
     pub take_writes_per_second: u32,
     /// Which requests get an access log line (none by default).
     pub access_log: access_log::AccessLogConfig,
+    /// Overlay mode: the existing provisioning server phonefleet sits in front of (see
+    /// [`overlay`]); `None` serves phonefleet's files alone.
+    pub upstream: Option<overlay::UpstreamConfig>,
 }
 
 /// Default minimum rate: 16 KiB/s (128 kbit/s) gets a 40 MB image through in under 45
@@ -192,6 +196,7 @@ impl Default for ServerConfig {
             upgrade_evidence: progress::UpgradeEvidence::default(),
             take_writes_per_second: tokens::DEFAULT_TAKE_WRITES_PER_SECOND,
             access_log: access_log::AccessLogConfig::default(),
+            upstream: None,
         }
     }
 }
@@ -215,6 +220,8 @@ pub enum ServerError {
     PathPrefix(String),
     #[error("--auth-mode client-cert needs --tls-cert, --tls-key and --client-ca")]
     ClientCertNeedsTls,
+    #[error(transparent)]
+    Upstream(#[from] overlay::UpstreamError),
 }
 
 /// A running server.
@@ -306,6 +313,10 @@ pub async fn start_with_stats(
         return Err(ServerError::PathPrefix(prefix.clone()));
     }
     let policy = load_policy(&config)?;
+    let upstream = match &config.upstream {
+        Some(up) => Some(Arc::new(upstream_with_auth(up, &config)?)),
+        None => None,
+    };
     let client_ca = match (config.auth_mode, &config.tls, &config.client_ca) {
         (auth::AuthMode::ClientCert, Some(_), Some(ca)) => Some(ca.as_path()),
         (auth::AuthMode::ClientCert, _, _) => return Err(ServerError::ClientCertNeedsTls),
@@ -356,6 +367,7 @@ pub async fn start_with_stats(
         ready: ready.clone(),
         coverage: Arc::default(),
         access_log: access_log::AccessLog::new(config.access_log),
+        upstream,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let watcher = {
@@ -512,6 +524,30 @@ async fn accept_loop(
     {
         tracing::warn!("downloads still running after the drain timeout; cutting them");
     }
+}
+
+/// The upstream, checked against the authentication mode: the phone's `Authorization` header
+/// can serve one party only (see [`overlay`]).
+fn upstream_with_auth(
+    up: &overlay::UpstreamConfig,
+    config: &ServerConfig,
+) -> Result<overlay::Upstream, ServerError> {
+    let upstream = overlay::Upstream::new(up)?;
+    let mode = config.auth_mode;
+    if upstream.logs_in() && mode == auth::AuthMode::None {
+        return Err(overlay::UpstreamError::CredentialsNeedAuth.into());
+    }
+    let password_mode = matches!(mode, auth::AuthMode::Basic | auth::AuthMode::Digest)
+        || (mode == auth::AuthMode::None && config.credentials_file.is_some());
+    if !upstream.logs_in() && password_mode {
+        let name = match mode {
+            auth::AuthMode::Basic => "basic",
+            auth::AuthMode::Digest => "digest",
+            _ => "none",
+        };
+        return Err(overlay::UpstreamError::AuthConflict(name.into()).into());
+    }
+    Ok(upstream)
 }
 
 /// The authentication policy the configuration asks for.

@@ -100,6 +100,7 @@ fn state_with(firmware_dir: &std::path::Path, held: bool) -> Arc<State> {
         ready: Arc::new(AtomicBool::new(true)),
         coverage: Arc::default(),
         access_log: Default::default(),
+        upstream: None,
     })
 }
 
@@ -118,7 +119,7 @@ fn a_held_slot_sends_the_phone_back_soon_until_its_stage_is_released() {
                 header::USER_AGENT,
                 format!("Grandstream Model HW GXP2170 SW 1.0 DevId {PHONE}"),
             )
-            .body(Bytes::new())
+            .body(http_body_util::Empty::<Bytes>::new())
             .expect("request");
         let resp = runtime.block_on(state.clone().handle(req));
         let retry = resp
@@ -209,7 +210,7 @@ proptest! {
         }
         // Strings that are not a valid URI or header value never reach the handler (hyper
         // refuses them while parsing).
-        let Ok(req) = req.body(Bytes::new()) else {
+        let Ok(req) = req.body(http_body_util::Empty::<Bytes>::new()) else {
             return Ok(());
         };
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -44,11 +44,20 @@ pub enum Outcome {
     Conflict,
     /// The source made too many failed requests recently (429, see `server::ratelimit`).
     RateLimited,
+    /// Overlay mode: passed to the upstream, its answer streamed back (any status).
+    Proxied,
+    /// A conditional request for a (merged) configuration file that did not change (304).
+    NotModified,
+    /// Overlay mode: the upstream failed and no last good answer could stand in (502).
+    UpstreamFailed,
+    /// Overlay mode: the request came from a phonefleet overlay (508): the upstream points
+    /// back at phonefleet.
+    LoopDetected,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::ConfigServed,
         Outcome::NotAConfigFile,
         Outcome::UnknownPhone,
@@ -65,6 +74,10 @@ impl Outcome {
         Outcome::Health,
         Outcome::Conflict,
         Outcome::RateLimited,
+        Outcome::Proxied,
+        Outcome::NotModified,
+        Outcome::UpstreamFailed,
+        Outcome::LoopDetected,
     ];
 
     /// The metric label value.
@@ -86,11 +99,151 @@ impl Outcome {
             Outcome::Health => "health",
             Outcome::Conflict => "conflict",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Proxied => "proxied",
+            Outcome::NotModified => "not_modified",
+            Outcome::UpstreamFailed => "upstream_failed",
+            Outcome::LoopDetected => "loop_detected",
         }
     }
 
     fn index(self) -> usize {
         Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// What one request to the upstream provisioning server (overlay mode) gave: the label of
+/// the upstream request counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UpstreamResult {
+    /// 2xx (for a merged file: 200, merged).
+    Ok,
+    /// 304 (phonefleet's revalidation of a cached file, or a phone's conditional request).
+    NotModified,
+    /// 404.
+    NotFound,
+    /// 401, 403 or 407: passed back to the phone unchanged.
+    Refused,
+    /// Any other 1xx, 3xx or 4xx, passed back unchanged.
+    OtherStatus,
+    /// 5xx (508 aside).
+    ServerError,
+    /// No (whole) answer within the timeout.
+    Timeout,
+    /// Connection, TLS or protocol failure.
+    Unreachable,
+    /// An answer to merge above the size limit.
+    TooLarge,
+    /// A per-phone file the merge could not read (binary, encrypted, broken XML): passed
+    /// back unmerged.
+    Unmergeable,
+    /// 508 Loop Detected: the upstream leads back to a phonefleet overlay.
+    Loop,
+}
+
+impl UpstreamResult {
+    pub const ALL: [UpstreamResult; 11] = [
+        UpstreamResult::Ok,
+        UpstreamResult::NotModified,
+        UpstreamResult::NotFound,
+        UpstreamResult::Refused,
+        UpstreamResult::OtherStatus,
+        UpstreamResult::ServerError,
+        UpstreamResult::Timeout,
+        UpstreamResult::Unreachable,
+        UpstreamResult::TooLarge,
+        UpstreamResult::Unmergeable,
+        UpstreamResult::Loop,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamResult::Ok => "ok",
+            UpstreamResult::NotModified => "not_modified",
+            UpstreamResult::NotFound => "not_found",
+            UpstreamResult::Refused => "refused",
+            UpstreamResult::OtherStatus => "other_status",
+            UpstreamResult::ServerError => "server_error",
+            UpstreamResult::Timeout => "timeout",
+            UpstreamResult::Unreachable => "unreachable",
+            UpstreamResult::TooLarge => "too_large",
+            UpstreamResult::Unmergeable => "unmergeable",
+            UpstreamResult::Loop => "loop",
+        }
+    }
+
+    /// The result an upstream status means.
+    pub fn of_status(status: http::StatusCode) -> Self {
+        match status.as_u16() {
+            304 => UpstreamResult::NotModified,
+            404 => UpstreamResult::NotFound,
+            401 | 403 | 407 => UpstreamResult::Refused,
+            508 => UpstreamResult::Loop,
+            s if (200..300).contains(&s) => UpstreamResult::Ok,
+            s if s >= 500 => UpstreamResult::ServerError,
+            _ => UpstreamResult::OtherStatus,
+        }
+    }
+
+    fn index(self) -> usize {
+        UpstreamResult::ALL
+            .iter()
+            .position(|o| *o == self)
+            .unwrap_or(0)
+    }
+}
+
+/// Upper bounds (seconds) of the upstream latency histogram's buckets.
+pub const UPSTREAM_BUCKETS: [f64; 11] = [
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Name of the upstream latency histogram (registered by the metrics module).
+pub const UPSTREAM_LATENCY_METRIC: &str = "phonefleet_upstream_request_duration_seconds";
+
+/// Upstream requests by result and their latency (time to the answer's headers for proxied
+/// requests, to the whole body for merged files).
+pub struct UpstreamStats {
+    results: [AtomicU64; UpstreamResult::ALL.len()],
+    /// Observed on the request path; the metrics endpoint registers this same histogram.
+    pub latency: prometheus::Histogram,
+}
+
+impl Default for UpstreamStats {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(
+            UPSTREAM_LATENCY_METRIC,
+            "Time the upstream provisioning server took to answer (overlay mode).",
+        )
+        .buckets(UPSTREAM_BUCKETS.to_vec());
+        Self {
+            results: Default::default(),
+            // Valid by construction (a static name and increasing buckets).
+            latency: prometheus::Histogram::with_opts(opts)
+                .expect("static histogram options are valid"),
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamStats")
+            .field("results", &self.results)
+            .field("latency_count", &self.latency.get_sample_count())
+            .finish()
+    }
+}
+
+impl UpstreamStats {
+    pub fn result(&self, r: UpstreamResult) -> u64 {
+        self.results[r.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every result with its count, in a fixed order.
+    pub fn results(&self) -> Vec<(UpstreamResult, u64)> {
+        UpstreamResult::ALL
+            .iter()
+            .map(|&r| (r, self.result(r)))
+            .collect()
     }
 }
 
@@ -136,6 +289,8 @@ pub struct ServerStats {
     sites: Mutex<BTreeMap<String, Arc<SiteStats>>>,
     /// API requests made to read and write progress ConfigMaps.
     pub progress_api_requests: AtomicU64,
+    /// Overlay mode: requests to the upstream provisioning server.
+    pub upstream: UpstreamStats,
 }
 
 impl ServerStats {
@@ -145,6 +300,13 @@ impl ServerStats {
 
     pub(crate) fn count(&self, outcome: Outcome) {
         self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one upstream request that took `took`.
+    pub(crate) fn upstream(&self, result: UpstreamResult, took: std::time::Duration) {
+        let u = &self.upstream;
+        u.results[result.index()].fetch_add(1, Ordering::Relaxed);
+        u.latency.observe(took.as_secs_f64());
     }
 
     /// Requests that ended with `outcome`.

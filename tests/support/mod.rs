@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod fleet;
+pub mod nginx;
 pub mod provisioning;
 pub mod proxy;
 pub mod simulation;

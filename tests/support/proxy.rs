@@ -45,6 +45,11 @@ impl StallingProxy {
         }
     }
 
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Stops moving bytes (reads stay unanswered) until [`StallingProxy::resume`].
     pub fn stall(&self) {
         let _ = self.stalled.send(true);
