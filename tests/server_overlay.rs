@@ -176,7 +176,7 @@ async fn shard(
 fn server_config(ns: &TestNamespace, upstream: UpstreamConfig) -> ServerConfig {
     ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        namespace: Some(ns.name.clone()),
+        scope: phonefleet::scope::WatchScope::namespace(ns.name.clone()),
         replica_id: "overlay".into(),
         flush_interval: Duration::from_millis(200),
         upstream: Some(upstream),
