@@ -138,6 +138,14 @@ impl Run {
             ])
             .args(clock)
             .args(upstream.map(|u| format!("--upstream={u}")))
+            // The upstream timeout is real time (a network timeout), while the phones live on
+            // the compressed clock: the default 5 s is 100 simulated minutes, and at the boot
+            // storm a loaded machine can queue 2000 merged-file requests (each one a request
+            // to nginx, through at most --upstream-max-connections) past it. A phone whose
+            // first check gets a 502 has no schedule yet and never checks again, so here the
+            // timeout is generous: nginx on loopback either answers or is gone, and waiting
+            // costs the test real time, not phones.
+            .args(upstream.map(|_| "--upstream-timeout=120"))
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .env("NO_COLOR", "1")
@@ -239,7 +247,11 @@ async fn rollout(prefix: &str, overlay: bool) {
     cluster.apply_crds().await;
     let ns = cluster.namespace(prefix).await;
     let client = cluster.client().await;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var_os("PHONEFLEET_E2E_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("e2e: logs kept in {}", dir.path().display());
+    }
     std::fs::create_dir_all(dir.path().join("firmware")).expect("firmware dir");
     // Grandstream and XSTIM phones append their own image name to P192's directory.
     for image in ["gxp2170fw.bin", "xstimfw.bin"] {
@@ -409,7 +421,8 @@ async fn rollout(prefix: &str, overlay: bool) {
         let peak = s["peakConcurrentDownloads"].as_u64().unwrap_or(u64::MAX);
         let completed = s["downloadsCompleted"].as_u64().unwrap_or(0);
         println!(
-            "site-{site}: cap {cap}, peak {peak}, upgraded {upgraded}/{healthy}, failed {failed}, downloads {completed}"
+            "site-{site}: cap {cap}, peak {peak}, upgraded {upgraded}/{healthy}, failed {failed}, downloads {completed}, errors {}",
+            s["errors"]
         );
         assert_eq!(
             upgraded, healthy,

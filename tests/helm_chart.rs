@@ -1238,6 +1238,7 @@ async fn upstream_values_render_the_overlay_flags_and_mounts() {
         "--upstream-timeout=5",
         "--upstream-max-body-bytes=1048576",
         "--upstream-cache-bytes=33554432",
+        "--upstream-max-connections=64",
         "--upstream-ca-file=/etc/phonefleet/upstream-ca/ca.crt",
         "--upstream-credentials-file=/etc/phonefleet/upstream-credentials/credentials",
     ] {

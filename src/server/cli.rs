@@ -124,6 +124,11 @@ pub struct ServerArgs {
     /// down.
     #[arg(long, default_value_t = super::overlay::DEFAULT_CACHE_BYTES)]
     pub upstream_cache_bytes: usize,
+    /// Most connections (requests in flight) to the upstream at once; more requests wait for
+    /// one, within --upstream-timeout. An existing provisioning server has a bounded number of
+    /// connections: a boot storm of phones must not open one each.
+    #[arg(long, default_value_t = super::overlay::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub upstream_max_connections: usize,
 }
 
 impl ServerArgs {
@@ -174,6 +179,7 @@ impl ServerArgs {
                     credentials_file: self.upstream_credentials_file.clone(),
                     max_body_bytes: self.upstream_max_body_bytes,
                     cache_bytes: self.upstream_cache_bytes,
+                    max_connections: self.upstream_max_connections,
                 }),
             ..ServerConfig::default()
         }

@@ -65,6 +65,10 @@ impl Nginx {
             ),
             None => ("", String::new()),
         };
+        // 256 connections stand for an existing server's bounded capacity: beyond them nginx
+        // closes idle keep-alive connections ("worker_connections are not enough, reusing
+        // connections"). phonefleet's overlay opens at most --upstream-max-connections (64 by
+        // default) to it, whatever the number of phones asking at once.
         let conf = format!(
             "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 256; }}\n\
@@ -77,9 +81,13 @@ impl Nginx {
             root = root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
+        // Everything nginx writes is under `dir` (`-e`: the log of its start, before the
+        // configuration is read), so copies of a test running at once never share a file.
         let child = Command::new(nginx_binary())
             .arg("-p")
             .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
             .stdout(Stdio::null())

@@ -101,10 +101,15 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            sim.running(),
-            "the simulation used up its simulated budget before {what}"
-        );
+        if !sim.running() {
+            // What the phones counted (errors above all) tells a slow run from a broken one.
+            let summary = sim
+                .child
+                .take()
+                .map(|c| SimulatorProcess::summary(c).to_string())
+                .unwrap_or_default();
+            panic!("the simulation used up its simulated budget before {what}; summary: {summary}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

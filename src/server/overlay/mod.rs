@@ -37,6 +37,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::http::Body;
 use super::stats::{Outcome, ServerStats, UpstreamResult};
@@ -56,6 +57,13 @@ pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// for proxied files, between two pieces of the body).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default most connections to the upstream at once. A boot storm (a site's phones powered on
+/// together) must not open a connection per phone: an existing provisioning server has a
+/// bounded number of them (nginx from Debian: 768 per worker; Apache's prefork: 150 workers)
+/// and, beyond it, closes or refuses connections, which phones would get as 502s. Requests
+/// beyond the bound wait for a connection, within [`UpstreamConfig::timeout`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
 /// How phonefleet reaches the upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
@@ -70,6 +78,8 @@ pub struct UpstreamConfig {
     pub credentials_file: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub cache_bytes: usize,
+    /// Most upstream requests (and so connections) in flight at once ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
 }
 
 impl UpstreamConfig {
@@ -81,6 +91,7 @@ impl UpstreamConfig {
             credentials_file: None,
             max_body_bytes: DEFAULT_MAX_BODY,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -118,6 +129,9 @@ pub struct Upstream {
     /// `Basic …` phonefleet logs in with, if configured.
     login: Option<HeaderValue>,
     cache: Mutex<cache::Cache>,
+    /// One permit per upstream request in flight, held until its answer is read (a streamed
+    /// answer: until its end), so the connections in use never exceed the bound.
+    slots: Arc<Semaphore>,
 }
 
 /// What fetching a phone's file from the upstream gave.
@@ -190,12 +204,17 @@ fn full(bytes: Bytes) -> Body {
 }
 
 /// A streamed upstream body that fails (and so ends the phone's response short) when no
-/// piece arrives for `idle`: a stalled upstream cannot hold a phone's connection.
-fn idle_bounded(body: hyper::body::Incoming, idle: Duration) -> Body {
-    let stream = futures::stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
+/// piece arrives for `idle`: a stalled upstream cannot hold a phone's connection. `slot`, the
+/// upstream connection's permit, is given back when the body ends (or is dropped).
+fn idle_bounded(
+    body: hyper::body::Incoming,
+    idle: Duration,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Body {
+    let stream = futures::stream::unfold(Some((body, slot)), move |state| async move {
+        let (mut body, slot) = state?;
         match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(frame))) => Some((Ok(frame), Some(body))),
+            Ok(Some(Ok(frame))) => Some((Ok(frame), Some((body, slot)))),
             Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
             Ok(None) => None,
             Err(_) => Some((
@@ -234,9 +253,11 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let max_connections = config.max_connections.max(1);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(max_connections)
             .build(https);
         let login = match &config.credentials_file {
             Some(path) => Some(read_login(path)?),
@@ -251,6 +272,7 @@ impl Upstream {
             client,
             login,
             cache: Mutex::new(cache::Cache::new(config.cache_bytes)),
+            slots: Arc::new(Semaphore::new(max_connections)),
         })
     }
 
@@ -346,15 +368,21 @@ impl Upstream {
         *req.method_mut() = phone.method().clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = self.forwarded(phone.headers(), false);
-        let answer = tokio::time::timeout(self.timeout, self.client.request(req)).await;
-        let resp = match answer {
+        // The wait for a free upstream connection counts against the timeout too: a phone
+        // never waits longer than that for the answer's headers.
+        let answer = tokio::time::timeout(self.timeout, async {
+            let slot = self.slot().await;
+            (self.client.request(req).await, slot)
+        })
+        .await;
+        let (resp, slot) = match answer {
             Err(_) => {
                 return bad_gateway(stats, UpstreamResult::Timeout, started, "no answer in time");
             }
-            Ok(Err(e)) => {
+            Ok((Err(e), _)) => {
                 return bad_gateway(stats, UpstreamResult::Unreachable, started, &e.to_string());
             }
-            Ok(Ok(resp)) => resp,
+            Ok((Ok(resp), slot)) => (resp, slot),
         };
         let result = UpstreamResult::of_status(resp.status());
         stats.upstream(result, started.elapsed());
@@ -362,8 +390,14 @@ impl Upstream {
         strip_hop_by_hop(&mut head.headers);
         (
             Outcome::Proxied,
-            Response::from_parts(head, idle_bounded(incoming, self.timeout)),
+            Response::from_parts(head, idle_bounded(incoming, self.timeout, slot)),
         )
+    }
+
+    /// A permit for one upstream request; `None` never happens (the semaphore is never
+    /// closed), and then the request goes unbounded rather than failing.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
     }
 
     /// Fetches a phone's file to merge: a GET with the phone's headers (no conditionals, no
@@ -417,6 +451,8 @@ impl Upstream {
             }
         }
         *req.headers_mut() = headers;
+        // Held until the answer is read whole (or handed back to the phone as a stream).
+        let slot = self.slot().await;
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return Fetched::Failed(UpstreamResult::Unreachable, e.to_string()),
@@ -441,7 +477,7 @@ impl Upstream {
             _ => {
                 let (mut head, incoming) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
-                let body = idle_bounded(incoming, self.timeout);
+                let body = idle_bounded(incoming, self.timeout, slot);
                 return Fetched::PassBack(
                     UpstreamResult::of_status(status),
                     Response::from_parts(head, body),
@@ -686,6 +722,79 @@ mod tests {
             up.forwarded(&h, true).get(header::AUTHORIZATION).unwrap(),
             "Basic cHJvdjpzM2NyZXQ="
         );
+    }
+
+    /// An upstream on loopback that answers every request `ok` after `delay`, keeps
+    /// connections alive, and counts the most connections it held at once.
+    async fn counting_upstream(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let peak_seen = peak.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (open, peak) = (open.clone(), peak.clone());
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    'conn: loop {
+                        // Requests without a body: one ends at its blank line.
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break 'conn,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        buf.drain(..end);
+                        tokio::time::sleep(delay).await;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (url, peak_seen)
+    }
+
+    /// A boot storm (many phones asking at once) opens no more upstream connections than the
+    /// bound: an existing server past its own limit closes connections, which phones got as
+    /// 502s (the e2e rollout through nginx lost a third of its phones at boot that way).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_storm_of_requests_shares_a_bounded_number_of_upstream_connections() {
+        let (url, peak) = counting_upstream(Duration::from_millis(20)).await;
+        let config = UpstreamConfig {
+            max_connections: 4,
+            timeout: Duration::from_secs(60),
+            ..UpstreamConfig::new(url)
+        };
+        let up = Arc::new(Upstream::new(&config).unwrap());
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let up = up.clone();
+                tokio::spawn(async move {
+                    let phone = Request::get(format!("/cfg000b8200{i:04x}.xml"))
+                        .body(())
+                        .unwrap();
+                    let rest = phone.uri().path().to_owned();
+                    let (fetched, _) = up.fetch(&phone, &rest, None, &[0; 32]).await;
+                    matches!(fetched, Fetched::Body { ref body, .. } if &body[..] == b"ok")
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap(), "every phone got the upstream's file");
+        }
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(peak <= 4, "{peak} upstream connections at once, over the bound of 4");
     }
 
     #[test]
