@@ -794,7 +794,10 @@ mod tests {
             assert!(task.await.unwrap(), "every phone got the upstream's file");
         }
         let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(peak <= 4, "{peak} upstream connections at once, over the bound of 4");
+        assert!(
+            peak <= 4,
+            "{peak} upstream connections at once, over the bound of 4"
+        );
     }
 
     #[test]
