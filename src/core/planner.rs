@@ -24,7 +24,19 @@ pub const DEFAULT_DOWNLOAD_MINUTES: u32 = 15;
 /// Plans the rollout of `fleet.schedule` over `fleet.sites` as seen at `now`, leaving out the
 /// phones in `upgraded`. Pure: same arguments, same plan.
 pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan {
-    plan_with_leads(fleet, now, upgraded, &|_| Duration::zero())
+    plan_with_leads(fleet, now, upgraded, &|_| Duration::zero(), &|_| None)
+}
+
+/// A slot a phone already knows and keeps (announced by an earlier decision, or in use). The
+/// phone is left out of a new plan, but the plan builds around its slot: the slot holds its
+/// share of the site's cap, and its stage ends no earlier than the slot does. Without that a
+/// second decision would see the next stage's gate move earlier and re-place phones the first
+/// decision placed, so the decision written would not be the decision made again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeptSlot {
+    pub stage: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
 }
 
 /// [`plan`], with no slot of a site starting before `now + lead(site)`: how long its phones
@@ -35,6 +47,7 @@ pub fn plan_with_leads(
     now: DateTime<Utc>,
     upgraded: &HashSet<Mac>,
     lead: &dyn Fn(&Site) -> Duration,
+    kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
     let schedule = &fleet.schedule;
     let rollout = &schedule.rollout;
@@ -80,7 +93,14 @@ pub fn plan_with_leads(
     let mut works: Vec<SiteWork> = sites
         .iter()
         .map(|site| {
-            let mut work = SiteWork::new(site, schedule, usable_windows, upgraded, &mut warnings);
+            let mut work = SiteWork::new(
+                site,
+                schedule,
+                usable_windows,
+                upgraded,
+                kept,
+                &mut warnings,
+            );
             let lead = lead(site).max(Duration::zero());
             work.earliest = start + lead;
             work.plan.lead_minutes = u32::try_from(lead.num_minutes()).unwrap_or(u32::MAX);
@@ -130,8 +150,10 @@ pub fn plan_with_leads(
                 summary.end = Some(summary.end.map_or(last, |e: DateTime<Utc>| e.max(last)));
             }
         }
-        // The controller releases a stage only once the previous one has succeeded everywhere.
-        if let Some(end) = summary.end {
+        // The controller releases a stage only once the previous one has succeeded everywhere,
+        // its kept slots included.
+        let kept_end = works.iter().filter_map(|w| w.kept_end(index as u32)).max();
+        if let Some(end) = summary.end.into_iter().chain(kept_end).max() {
             gate = gate.max(end);
         }
         stages.push(summary);
@@ -187,15 +209,20 @@ pub fn plan_rollout(
     now: DateTime<Utc>,
     not_planned: &HashSet<Mac>,
     holds: &dyn Fn(Mac) -> bool,
+    kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
     let start = fleet
         .schedule
         .rollout
         .not_before
         .map_or(now, |nb| nb.max(now));
-    plan_with_leads(fleet, now, not_planned, &|site| {
-        rollout_lead(&fleet.schedule, site, start, holds)
-    })
+    plan_with_leads(
+        fleet,
+        now,
+        not_planned,
+        &|site| rollout_lead(&fleet.schedule, site, start, holds),
+        kept,
+    )
 }
 
 /// How long after `start` the first new slot of `site` may begin, the latest of:
@@ -368,6 +395,10 @@ struct SiteWork {
     bounds: Vec<usize>,
     /// No slot starts earlier: the plan's start plus the site's announcement lead.
     earliest: DateTime<Utc>,
+    /// The site's kept slots ([`KeptSlot`]), by start.
+    kept: Vec<KeptSlot>,
+    /// The longest kept slot, to bound the search for kept slots overlapping a new one.
+    longest_kept: Duration,
 }
 
 impl SiteWork {
@@ -376,9 +407,17 @@ impl SiteWork {
         schedule: &Schedule,
         windows: Option<Windows>,
         upgraded: &HashSet<Mac>,
+        kept: &dyn Fn(Mac) -> Option<KeptSlot>,
         warnings: &mut Vec<Warning>,
     ) -> Self {
         let rollout = &schedule.rollout;
+        let mut kept: Vec<KeptSlot> = site.phones.iter().filter_map(|p| kept(p.mac)).collect();
+        kept.sort_unstable_by_key(|k| (k.start, k.end));
+        let longest_kept = kept
+            .iter()
+            .map(|k| k.end - k.start)
+            .max()
+            .unwrap_or_else(Duration::zero);
         let cap = rollout.cap.map_or(site.cap, |c| c.min(site.cap));
         // The families of the phones the firmware is for decide the slot grid: one family that
         // can only be told whole hours puts the whole site on whole-hour slots, so every slot
@@ -471,7 +510,29 @@ impl SiteWork {
             windows,
             bounds,
             earliest: DateTime::<Utc>::MIN_UTC,
+            kept,
+            longest_kept,
         }
+    }
+
+    /// When the site's kept slots of `stage` end.
+    fn kept_end(&self, stage: u32) -> Option<DateTime<Utc>> {
+        self.kept
+            .iter()
+            .filter(|k| k.stage == stage)
+            .map(|k| k.end)
+            .max()
+    }
+
+    /// How many kept slots overlap `[start, end)`: phones of the site downloading then already.
+    fn kept_overlapping(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> usize {
+        let upto = self.kept.partition_point(|k| k.start < end);
+        self.kept[..upto]
+            .iter()
+            .rev()
+            .take_while(|k| k.start + self.longest_kept > start)
+            .filter(|k| k.end > start)
+            .count()
     }
 
     fn stage_ranks(&self, stage: usize) -> std::ops::Range<usize> {
@@ -542,7 +603,12 @@ impl SiteWork {
                     } else {
                         (offset_at(tz, start), offset_at(tz, end))
                     };
-                    let take = cap.min(ranks.end - next);
+                    let take = cap
+                        .saturating_sub(self.kept_overlapping(start, end))
+                        .min(ranks.end - next);
+                    if take == 0 {
+                        continue;
+                    }
                     self.plan.slots.push(Slot {
                         stage,
                         start,
@@ -947,15 +1013,21 @@ mod tests {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
         f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
         let now = t("2026-06-01T01:10:00Z");
-        let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false);
+        let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false, &|_| None);
         assert_eq!(at_once.sites[0].slots[0].start, t("2026-06-01T01:30:00Z"));
         f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
-        let next = plan_rollout(&f, now, &HashSet::new(), &|_| false);
+        let next = plan_rollout(&f, now, &HashSet::new(), &|_| false, &|_| None);
         assert_eq!(next.sites[0].slots[0].start, t("2026-06-02T01:00:00Z"));
         assert_eq!(at_once.completion, Some(t("2026-06-01T03:00:00Z")));
         assert_eq!(next.completion, Some(t("2026-06-02T02:30:00Z")));
         // Heard before the night's window opens: that occurrence is the one lost.
-        let noon = plan_rollout(&f, t("2026-06-01T12:00:00Z"), &HashSet::new(), &|_| false);
+        let noon = plan_rollout(
+            &f,
+            t("2026-06-01T12:00:00Z"),
+            &HashSet::new(),
+            &|_| false,
+            &|_| None,
+        );
         assert_eq!(noon.sites[0].slots[0].start, t("2026-06-03T01:00:00Z"));
     }
 
@@ -965,7 +1037,7 @@ mod tests {
     #[test]
     fn without_repeated_checks_the_first_occurrence_is_for_hearing() {
         let first = |f: &Fleet, now: &str| {
-            let p = plan_rollout(f, t(now), &HashSet::new(), &|_| false);
+            let p = plan_rollout(f, t(now), &HashSet::new(), &|_| false, &|_| None);
             (p.sites[0].slots[0].start, p.completion)
         };
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
@@ -998,6 +1070,55 @@ mod tests {
             first(&f, "2026-06-03T12:00:00Z").0,
             t("2026-06-07T01:00:00Z")
         );
+    }
+
+    /// A kept slot holds its share of the cap, and its stage ends no earlier than it does.
+    #[test]
+    fn a_plan_builds_around_kept_slots() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 1, 4)]);
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
+        f.schedule.rollout.stages = vec![
+            StagePolicy {
+                name: "canary".into(),
+                percent: 50,
+            },
+            StagePolicy {
+                name: "all".into(),
+                percent: 100,
+            },
+        ];
+        let (ranked, bounds) = stage_ranking(&f.sites[0], &f.schedule);
+        assert_eq!(bounds, vec![0, 2, 4]);
+        let now = t("2026-06-01T00:00:00Z");
+        let kept_mac = ranked[0];
+        let kept = |mac: Mac, start: &str, end: &str| {
+            (mac == kept_mac).then(|| KeptSlot {
+                stage: 0,
+                start: t(start),
+                end: t(end),
+            })
+        };
+        let slot_of = |p: &Plan, mac: Mac| {
+            p.sites[0]
+                .slots_with_phones()
+                .find(|(_, macs)| macs.contains(&mac))
+                .map(|(s, _)| s.start)
+        };
+        let left_out: HashSet<Mac> = [kept_mac].into();
+        // The kept canary slot is the first of the night: the other canary phone (cap 1) gets
+        // the next one.
+        let p = plan_rollout(&f, now, &left_out, &|_| false, &|m| {
+            kept(m, "2026-06-01T01:00:00Z", "2026-06-01T01:30:00Z")
+        });
+        assert_eq!(slot_of(&p, ranked[1]), Some(t("2026-06-01T01:30:00Z")));
+        assert_eq!(slot_of(&p, ranked[2]), Some(t("2026-06-01T02:00:00Z")));
+        // Kept two nights ahead: the next stage waits for it.
+        let p = plan_rollout(&f, now, &left_out, &|_| false, &|m| {
+            kept(m, "2026-06-03T01:00:00Z", "2026-06-03T01:30:00Z")
+        });
+        assert_eq!(slot_of(&p, ranked[1]), Some(t("2026-06-01T01:00:00Z")));
+        assert_eq!(slot_of(&p, ranked[2]), Some(t("2026-06-03T01:30:00Z")));
+        assert_eq!(slot_of(&p, ranked[3]), Some(t("2026-06-03T02:00:00Z")));
     }
 
     #[test]
@@ -1035,7 +1156,9 @@ mod tests {
     fn no_slot_starts_before_the_sites_announcement_lead() {
         let f = fleet(vec![site("a", chrono_tz::UTC, 2, 4)]);
         let now = t("2026-06-01T00:00:00Z");
-        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25));
+        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25), &|_| {
+            None
+        });
         let first = p.sites[0].slots[0].start;
         assert_eq!(first, t("2026-06-02T01:00:00Z"));
         assert_eq!(p.sites[0].lead_minutes, 25 * 60);

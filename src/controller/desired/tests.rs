@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::children::{self, INDEX_KEY, PhoneProgress, PhoneState, ShardIndex};
+use serde::Deserialize;
 
 const SCHEDULE: &str = r#"
 apiVersion: phonefleet.io/v1alpha1
@@ -842,3 +843,44 @@ fn promote_releases_the_next_stage_before_its_gate() {
 
 #[path = "step_tests.rs"]
 mod steps;
+
+/// The example fleet (weekly windows on five nights, no repeated checks, XSTIM, Yealink and
+/// Grandstream phones in three stages): the decision written is the decision made again, so
+/// the controller serves what `phonefleet render` prints.
+#[test]
+fn the_example_fleets_second_decision_is_its_first() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet.yaml"))
+        .expect("examples/fleet.yaml");
+    let mut world = World::new();
+    world.sites.clear();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let value = serde_yaml_ng::Value::deserialize(doc).expect("yaml");
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("PhoneSchedule") => {
+                world.schedule = serde_yaml_ng::from_value(value).expect("schedule");
+                world.schedule.metadata.uid = Some("uid".into());
+            }
+            Some("PhoneSite") => world
+                .sites
+                .push(Arc::new(serde_yaml_ng::from_value(value).expect("site"))),
+            _ => {}
+        }
+    }
+    let first = world.decide();
+    world.settle(&first);
+    world.now += Duration::seconds(2);
+    let second = world.decide();
+    let mut moved: Vec<String> = first
+        .slots
+        .iter()
+        .filter(|(mac, slot)| second.slots.get(mac) != Some(slot))
+        .map(|(mac, slot)| format!("{mac}: {slot:?} -> {:?}", second.slots.get(mac)))
+        .collect();
+    moved.sort();
+    assert!(
+        moved.is_empty(),
+        "{} moved:\n{}",
+        moved.len(),
+        moved.join("\n")
+    );
+}
