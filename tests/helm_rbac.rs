@@ -38,10 +38,7 @@ spec:
   siteSelector: {{}}
   provisioning:
     powerOn: true
-    # Repeated checks carry a slot to the phones within ten minutes; without them a phone
-    # hears of a slot only at its one check in a window occurrence, and the plan waits for
-    # that occurrence to end (docs/planner.md, "Announcement lead").
-    repeatedly: {{enabled: true, everyMinutes: 10}}
+    repeatedly: {{enabled: false}}
     weekly:
       enabled: true
       intervalWeeks: 1

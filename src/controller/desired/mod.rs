@@ -258,13 +258,7 @@ fn decide(
         now,
         inputs.propagation,
     );
-    let plan = core::plan_rollout(
-        &fleet,
-        now,
-        &kept.not_planned,
-        &|mac| kept.holds(mac),
-        &|mac| kept.slot(mac),
-    );
+    let plan = core::plan_rollout(&fleet, now, &kept.not_planned, &|mac| kept.holds(mac));
     let slots = kept::assign(&kept, &plan, &gates);
     let schedule_name = inputs.schedule.name_any();
     let cut = shards::cut(
