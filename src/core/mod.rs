@@ -11,6 +11,6 @@ pub mod window;
 pub use family::{PhoneFamily, ReArm};
 pub use mac::Mac;
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
-pub use planner::{plan, plan_rollout, plan_with_leads, stage_ranking};
+pub use planner::{KeptSlot, plan, plan_rollout, plan_with_leads, stage_ranking};
 pub use policy::*;
 pub use window::{DaySet, LocalTime, LocalWindow, Occurrence};

@@ -24,7 +24,19 @@ pub const DEFAULT_DOWNLOAD_MINUTES: u32 = 15;
 /// Plans the rollout of `fleet.schedule` over `fleet.sites` as seen at `now`, leaving out the
 /// phones in `upgraded`. Pure: same arguments, same plan.
 pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan {
-    plan_with_leads(fleet, now, upgraded, &|_| Duration::zero())
+    plan_with_leads(fleet, now, upgraded, &|_| Duration::zero(), &|_| None)
+}
+
+/// A slot a phone already knows and keeps (announced by an earlier decision, or in use). The
+/// phone is left out of a new plan, but the plan builds around its slot: the slot holds its
+/// share of the site's cap, and its stage ends no earlier than the slot does. Without that a
+/// second decision would see the next stage's gate move earlier and re-place phones the first
+/// decision placed, so the decision written would not be the decision made again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeptSlot {
+    pub stage: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
 }
 
 /// [`plan`], with no slot of a site starting before `now + lead(site)`: how long its phones
@@ -35,6 +47,7 @@ pub fn plan_with_leads(
     now: DateTime<Utc>,
     upgraded: &HashSet<Mac>,
     lead: &dyn Fn(&Site) -> Duration,
+    kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
     let schedule = &fleet.schedule;
     let rollout = &schedule.rollout;
@@ -80,7 +93,14 @@ pub fn plan_with_leads(
     let mut works: Vec<SiteWork> = sites
         .iter()
         .map(|site| {
-            let mut work = SiteWork::new(site, schedule, usable_windows, upgraded, &mut warnings);
+            let mut work = SiteWork::new(
+                site,
+                schedule,
+                usable_windows,
+                upgraded,
+                kept,
+                &mut warnings,
+            );
             let lead = lead(site).max(Duration::zero());
             work.earliest = start + lead;
             work.plan.lead_minutes = u32::try_from(lead.num_minutes()).unwrap_or(u32::MAX);
@@ -130,8 +150,10 @@ pub fn plan_with_leads(
                 summary.end = Some(summary.end.map_or(last, |e: DateTime<Utc>| e.max(last)));
             }
         }
-        // The controller releases a stage only once the previous one has succeeded everywhere.
-        if let Some(end) = summary.end {
+        // The controller releases a stage only once the previous one has succeeded everywhere,
+        // its kept slots included.
+        let kept_end = works.iter().filter_map(|w| w.kept_end(index as u32)).max();
+        if let Some(end) = summary.end.into_iter().chain(kept_end).max() {
             gate = gate.max(end);
         }
         stages.push(summary);
@@ -187,21 +209,36 @@ pub fn plan_rollout(
     now: DateTime<Utc>,
     not_planned: &HashSet<Mac>,
     holds: &dyn Fn(Mac) -> bool,
+    kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
     let start = fleet
         .schedule
         .rollout
         .not_before
         .map_or(now, |nb| nb.max(now));
-    plan_with_leads(fleet, now, not_planned, &|site| {
-        rollout_lead(&fleet.schedule, site, start, holds)
-    })
+    plan_with_leads(
+        fleet,
+        now,
+        not_planned,
+        &|site| rollout_lead(&fleet.schedule, site, start, holds),
+        kept,
+    )
 }
 
-/// How long after `start` the first new slot of `site` may begin: the site's announcement lead
-/// ([`super::family::site_lead`]) and, when its phones re-arm only at the next occurrence
-/// ([`ReArm::NextOccurrence`]), up to the end of the first window occurrence that ends after
-/// they have heard of the slot (that occurrence is lost to the new window).
+/// How long after `start` the first new slot of `site` may begin, the latest of:
+///
+/// * the site's announcement lead ([`super::family::site_lead`]);
+/// * when minute-level phones (XSTIM, Yealink) the firmware applies to have no repeated checks
+///   ([`hears_only_at_window_checks`]), the end of the first window occurrence that opens at or
+///   after `start`: such a phone fetches its file once per occurrence, at a random time inside
+///   it (after its inactivity), so it surely hears of a slot only in an occurrence opening
+///   after the slot was planned, and a slot in that same occurrence may come before its check;
+/// * when its phones re-arm only at the next occurrence ([`ReArm::NextOccurrence`]), the end
+///   of the first window occurrence that ends after they have heard of the slot (that
+///   occurrence is lost to the new window).
+///
+/// Without repeated checks the two window rules give the same occurrence, so both re-arm
+/// behaviours plan alike.
 pub fn rollout_lead(
     schedule: &Schedule,
     site: &Site,
@@ -209,13 +246,33 @@ pub fn rollout_lead(
     holds: &dyn Fn(Mac) -> bool,
 ) -> Duration {
     let lead = super::family::site_lead(site, schedule, holds);
-    if site_re_arm(schedule, site) == ReArm::AtOnce {
-        return lead;
+    let mut earliest = start + lead;
+    if hears_only_at_window_checks(schedule, site)
+        && let Some(end) = first_occurrence_end_opening_from(schedule, site.time_zone, start)
+    {
+        earliest = earliest.max(end);
     }
-    match first_occurrence_end_after(schedule, site.time_zone, start + lead) {
-        Some(end) => (end - start).max(lead),
-        None => lead,
+    if site_re_arm(schedule, site) == ReArm::NextOccurrence
+        && let Some(end) = first_occurrence_end_after(schedule, site.time_zone, start + lead)
+    {
+        earliest = earliest.max(end);
     }
+    earliest - start
+}
+
+/// Whether some phone of `site` the firmware applies to hears of a new slot only at its check
+/// inside a window occurrence: a minute-level family (XSTIM, Yealink) with repeated checks off.
+/// (Grandstream phones check daily at their hours or every P193 minutes; their
+/// announcement lead already covers it.)
+pub fn hears_only_at_window_checks(schedule: &Schedule, site: &Site) -> bool {
+    schedule.provisioning.repeatedly.is_none()
+        && site.phones.iter().any(|p| {
+            matches!(p.family, PhoneFamily::Xstim | PhoneFamily::Yealink)
+                && schedule
+                    .firmware
+                    .as_ref()
+                    .is_some_and(|fw| fw.applies_to(p.model))
+        })
 }
 
 /// The schedule's re-arm setting, or the most conservative of the families the firmware
@@ -236,6 +293,43 @@ pub fn site_re_arm(schedule: &Schedule, site: &Site) -> ReArm {
     })
 }
 
+/// The end of the first rollout-window occurrence in `tz` that opens at or after `t`,
+/// blackout dates aside (a phone checks in no occurrence opening on one, so the rule errs
+/// early there; the slots themselves are never placed on them).
+fn first_occurrence_end_opening_from(
+    schedule: &Schedule,
+    tz: Tz,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    occurrences_near(schedule, tz, t)
+        .filter(|o| o.start >= t)
+        .map(|o| o.end)
+        .min()
+}
+
+/// The rollout window's occurrences opening from the local day before `t` to eight days after
+/// (one day back for an occurrence crossing midnight, a week and a day ahead for one day a
+/// week); none without a usable window.
+fn occurrences_near(
+    schedule: &Schedule,
+    tz: Tz,
+    t: DateTime<Utc>,
+) -> impl Iterator<Item = Occurrence> {
+    let w = schedule
+        .provisioning
+        .rollout_windows()
+        .filter(|w| !w.days.is_empty());
+    let today = t.with_timezone(&tz).date_naive();
+    (-1..=8)
+        .filter_map(move |d| today.checked_add_signed(Duration::days(d)))
+        .filter_map(move |date| {
+            let w = w?;
+            w.days
+                .contains(date.weekday())
+                .then(|| w.window.occurrence(date, tz))
+        })
+}
+
 /// The end of the first rollout-window occurrence in `tz` that ends after `t` (the one open
 /// at `t`, or the next to open), blackout dates aside (no slot is placed on those anyway).
 fn first_occurrence_end_after(
@@ -243,16 +337,8 @@ fn first_occurrence_end_after(
     tz: Tz,
     t: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let w = schedule
-        .provisioning
-        .rollout_windows()
-        .filter(|w| !w.days.is_empty())?;
-    let today = t.with_timezone(&tz).date_naive();
-    // One day back (an occurrence crossing midnight), a week and a day ahead (one day a week).
-    (-1..=8)
-        .filter_map(|d| today.checked_add_signed(Duration::days(d)))
-        .filter(|date| w.days.contains(date.weekday()))
-        .map(|date| w.window.occurrence(date, tz).end)
+    occurrences_near(schedule, tz, t)
+        .map(|o| o.end)
         .filter(|end| *end > t)
         .min()
 }
@@ -309,6 +395,10 @@ struct SiteWork {
     bounds: Vec<usize>,
     /// No slot starts earlier: the plan's start plus the site's announcement lead.
     earliest: DateTime<Utc>,
+    /// The site's kept slots ([`KeptSlot`]), by start.
+    kept: Vec<KeptSlot>,
+    /// The longest kept slot, to bound the search for kept slots overlapping a new one.
+    longest_kept: Duration,
 }
 
 impl SiteWork {
@@ -317,9 +407,17 @@ impl SiteWork {
         schedule: &Schedule,
         windows: Option<Windows>,
         upgraded: &HashSet<Mac>,
+        kept: &dyn Fn(Mac) -> Option<KeptSlot>,
         warnings: &mut Vec<Warning>,
     ) -> Self {
         let rollout = &schedule.rollout;
+        let mut kept: Vec<KeptSlot> = site.phones.iter().filter_map(|p| kept(p.mac)).collect();
+        kept.sort_unstable_by_key(|k| (k.start, k.end));
+        let longest_kept = kept
+            .iter()
+            .map(|k| k.end - k.start)
+            .max()
+            .unwrap_or_else(Duration::zero);
         let cap = rollout.cap.map_or(site.cap, |c| c.min(site.cap));
         // The families of the phones the firmware is for decide the slot grid: one family that
         // can only be told whole hours puts the whole site on whole-hour slots, so every slot
@@ -412,7 +510,29 @@ impl SiteWork {
             windows,
             bounds,
             earliest: DateTime::<Utc>::MIN_UTC,
+            kept,
+            longest_kept,
         }
+    }
+
+    /// When the site's kept slots of `stage` end.
+    fn kept_end(&self, stage: u32) -> Option<DateTime<Utc>> {
+        self.kept
+            .iter()
+            .filter(|k| k.stage == stage)
+            .map(|k| k.end)
+            .max()
+    }
+
+    /// How many kept slots overlap `[start, end)`: phones of the site downloading then already.
+    fn kept_overlapping(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> usize {
+        let upto = self.kept.partition_point(|k| k.start < end);
+        self.kept[..upto]
+            .iter()
+            .rev()
+            .take_while(|k| k.start + self.longest_kept > start)
+            .filter(|k| k.end > start)
+            .count()
     }
 
     fn stage_ranks(&self, stage: usize) -> std::ops::Range<usize> {
@@ -483,7 +603,12 @@ impl SiteWork {
                     } else {
                         (offset_at(tz, start), offset_at(tz, end))
                     };
-                    let take = cap.min(ranks.end - next);
+                    let take = cap
+                        .saturating_sub(self.kept_overlapping(start, end))
+                        .min(ranks.end - next);
+                    if take == 0 {
+                        continue;
+                    }
                     self.plan.slots.push(Slot {
                         stage,
                         start,
@@ -880,27 +1005,141 @@ mod tests {
         }
     }
 
-    /// Phones told their slot at 01:10, inside the 01:00–03:00 window: re-arming at once they
-    /// use it the same night; re-arming at the next occurrence that night is lost.
+    /// Phones with repeated checks every 5 minutes, told their slot at 01:10 inside the
+    /// 01:00–03:00 window: re-arming at once they use it the same night; re-arming at the next
+    /// occurrence that night is lost.
     #[test]
     fn re_arming_at_the_next_occurrence_loses_the_window_open_when_phones_hear() {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
         let now = t("2026-06-01T01:10:00Z");
-        let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false);
+        let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false, &|_| None);
         assert_eq!(at_once.sites[0].slots[0].start, t("2026-06-01T01:30:00Z"));
         f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
-        let next = plan_rollout(&f, now, &HashSet::new(), &|_| false);
+        let next = plan_rollout(&f, now, &HashSet::new(), &|_| false, &|_| None);
         assert_eq!(next.sites[0].slots[0].start, t("2026-06-02T01:00:00Z"));
         assert_eq!(at_once.completion, Some(t("2026-06-01T03:00:00Z")));
         assert_eq!(next.completion, Some(t("2026-06-02T02:30:00Z")));
         // Heard before the night's window opens: that occurrence is the one lost.
-        let noon = plan_rollout(&f, t("2026-06-01T12:00:00Z"), &HashSet::new(), &|_| false);
+        let noon = plan_rollout(
+            &f,
+            t("2026-06-01T12:00:00Z"),
+            &HashSet::new(),
+            &|_| false,
+            &|_| None,
+        );
         assert_eq!(noon.sites[0].slots[0].start, t("2026-06-03T01:00:00Z"));
+    }
+
+    /// Without repeated checks a minute-level phone fetches its file once per occurrence, at a
+    /// random time inside it: the first slot follows the first occurrence opening after `now`,
+    /// under either re-arm behaviour.
+    #[test]
+    fn without_repeated_checks_the_first_occurrence_is_for_hearing() {
+        let first = |f: &Fleet, now: &str| {
+            let p = plan_rollout(f, t(now), &HashSet::new(), &|_| false, &|_| None);
+            (p.sites[0].slots[0].start, p.completion)
+        };
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        assert!(hears_only_at_window_checks(&f.schedule, &f.sites[0]));
+        // Before the night's window: it is heard in, the next night used.
+        let expected = (t("2026-06-02T01:00:00Z"), Some(t("2026-06-02T02:30:00Z")));
+        assert_eq!(first(&f, "2026-06-01T00:30:00Z"), expected);
+        assert_eq!(first(&f, "2026-05-31T12:00:00Z"), expected);
+        // Inside it: the phones may have made their one check already; the next night is
+        // for hearing.
+        assert_eq!(
+            first(&f, "2026-06-01T01:10:00Z").0,
+            t("2026-06-03T01:00:00Z")
+        );
+        f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
+        assert_eq!(first(&f, "2026-06-01T00:30:00Z"), expected);
+        f.schedule.rollout.re_arm = Some(ReArm::AtOnce);
+        // Repeated checks carry the slot within one interval.
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(60);
+        assert!(!hears_only_at_window_checks(&f.schedule, &f.sites[0]));
+        assert_eq!(
+            first(&f, "2026-06-01T00:30:00Z").0,
+            t("2026-06-01T01:30:00Z")
+        );
+        // Only Saturday and Sunday: heard on Saturday, used on Sunday.
+        f.schedule.provisioning.repeatedly = None;
+        f.schedule.provisioning.weekly.days = [Weekday::Sat, Weekday::Sun].into_iter().collect();
+        // Wednesday 2026-06-03.
+        assert_eq!(
+            first(&f, "2026-06-03T12:00:00Z").0,
+            t("2026-06-07T01:00:00Z")
+        );
+    }
+
+    /// A kept slot holds its share of the cap, and its stage ends no earlier than it does.
+    #[test]
+    fn a_plan_builds_around_kept_slots() {
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 1, 4)]);
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
+        f.schedule.rollout.stages = vec![
+            StagePolicy {
+                name: "canary".into(),
+                percent: 50,
+            },
+            StagePolicy {
+                name: "all".into(),
+                percent: 100,
+            },
+        ];
+        let (ranked, bounds) = stage_ranking(&f.sites[0], &f.schedule);
+        assert_eq!(bounds, vec![0, 2, 4]);
+        let now = t("2026-06-01T00:00:00Z");
+        let kept_mac = ranked[0];
+        let kept = |mac: Mac, start: &str, end: &str| {
+            (mac == kept_mac).then(|| KeptSlot {
+                stage: 0,
+                start: t(start),
+                end: t(end),
+            })
+        };
+        let slot_of = |p: &Plan, mac: Mac| {
+            p.sites[0]
+                .slots_with_phones()
+                .find(|(_, macs)| macs.contains(&mac))
+                .map(|(s, _)| s.start)
+        };
+        let left_out: HashSet<Mac> = [kept_mac].into();
+        // The kept canary slot is the first of the night: the other canary phone (cap 1) gets
+        // the next one.
+        let p = plan_rollout(&f, now, &left_out, &|_| false, &|m| {
+            kept(m, "2026-06-01T01:00:00Z", "2026-06-01T01:30:00Z")
+        });
+        assert_eq!(slot_of(&p, ranked[1]), Some(t("2026-06-01T01:30:00Z")));
+        assert_eq!(slot_of(&p, ranked[2]), Some(t("2026-06-01T02:00:00Z")));
+        // Kept two nights ahead: the next stage waits for it.
+        let p = plan_rollout(&f, now, &left_out, &|_| false, &|m| {
+            kept(m, "2026-06-03T01:00:00Z", "2026-06-03T01:30:00Z")
+        });
+        assert_eq!(slot_of(&p, ranked[1]), Some(t("2026-06-01T01:00:00Z")));
+        assert_eq!(slot_of(&p, ranked[2]), Some(t("2026-06-03T01:30:00Z")));
+        assert_eq!(slot_of(&p, ranked[3]), Some(t("2026-06-03T02:00:00Z")));
+    }
+
+    #[test]
+    fn a_grandstream_site_keeps_its_daily_lead() {
+        let f = fleet(vec![with_family(
+            site("a", chrono_tz::UTC, 2, 4),
+            PhoneFamily::Grandstream,
+            1,
+        )]);
+        assert!(!hears_only_at_window_checks(&f.schedule, &f.sites[0]));
+        let now = t("2026-06-01T00:30:00Z");
+        assert_eq!(
+            rollout_lead(&f.schedule, &f.sites[0], now, &|_| false),
+            Duration::minutes(25 * 60)
+        );
     }
 
     #[test]
     fn the_schedule_setting_overrides_the_families_assumption() {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
         assert_eq!(site_re_arm(&f.schedule, &f.sites[0]), ReArm::AtOnce);
         f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
         assert_eq!(site_re_arm(&f.schedule, &f.sites[0]), ReArm::NextOccurrence);
@@ -909,7 +1148,7 @@ mod tests {
         let now = t("2026-06-01T01:10:00Z");
         assert_eq!(
             rollout_lead(&f.schedule, &f.sites[0], now, &|_| false),
-            Duration::zero()
+            Duration::minutes(5)
         );
     }
 
@@ -917,7 +1156,9 @@ mod tests {
     fn no_slot_starts_before_the_sites_announcement_lead() {
         let f = fleet(vec![site("a", chrono_tz::UTC, 2, 4)]);
         let now = t("2026-06-01T00:00:00Z");
-        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25));
+        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25), &|_| {
+            None
+        });
         let first = p.sites[0].slots[0].start;
         assert_eq!(first, t("2026-06-02T01:00:00Z"));
         assert_eq!(p.sites[0].lead_minutes, 25 * 60);

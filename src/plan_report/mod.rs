@@ -60,7 +60,7 @@ pub fn write_fleet(
     done: &std::collections::HashSet<crate::core::Mac>,
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
-    let plan = crate::core::plan_rollout(fleet, now, done, &|_| false);
+    let plan = crate::core::plan_rollout(fleet, now, done, &|_| false, &|_| None);
     let written = write(&plan, format, out);
     // `phonefleet plan -o json | head` closes the pipe early; that is not a failure.
     match written {
@@ -82,6 +82,7 @@ pub fn plan_manifest(manifest: &Manifest, now: DateTime<Utc>) -> Result<Plan, Ma
         now,
         &Default::default(),
         &|_| false,
+        &|_| None,
     ))
 }
 

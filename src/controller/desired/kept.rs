@@ -32,6 +32,15 @@ impl Kept {
     pub fn holds(&self, mac: Mac) -> bool {
         self.holding.contains(&mac)
     }
+
+    /// The slot `mac` keeps, for the planner to build around.
+    pub fn slot(&self, mac: Mac) -> Option<core::KeptSlot> {
+        self.slots.get(&mac).map(|s| core::KeptSlot {
+            stage: s.stage,
+            start: s.start,
+            end: s.end,
+        })
+    }
 }
 
 /// Decides, for every member, whether its previous slot (in `previous`) is kept.

@@ -258,7 +258,13 @@ fn decide(
         now,
         inputs.propagation,
     );
-    let plan = core::plan_rollout(&fleet, now, &kept.not_planned, &|mac| kept.holds(mac));
+    let plan = core::plan_rollout(
+        &fleet,
+        now,
+        &kept.not_planned,
+        &|mac| kept.holds(mac),
+        &|mac| kept.slot(mac),
+    );
     let slots = kept::assign(&kept, &plan, &gates);
     let schedule_name = inputs.schedule.name_any();
     let cut = shards::cut(

@@ -88,8 +88,9 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
         (busy, slot("2026-12-01T10:00:00Z", 30)),
         // Inside the lead: announced.
         (announced, slot("2026-12-01T12:00:00Z", 30)),
-        // Far ahead of the (zero) lead: re-planned.
-        (far, slot("2026-12-03T01:00:00Z", 30)),
+        // Beyond the site's lead (a week and the check window: its Yealink phones hold slot
+        // files and have no repeated checks): re-planned.
+        (far, slot("2026-12-09T01:00:00Z", 30)),
         (done, slot("2026-12-01T11:50:00Z", 30)),
     ]
     .into();
@@ -109,7 +110,7 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::Kept::default();
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     assert_eq!(slots.len(), 20, "every phone is announced its slot");
     let released: Vec<_> = slots.values().filter(|s| !s.held).collect();
@@ -141,7 +142,7 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let first = kept::assign(
         &kept::Kept::default(),
-        &core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false),
+        &core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false, &|_| None),
         &g,
     );
     let (&canary, &slot) = first
@@ -158,7 +159,7 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     };
     k.slots.insert(canary, late);
     k.not_planned.insert(canary);
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     assert!(
         slots.values().all(|s| s.stage == 0),
@@ -171,7 +172,7 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
 fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false);
+    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false, &|_| None);
     let url: ServerUrl = "http://prov".parse().expect("url");
     let cut_with = |existing: &BTreeMap<String, String>| {
         shards::cut(
@@ -221,7 +222,7 @@ fn counts_add_up_and_completion_covers_kept_slots() {
         not_planned: [macs[0], macs[10], macs[2]].into(),
         holding: HashSet::new(),
     };
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     let c = counts::count(&counts::Decided {
         fleet: &fleet,
@@ -254,7 +255,7 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
     let m = members::of_fleet(&fleet, &world.progress, None);
     let mut g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::Kept::default();
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false);
+    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     let decided = counts::Decided {
         fleet: &fleet,
@@ -336,7 +337,7 @@ fn the_completion_event_is_published_once() {
 fn wake_up_is_the_next_boundary_and_never_while_inactive() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false);
+    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false, &|_| None);
     // A slot that opened before now: its end is the next boundary, before any planned start.
     let open = slot("2026-12-01T11:50:00Z", 30);
     let slots: HashMap<Mac, IndexSlot> = [(fleet.sites[0].phones[0].mac, open)].into();

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::children::{self, INDEX_KEY, PhoneProgress, PhoneState, ShardIndex};
+use serde::Deserialize;
 
 const SCHEDULE: &str = r#"
 apiVersion: phonefleet.io/v1alpha1
@@ -677,6 +678,38 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     assert!(again.start < world.now + Duration::hours(25), "{again:?}");
 }
 
+#[test]
+fn a_yealink_phone_without_repeated_checks_that_missed_its_slot_gets_one_after_its_next_weekly_check()
+ {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site(
+        "paris",
+        "Europe/Paris",
+        2,
+        20,
+        &["SIP-T46U"],
+    ))];
+    let first = world.decide();
+    world.settle(&first);
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
+    // Its slot file checks on the slot's weekday only: it hears of a new slot a week later.
+    world.now = slot.end + Duration::minutes(1);
+    let second = world.decide();
+    let again = second.slots.get(&mac).expect("re-planned");
+    assert!(
+        again.start >= world.now + Duration::days(7),
+        "{again:?} after {}",
+        world.now
+    );
+    // The others keep the slots they were told.
+    for (m, s) in &first.slots {
+        if *m != mac && s.end > world.now {
+            assert_eq!(second.slots.get(m), Some(s), "{m}");
+        }
+    }
+}
+
 fn annotate(world: &mut World, key: &str, value: serde_json::Value) {
     world
         .schedule
@@ -810,3 +843,44 @@ fn promote_releases_the_next_stage_before_its_gate() {
 
 #[path = "step_tests.rs"]
 mod steps;
+
+/// The example fleet (weekly windows on five nights, no repeated checks, XSTIM, Yealink and
+/// Grandstream phones in three stages): the decision written is the decision made again, so
+/// the controller serves what `phonefleet render` prints.
+#[test]
+fn the_example_fleets_second_decision_is_its_first() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet.yaml"))
+        .expect("examples/fleet.yaml");
+    let mut world = World::new();
+    world.sites.clear();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let value = serde_yaml_ng::Value::deserialize(doc).expect("yaml");
+        match value.get("kind").and_then(|k| k.as_str()) {
+            Some("PhoneSchedule") => {
+                world.schedule = serde_yaml_ng::from_value(value).expect("schedule");
+                world.schedule.metadata.uid = Some("uid".into());
+            }
+            Some("PhoneSite") => world
+                .sites
+                .push(Arc::new(serde_yaml_ng::from_value(value).expect("site"))),
+            _ => {}
+        }
+    }
+    let first = world.decide();
+    world.settle(&first);
+    world.now += Duration::seconds(2);
+    let second = world.decide();
+    let mut moved: Vec<String> = first
+        .slots
+        .iter()
+        .filter(|(mac, slot)| second.slots.get(mac) != Some(slot))
+        .map(|(mac, slot)| format!("{mac}: {slot:?} -> {:?}", second.slots.get(mac)))
+        .collect();
+    moved.sort();
+    assert!(
+        moved.is_empty(),
+        "{} moved:\n{}",
+        moved.len(),
+        moved.join("\n")
+    );
+}
