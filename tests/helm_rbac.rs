@@ -38,7 +38,10 @@ spec:
   siteSelector: {{}}
   provisioning:
     powerOn: true
-    repeatedly: {{enabled: false}}
+    # Repeated checks carry a slot to the phones within ten minutes; without them a phone
+    # hears of a slot only at its one check in a window occurrence, and the plan waits for
+    # that occurrence to end (docs/planner.md, "Announcement lead").
+    repeatedly: {{enabled: true, everyMinutes: 10}}
     weekly:
       enabled: true
       intervalWeeks: 1

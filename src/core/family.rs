@@ -308,9 +308,13 @@ pub fn whole_hours_inside(w: LocalWindow) -> Option<(u32, u32)> {
 
 /// How long after a change the phones of `family` are sure to have fetched their file again,
 /// hence the earliest a newly planned slot may start. Minute-level families keep the
-/// operator's repeated checks inside slots, so they hear within one interval; a Grandstream
-/// phone holding a slot file checks daily at its slot's hours, so it hears within a day and
-/// its check window (`check_minutes`).
+/// operator's repeated checks inside slots, so they hear within one interval; without them, a
+/// phone holding a slot file checks only on its slot's weekday (the file narrows its window
+/// to that day), so it hears within a week and its check window, and a phone on its steady
+/// file hears at its check in the next window occurrence (lead 0 here:
+/// [`crate::core::planner::rollout_lead`] adds the occurrence). A Grandstream phone holding a
+/// slot file checks daily at its slot's hours, so it hears within a day and its check window.
+/// `check_minutes` is the check window of the phone's slot file.
 pub fn announcement_lead(
     family: PhoneFamily,
     p: &ProvisioningPolicy,
@@ -319,6 +323,9 @@ pub fn announcement_lead(
 ) -> Duration {
     let repeat = i64::from(p.repeatedly.map_or(0, |m| m.get()));
     match family {
+        PhoneFamily::Xstim | PhoneFamily::Yealink if repeat == 0 && holds_slot_file => {
+            Duration::minutes(7 * 24 * 60 + i64::from(check_minutes))
+        }
         PhoneFamily::Xstim | PhoneFamily::Yealink => Duration::minutes(repeat),
         PhoneFamily::Grandstream if holds_slot_file => {
             Duration::minutes(24 * 60 + i64::from(check_minutes))
@@ -343,7 +350,10 @@ pub fn site_lead(
     schedule: &super::Schedule,
     holds: &dyn Fn(super::Mac) -> bool,
 ) -> Duration {
-    let check = grandstream_check_minutes(schedule);
+    let check = |family: PhoneFamily| match family {
+        PhoneFamily::Grandstream => grandstream_check_minutes(schedule),
+        PhoneFamily::Xstim | PhoneFamily::Yealink => minute_check_minutes(schedule),
+    };
     let applies = |p: &&super::Phone| {
         schedule
             .firmware
@@ -353,7 +363,14 @@ pub fn site_lead(
     site.phones
         .iter()
         .filter(applies)
-        .map(|p| announcement_lead(p.family, &schedule.provisioning, holds(p.mac), check))
+        .map(|p| {
+            announcement_lead(
+                p.family,
+                &schedule.provisioning,
+                holds(p.mac),
+                check(p.family),
+            )
+        })
         .max()
         .unwrap_or_else(|| announcement_lead(PhoneFamily::Xstim, &schedule.provisioning, false, 0))
 }
@@ -361,6 +378,16 @@ pub fn site_lead(
 /// The lead of a site whose phones hold no slot file yet (a rollout starting).
 pub fn fresh_site_lead(site: &super::Site, schedule: &super::Schedule) -> Duration {
     site_lead(site, schedule, &|_| false)
+}
+
+/// The check window a minute-level (XSTIM, Yealink) slot gets: the check spread and the
+/// inactivity (the planner's `spread`).
+pub fn minute_check_minutes(schedule: &super::Schedule) -> u32 {
+    let inactivity = schedule
+        .provisioning
+        .rollout_windows()
+        .map_or(0, |w| w.inactivity_minutes);
+    schedule.rollout.check_spread_minutes.get() + inactivity
 }
 
 /// The check window a Grandstream slot gets: the schedule's check spread in whole hours (the
@@ -544,5 +571,17 @@ mod tests {
             announcement_lead(PhoneFamily::Yealink, &p, true, 60),
             Duration::minutes(30)
         );
+    }
+
+    #[test]
+    fn a_minute_level_phone_without_repeated_checks_holding_a_slot_file_hears_within_a_week() {
+        let p = policy();
+        for family in [PhoneFamily::Xstim, PhoneFamily::Yealink] {
+            assert_eq!(announcement_lead(family, &p, false, 40), Duration::zero());
+            assert_eq!(
+                announcement_lead(family, &p, true, 40),
+                Duration::minutes(7 * 24 * 60 + 40)
+            );
+        }
     }
 }

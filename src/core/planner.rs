@@ -198,10 +198,20 @@ pub fn plan_rollout(
     })
 }
 
-/// How long after `start` the first new slot of `site` may begin: the site's announcement lead
-/// ([`super::family::site_lead`]) and, when its phones re-arm only at the next occurrence
-/// ([`ReArm::NextOccurrence`]), up to the end of the first window occurrence that ends after
-/// they have heard of the slot (that occurrence is lost to the new window).
+/// How long after `start` the first new slot of `site` may begin, the latest of:
+///
+/// * the site's announcement lead ([`super::family::site_lead`]);
+/// * when minute-level phones (XSTIM, Yealink) the firmware applies to have no repeated checks
+///   ([`hears_only_at_window_checks`]), the end of the first window occurrence that opens at or
+///   after `start`: such a phone fetches its file once per occurrence, at a random time inside
+///   it (after its inactivity), so it surely hears of a slot only in an occurrence opening
+///   after the slot was planned, and a slot in that same occurrence may come before its check;
+/// * when its phones re-arm only at the next occurrence ([`ReArm::NextOccurrence`]), the end
+///   of the first window occurrence that ends after they have heard of the slot (that
+///   occurrence is lost to the new window).
+///
+/// Without repeated checks the two window rules give the same occurrence, so both re-arm
+/// behaviours plan alike.
 pub fn rollout_lead(
     schedule: &Schedule,
     site: &Site,
@@ -209,13 +219,33 @@ pub fn rollout_lead(
     holds: &dyn Fn(Mac) -> bool,
 ) -> Duration {
     let lead = super::family::site_lead(site, schedule, holds);
-    if site_re_arm(schedule, site) == ReArm::AtOnce {
-        return lead;
+    let mut earliest = start + lead;
+    if hears_only_at_window_checks(schedule, site)
+        && let Some(end) = first_occurrence_end_opening_from(schedule, site.time_zone, start)
+    {
+        earliest = earliest.max(end);
     }
-    match first_occurrence_end_after(schedule, site.time_zone, start + lead) {
-        Some(end) => (end - start).max(lead),
-        None => lead,
+    if site_re_arm(schedule, site) == ReArm::NextOccurrence
+        && let Some(end) = first_occurrence_end_after(schedule, site.time_zone, start + lead)
+    {
+        earliest = earliest.max(end);
     }
+    earliest - start
+}
+
+/// Whether some phone of `site` the firmware applies to hears of a new slot only at its check
+/// inside a window occurrence: a minute-level family (XSTIM, Yealink) with repeated checks off.
+/// (Grandstream phones check daily at their hours or every P193 minutes; their
+/// announcement lead already covers it.)
+pub fn hears_only_at_window_checks(schedule: &Schedule, site: &Site) -> bool {
+    schedule.provisioning.repeatedly.is_none()
+        && site.phones.iter().any(|p| {
+            matches!(p.family, PhoneFamily::Xstim | PhoneFamily::Yealink)
+                && schedule
+                    .firmware
+                    .as_ref()
+                    .is_some_and(|fw| fw.applies_to(p.model))
+        })
 }
 
 /// The schedule's re-arm setting, or the most conservative of the families the firmware
@@ -236,6 +266,43 @@ pub fn site_re_arm(schedule: &Schedule, site: &Site) -> ReArm {
     })
 }
 
+/// The end of the first rollout-window occurrence in `tz` that opens at or after `t`,
+/// blackout dates aside (a phone checks in no occurrence opening on one, so the rule errs
+/// early there; the slots themselves are never placed on them).
+fn first_occurrence_end_opening_from(
+    schedule: &Schedule,
+    tz: Tz,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    occurrences_near(schedule, tz, t)
+        .filter(|o| o.start >= t)
+        .map(|o| o.end)
+        .min()
+}
+
+/// The rollout window's occurrences opening from the local day before `t` to eight days after
+/// (one day back for an occurrence crossing midnight, a week and a day ahead for one day a
+/// week); none without a usable window.
+fn occurrences_near(
+    schedule: &Schedule,
+    tz: Tz,
+    t: DateTime<Utc>,
+) -> impl Iterator<Item = Occurrence> {
+    let w = schedule
+        .provisioning
+        .rollout_windows()
+        .filter(|w| !w.days.is_empty());
+    let today = t.with_timezone(&tz).date_naive();
+    (-1..=8)
+        .filter_map(move |d| today.checked_add_signed(Duration::days(d)))
+        .filter_map(move |date| {
+            let w = w?;
+            w.days
+                .contains(date.weekday())
+                .then(|| w.window.occurrence(date, tz))
+        })
+}
+
 /// The end of the first rollout-window occurrence in `tz` that ends after `t` (the one open
 /// at `t`, or the next to open), blackout dates aside (no slot is placed on those anyway).
 fn first_occurrence_end_after(
@@ -243,16 +310,8 @@ fn first_occurrence_end_after(
     tz: Tz,
     t: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let w = schedule
-        .provisioning
-        .rollout_windows()
-        .filter(|w| !w.days.is_empty())?;
-    let today = t.with_timezone(&tz).date_naive();
-    // One day back (an occurrence crossing midnight), a week and a day ahead (one day a week).
-    (-1..=8)
-        .filter_map(|d| today.checked_add_signed(Duration::days(d)))
-        .filter(|date| w.days.contains(date.weekday()))
-        .map(|date| w.window.occurrence(date, tz).end)
+    occurrences_near(schedule, tz, t)
+        .map(|o| o.end)
         .filter(|end| *end > t)
         .min()
 }
@@ -880,11 +939,13 @@ mod tests {
         }
     }
 
-    /// Phones told their slot at 01:10, inside the 01:00–03:00 window: re-arming at once they
-    /// use it the same night; re-arming at the next occurrence that night is lost.
+    /// Phones with repeated checks every 5 minutes, told their slot at 01:10 inside the
+    /// 01:00–03:00 window: re-arming at once they use it the same night; re-arming at the next
+    /// occurrence that night is lost.
     #[test]
     fn re_arming_at_the_next_occurrence_loses_the_window_open_when_phones_hear() {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
         let now = t("2026-06-01T01:10:00Z");
         let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false);
         assert_eq!(at_once.sites[0].slots[0].start, t("2026-06-01T01:30:00Z"));
@@ -898,9 +959,66 @@ mod tests {
         assert_eq!(noon.sites[0].slots[0].start, t("2026-06-03T01:00:00Z"));
     }
 
+    /// Without repeated checks a minute-level phone fetches its file once per occurrence, at a
+    /// random time inside it: the first slot follows the first occurrence opening after `now`,
+    /// under either re-arm behaviour.
+    #[test]
+    fn without_repeated_checks_the_first_occurrence_is_for_hearing() {
+        let first = |f: &Fleet, now: &str| {
+            let p = plan_rollout(f, t(now), &HashSet::new(), &|_| false);
+            (p.sites[0].slots[0].start, p.completion)
+        };
+        let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        assert!(hears_only_at_window_checks(&f.schedule, &f.sites[0]));
+        // Before the night's window: it is heard in, the next night used.
+        let expected = (t("2026-06-02T01:00:00Z"), Some(t("2026-06-02T02:30:00Z")));
+        assert_eq!(first(&f, "2026-06-01T00:30:00Z"), expected);
+        assert_eq!(first(&f, "2026-05-31T12:00:00Z"), expected);
+        // Inside it: the phones may have made their one check already; the next night is
+        // for hearing.
+        assert_eq!(
+            first(&f, "2026-06-01T01:10:00Z").0,
+            t("2026-06-03T01:00:00Z")
+        );
+        f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
+        assert_eq!(first(&f, "2026-06-01T00:30:00Z"), expected);
+        f.schedule.rollout.re_arm = Some(ReArm::AtOnce);
+        // Repeated checks carry the slot within one interval.
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(60);
+        assert!(!hears_only_at_window_checks(&f.schedule, &f.sites[0]));
+        assert_eq!(
+            first(&f, "2026-06-01T00:30:00Z").0,
+            t("2026-06-01T01:30:00Z")
+        );
+        // Only Saturday and Sunday: heard on Saturday, used on Sunday.
+        f.schedule.provisioning.repeatedly = None;
+        f.schedule.provisioning.weekly.days = [Weekday::Sat, Weekday::Sun].into_iter().collect();
+        // Wednesday 2026-06-03.
+        assert_eq!(
+            first(&f, "2026-06-03T12:00:00Z").0,
+            t("2026-06-07T01:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_grandstream_site_keeps_its_daily_lead() {
+        let f = fleet(vec![with_family(
+            site("a", chrono_tz::UTC, 2, 4),
+            PhoneFamily::Grandstream,
+            1,
+        )]);
+        assert!(!hears_only_at_window_checks(&f.schedule, &f.sites[0]));
+        let now = t("2026-06-01T00:30:00Z");
+        assert_eq!(
+            rollout_lead(&f.schedule, &f.sites[0], now, &|_| false),
+            Duration::minutes(25 * 60)
+        );
+    }
+
     #[test]
     fn the_schedule_setting_overrides_the_families_assumption() {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
+        f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
         assert_eq!(site_re_arm(&f.schedule, &f.sites[0]), ReArm::AtOnce);
         f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
         assert_eq!(site_re_arm(&f.schedule, &f.sites[0]), ReArm::NextOccurrence);
@@ -909,7 +1027,7 @@ mod tests {
         let now = t("2026-06-01T01:10:00Z");
         assert_eq!(
             rollout_lead(&f.schedule, &f.sites[0], now, &|_| false),
-            Duration::zero()
+            Duration::minutes(5)
         );
     }
 

@@ -43,7 +43,7 @@ use crate::render::Format;
 use crate::server::identity::{Vendor, user_agent};
 
 use knobs::{PhoneKnobs, parse_grandstream, parse_xstim, parse_yealink};
-use schedule::{SplitMix, next_check, rearmed_from, same_schedule};
+use schedule::{Busy, SplitMix, next_check_busy, rearmed_from, same_schedule};
 
 /// First line of a simulated firmware image.
 pub const IMAGE_HEADER: &str = "PHONEFLEET-FIRMWARE ";
@@ -210,6 +210,12 @@ pub struct SiteSummary {
     pub config_fetches: u64,
     /// Requests that failed at the HTTP level or got an unexpected status.
     pub errors: u64,
+    /// Window checks made later in their occurrence because the phone was in use when the
+    /// window opened (`busy_fraction`, with an inactivity requirement).
+    pub busy_delayed_checks: u64,
+    /// Window checks made in a later occurrence because the phone was in use through an
+    /// earlier one (a missed window).
+    pub busy_missed_windows: u64,
     /// When the site's last phone to upgrade came back with its new firmware (simulated
     /// time): the rollout's real completion for the site, to hold a prediction against.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,6 +239,8 @@ struct SiteCounters {
     errors: AtomicU64,
     upgraded: AtomicU32,
     failed: AtomicU32,
+    busy_delayed: AtomicU64,
+    busy_missed: AtomicU64,
     /// Latest upgrade instant, Unix milliseconds (`i64::MIN`: none yet).
     last_upgrade_ms: AtomicI64,
 }
@@ -329,6 +337,7 @@ pub async fn run_until(
                     .or(phone.family.map(PhoneFamily::re_arm))
                     .unwrap_or(ReArm::AtOnce),
                 armed_from: None,
+                planned: None,
                 rng,
                 cuts: cuts.clone(),
                 settled: false,
@@ -353,6 +362,8 @@ pub async fn run_until(
                 downloads_completed: c.completed.load(Ordering::SeqCst),
                 config_fetches: c.fetches.load(Ordering::SeqCst),
                 errors: c.errors.load(Ordering::SeqCst),
+                busy_delayed_checks: c.busy_delayed.load(Ordering::SeqCst),
+                busy_missed_windows: c.busy_missed.load(Ordering::SeqCst),
                 last_upgrade: match c.last_upgrade_ms.load(Ordering::SeqCst) {
                     i64::MIN => None,
                     ms => DateTime::from_timestamp_millis(ms),
@@ -390,6 +401,8 @@ struct Phone {
     re_arm: ReArm,
     /// Under [`ReArm::NextOccurrence`]: no check on the new schedule before this instant.
     armed_from: Option<DateTime<Utc>>,
+    /// The last scheduled check, and whether being busy moved it (counted when it is made).
+    planned: Option<(DateTime<Utc>, Busy)>,
     rng: SplitMix,
     cuts: Vec<DateTime<Utc>>,
     settled: bool,
@@ -439,6 +452,18 @@ impl Phone {
             if booted && !self.knobs.as_ref().is_none_or(|k| k.power_on) {
                 next = self.schedule();
                 continue;
+            }
+            // The scheduled window check is being made: count it if being busy moved it.
+            if let Some((_, how)) = self.planned.take_if(|(t, _)| *t == wake && !booted) {
+                match how {
+                    Busy::No => {}
+                    Busy::Delayed => {
+                        self.counters.busy_delayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Busy::Missed => {
+                        self.counters.busy_missed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
             match self.check().await {
                 Check::Idle => next = self.schedule(),
@@ -514,14 +539,15 @@ impl Phone {
     fn schedule(&mut self) -> Option<DateTime<Utc>> {
         let k = self.knobs.as_ref()?;
         let now = self.shared.clock.now();
-        next_check(
+        self.planned = next_check_busy(
             k,
             self.site.time_zone,
             self.mac,
             self.armed_from.map_or(now, |a| a.max(now)),
             self.shared.config.busy_fraction,
             &mut self.rng,
-        )
+        );
+        self.planned.map(|(t, _)| t)
     }
 
     fn agent(&self) -> String {

@@ -35,6 +35,20 @@ impl SplitMix {
     }
 }
 
+/// Whether a window check was moved by the phone being in use when the window opened (with
+/// an inactivity requirement): what the simulator counts to show a busy case is not vacuous.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Busy {
+    /// Idle at the window's start (or no inactivity requirement, or not a window check).
+    #[default]
+    No,
+    /// Busy at the start: checks later in the same occurrence.
+    Delayed,
+    /// Busy through an earlier occurrence (never idle long enough before its end): that
+    /// occurrence was missed, this check is in a later one.
+    Missed,
+}
+
 /// The phone's next check strictly after `after`, or `None` when nothing is scheduled (only
 /// power-on checks). `busy` is the chance that the phone is in use at the start of a window,
 /// which, with an inactivity requirement, delays or skips the check.
@@ -46,24 +60,37 @@ pub fn next_check(
     busy: f64,
     rng: &mut SplitMix,
 ) -> Option<DateTime<Utc>> {
-    let mut best: Option<DateTime<Utc>> = None;
-    let mut offer = |t: DateTime<Utc>| {
-        if t > after && best.is_none_or(|b| t < b) {
-            best = Some(t);
+    next_check_busy(k, tz, mac, after, busy, rng).map(|(t, _)| t)
+}
+
+/// [`next_check`], saying whether being busy moved it.
+pub fn next_check_busy(
+    k: &PhoneKnobs,
+    tz: Tz,
+    mac: Mac,
+    after: DateTime<Utc>,
+    busy: f64,
+    rng: &mut SplitMix,
+) -> Option<(DateTime<Utc>, Busy)> {
+    let mut best: Option<(DateTime<Utc>, Busy)> = None;
+    let mut offer = |t: DateTime<Utc>, how: Busy| {
+        if t > after && best.is_none_or(|(b, _)| t < b) {
+            best = Some((t, how));
         }
     };
     if let Some(m) = k.repeat_minutes {
-        offer(after + Duration::minutes(i64::from(m)));
+        offer(after + Duration::minutes(i64::from(m)), Busy::No);
     }
     let today = after.with_timezone(&tz).date_naive();
     let horizon = 7 * i64::from(k.interval_weeks.max(1)) + 2;
     if k.weekly && !k.days.is_empty() {
+        let mut missed = false;
         for d in -1..horizon {
             let date = today + Duration::days(d);
             if !k.days.contains(date.weekday()) || !week_matches(k.interval_weeks, date, mac) {
                 continue;
             }
-            if let Some(t) = pick(
+            let (t, was_busy) = pick(
                 k.weekly_window,
                 date,
                 tz,
@@ -71,9 +98,18 @@ pub fn next_check(
                 k.inactivity_minutes,
                 busy,
                 rng,
-            ) {
-                offer(t);
-                break;
+            );
+            match t {
+                Some(t) => {
+                    let how = match (missed, was_busy) {
+                        (true, _) => Busy::Missed,
+                        (false, true) => Busy::Delayed,
+                        (false, false) => Busy::No,
+                    };
+                    offer(t, how);
+                    break;
+                }
+                None => missed |= was_busy,
             }
         }
     }
@@ -83,7 +119,7 @@ pub fn next_check(
             if let Some(t) = daily_check(h, date, tz, mac)
                 && t > after
             {
-                offer(t);
+                offer(t, Busy::No);
                 break;
             }
         }
@@ -96,8 +132,8 @@ pub fn next_check(
             if days_since_epoch(date).rem_euclid(period) != day_of_period {
                 continue;
             }
-            if let Some(t) = pick(k.flexible_window, date, tz, after, 0, busy, rng) {
-                offer(t);
+            if let (Some(t), _) = pick(k.flexible_window, date, tz, after, 0, busy, rng) {
+                offer(t, Busy::No);
                 break;
             }
         }
@@ -192,7 +228,8 @@ fn days_since_epoch(date: NaiveDate) -> i64 {
 }
 
 /// The check time inside the window opening on `date`: a random time in it, or, with an
-/// inactivity requirement, once the phone has been idle that long inside the window.
+/// inactivity requirement, once the phone has been idle that long inside the window (a busy
+/// phone is in use until a random instant of the window). Also says whether the phone was busy.
 fn pick(
     window: LocalWindow,
     date: NaiveDate,
@@ -201,17 +238,21 @@ fn pick(
     inactivity_minutes: u32,
     busy: f64,
     rng: &mut SplitMix,
-) -> Option<DateTime<Utc>> {
+) -> (Option<DateTime<Utc>>, bool) {
     let occ = window.occurrence(date, tz);
     let start = occ.start.max(after + Duration::seconds(1));
     if start >= occ.end {
-        return None;
+        return (None, false);
     }
     let span = (occ.end - start).num_seconds().max(1) as u64;
     if inactivity_minutes == 0 {
-        return Some(start + Duration::seconds(rng.below(span) as i64));
+        return (
+            Some(start + Duration::seconds(rng.below(span) as i64)),
+            false,
+        );
     }
-    let idle_since = if rng.chance(busy) {
+    let was_busy = rng.chance(busy);
+    let idle_since = if was_busy {
         start + Duration::seconds(rng.below(span) as i64)
     } else {
         start
@@ -219,7 +260,7 @@ fn pick(
     let t = idle_since
         + Duration::minutes(i64::from(inactivity_minutes))
         + Duration::seconds(rng.below(60) as i64);
-    (t < occ.end).then_some(t)
+    ((t < occ.end).then_some(t), was_busy)
 }
 
 #[cfg(test)]
@@ -283,6 +324,36 @@ mod tests {
             None,
             "a 25-minute window never holds 30 idle minutes"
         );
+    }
+
+    #[test]
+    fn a_busy_phone_is_counted_delayed_or_missed() {
+        let tz: Tz = "UTC".parse().unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 1, 5, 12, 0, 0).unwrap();
+        let mut k = knobs();
+        k.days = DaySet::ALL;
+        k.inactivity_minutes = 20;
+        let (t, how) = next_check_busy(&k, tz, mac(), after, 0.0, &mut SplitMix::new(1)).unwrap();
+        assert_eq!(how, Busy::No, "{t}");
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            // Busy at every window, a phone may miss every night of the horizon.
+            let Some((t, how)) =
+                next_check_busy(&k, tz, mac(), after, 1.0, &mut SplitMix::new(seed))
+            else {
+                continue;
+            };
+            // The 25-minute window at 02:30 holds 20 idle minutes only if the phone is free
+            // in its first 5: otherwise that night is missed.
+            let first_night = Utc.with_ymd_and_hms(2026, 1, 6, 2, 30, 0).unwrap();
+            match how {
+                Busy::Delayed => assert!(t < first_night + Duration::minutes(25), "{t}"),
+                Busy::Missed => assert!(t > first_night + Duration::hours(23), "{t}"),
+                Busy::No => panic!("always busy"),
+            }
+            seen.insert(format!("{how:?}"));
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
     }
 
     #[test]

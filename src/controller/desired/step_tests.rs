@@ -88,8 +88,9 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
         (busy, slot("2026-12-01T10:00:00Z", 30)),
         // Inside the lead: announced.
         (announced, slot("2026-12-01T12:00:00Z", 30)),
-        // Far ahead of the (zero) lead: re-planned.
-        (far, slot("2026-12-03T01:00:00Z", 30)),
+        // Beyond the site's lead (a week and the check window: its Yealink phones hold slot
+        // files and have no repeated checks): re-planned.
+        (far, slot("2026-12-09T01:00:00Z", 30)),
         (done, slot("2026-12-01T11:50:00Z", 30)),
     ]
     .into();

@@ -677,6 +677,38 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     assert!(again.start < world.now + Duration::hours(25), "{again:?}");
 }
 
+#[test]
+fn a_yealink_phone_without_repeated_checks_that_missed_its_slot_gets_one_after_its_next_weekly_check()
+ {
+    let mut world = World::new();
+    world.sites = vec![Arc::new(site(
+        "paris",
+        "Europe/Paris",
+        2,
+        20,
+        &["SIP-T46U"],
+    ))];
+    let first = world.decide();
+    world.settle(&first);
+    let mac = released(&first)[0];
+    let slot = first.slots[&mac];
+    // Its slot file checks on the slot's weekday only: it hears of a new slot a week later.
+    world.now = slot.end + Duration::minutes(1);
+    let second = world.decide();
+    let again = second.slots.get(&mac).expect("re-planned");
+    assert!(
+        again.start >= world.now + Duration::days(7),
+        "{again:?} after {}",
+        world.now
+    );
+    // The others keep the slots they were told.
+    for (m, s) in &first.slots {
+        if *m != mac && s.end > world.now {
+            assert_eq!(second.slots.get(m), Some(s), "{m}");
+        }
+    }
+}
+
 fn annotate(world: &mut World, key: &str, value: serde_json::Value) {
     world
         .schedule
