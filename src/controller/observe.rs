@@ -16,6 +16,7 @@ use crate::children::{
     ANNOTATION_CONTENT_HASH, INDEX_KEY, IndexSlot, LABEL_SCHEDULE, PhoneProgress, ShardIndex,
 };
 use crate::core::Mac;
+use crate::decision::{self, DECISION_KEY, PHONES_KEY, ShardHeader};
 use crate::selector::Selector;
 
 /// The caches the controller watches.
@@ -181,7 +182,23 @@ pub async fn load_slots(
         else {
             continue;
         };
-        let Some(index) = cm.data.as_ref().and_then(|d| d.get(INDEX_KEY)) else {
+        let data = cm.data.unwrap_or_default();
+        if let (Some(header), Some(lines)) = (data.get(DECISION_KEY), data.get(PHONES_KEY)) {
+            let bad = |source| Error::BadDecision {
+                name: name.clone(),
+                source,
+            };
+            let header = ShardHeader::parse(header).map_err(bad)?;
+            decision::decode_phones(header.base, lines, |p| {
+                if let Some(slot) = p.slot {
+                    slots.insert(p.mac, slot);
+                }
+            })
+            .map_err(bad)?;
+            continue;
+        }
+        // A shard an older controller wrote (rendered files and an index).
+        let Some(index) = data.get(INDEX_KEY) else {
             continue;
         };
         let index: ShardIndex = serde_json::from_str(index).map_err(|source| Error::BadIndex {
