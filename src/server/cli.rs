@@ -124,6 +124,10 @@ pub struct ServerArgs {
     /// down.
     #[arg(long, default_value_t = super::overlay::DEFAULT_CACHE_BYTES)]
     pub upstream_cache_bytes: usize,
+    /// Bytes of phone files rendered on request kept in memory (a miss renders the file again
+    /// from the stored decision, in microseconds).
+    #[arg(long, default_value_t = super::index::DEFAULT_CACHE_BYTES)]
+    pub render_cache_bytes: usize,
 }
 
 impl ServerArgs {
@@ -175,6 +179,7 @@ impl ServerArgs {
                     max_body_bytes: self.upstream_max_body_bytes,
                     cache_bytes: self.upstream_cache_bytes,
                 }),
+            render_cache_bytes: self.render_cache_bytes,
             ..ServerConfig::default()
         }
     }
