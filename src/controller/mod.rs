@@ -291,6 +291,7 @@ pub async fn run(
             shards,
             progress,
             synced: vec![sites_synced, shards_synced, progress_synced],
+            parsed: observe::ParsedProgress::default(),
         },
         slots: Mutex::new(HashMap::new()),
         propagation: Mutex::new(HashMap::new()),
