@@ -127,6 +127,7 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 sleep 2 # let the controller list the sites before the clock starts (not part of the figure)
+rss_idle=$(awk '/VmRSS/{print $2}' "/proc/$run_pid/status")
 
 writes_before=$(writes)
 start=$(date +%s.%N)
@@ -206,9 +207,9 @@ for cm in json.load(sys.stdin)["items"]:
         f = h["models"][int(model)]["family"]
         print(f"/{mac}.cfg" if f == "yealink" else f"/cfg{mac}.xml")' | shuf --random-source=<(yes) >"$work/paths.txt"
 head -n 10000 "$work/paths.txt" >"$work/warm.txt"
-lua() { # paths file -> wrk script
+lua() { # paths file -> wrk script (read at start: a Lua chunk holds at most 65,536 constants)
   echo 'local paths = {}'
-  sed 's/.*/paths[#paths+1] = "&"/' "$1"
+  echo "for line in io.lines(\"$1\") do paths[#paths+1] = line end"
   echo 'math.randomseed(42)'
   echo 'request = function() return wrk.format("GET", paths[math.random(#paths)]) end'
 }
@@ -235,7 +236,7 @@ per_phone() { python3 -c "print(round($1 / $PHONES, 1))"; }
 cat <<OUT
 phonefleet at scale: $PHONES phones, $SITES PhoneSites ($(nproc) cores, release build, local control plane)
   apply -> Ready: ${ready_s}s ($expected rendered-config ConfigMaps)
-  phonefleet run peak RSS (VmHWM, MALLOC_ARENA_MAX=2): after Ready $((rss_ready / 1024)) MiB, after progress and wrk $((rss_end / 1024)) MiB
+  phonefleet run RSS with the sites listed, before the schedule: $((rss_idle / 1024)) MiB; peak RSS (VmHWM, MALLOC_ARENA_MAX=2): after Ready $((rss_ready / 1024)) MiB, after progress and wrk $((rss_end / 1024)) MiB
   phonefleet's ConfigMaps in the API: before $ours_before B, after Ready $ours_after B = $(per_phone "$ours_after") B/phone ($ours_after_detail)
   apiserver_storage_size_bytes: before $storage_before, after Ready $storage_after (+$(per_phone "$((storage_after - storage_before))") B/phone)
   API writes: $((writes_ready - writes_before)) until Ready+5s ($(python3 -c "print(round(($writes_ready - $writes_before) / $ready_minutes))")/min); during progress $((writes_progress - writes_progress_before)) ($(python3 -c "print(round(($writes_progress - $writes_progress_before) / $progress_minutes))")/min, $i progress ConfigMaps written)
