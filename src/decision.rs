@@ -481,7 +481,10 @@ mod tests {
         ] {
             let text = format!("000b82000001,0\n{bad}");
             let err = decode_phones(0, &text, |_| {}).unwrap_err();
-            assert!(matches!(err, DecisionError::Line { line: 2, .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, DecisionError::Line { line: 2, .. }),
+                "{bad}: {err}"
+            );
         }
     }
 

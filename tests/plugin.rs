@@ -16,8 +16,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use phonefleet::api::{PhoneSchedule, PhoneScheduleStatus};
 use phonefleet::children::{
-    COMPONENT_CONFIG, COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY,
-    LABEL_SCHEDULE, MANAGED_BY, PhoneProgress, PhoneState, ShardIndex,
+    COMPONENT_CONFIG, COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_SCHEDULE,
+    MANAGED_BY, PhoneProgress, PhoneState, ShardIndex,
 };
 use phonefleet::clock::Clock;
 use serde_json::Value;

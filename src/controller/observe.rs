@@ -38,8 +38,11 @@ pub struct Caches {
 /// changed, so JSON is parsed for those only.
 #[derive(Clone, Default)]
 pub struct ParsedProgress {
-    maps: Arc<std::sync::Mutex<HashMap<String, (String, Arc<Vec<(Mac, PhoneProgress)>>)>>>,
+    maps: Arc<std::sync::Mutex<HashMap<String, (String, Records)>>>,
 }
+
+/// One progress ConfigMap's records, parsed.
+type Records = Arc<Vec<(Mac, PhoneProgress)>>;
 
 impl ParsedProgress {
     /// The records of `cm`, parsed now or remembered from its current version.
@@ -58,7 +61,10 @@ impl ParsedProgress {
         }
         let mut records = Vec::new();
         for (k, value) in cm.data.iter().flatten() {
-            match (k.parse::<Mac>(), serde_json::from_str::<PhoneProgress>(value)) {
+            match (
+                k.parse::<Mac>(),
+                serde_json::from_str::<PhoneProgress>(value),
+            ) {
                 (Ok(mac), Ok(record)) => records.push((mac, record)),
                 _ => {
                     tracing::warn!(configmap = %cm.name_any(), key = k, "ignoring an unreadable progress record");

@@ -27,8 +27,11 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// When each schedule's last reconcile ended and how long it took.
 #[derive(Clone, Default)]
 pub struct Pace {
-    last: Arc<Mutex<HashMap<ObjectRef<PhoneSchedule>, (Instant, Duration)>>>,
+    last: Arc<Mutex<HashMap<ObjectRef<PhoneSchedule>, Finished>>>,
 }
+
+/// When a reconcile ended, and how long it took.
+type Finished = (Instant, Duration);
 
 impl Pace {
     /// Records a finished reconcile.

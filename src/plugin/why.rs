@@ -23,8 +23,8 @@ use crate::children::{
     progress_map_name,
 };
 use crate::core::{Mac, PhoneFamily};
-use crate::render::Format;
 use crate::decision::{DECISION_KEY, ShardHeader};
+use crate::render::Format;
 use crate::server::index::Index;
 
 /// A slot in UTC and in the site's time zone.

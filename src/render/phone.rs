@@ -30,11 +30,15 @@ pub struct PhoneFile<'a> {
 /// slot, the steady-state policy otherwise.
 pub fn phone_file(p: &PhoneFile<'_>) -> RenderedFile {
     let rollout_slot = match (p.slot, p.firmware) {
-        (Some(slot), Some(fw)) => FirmwarePath::new(p.site, &fw.file).ok().map(|path| RolloutSlot {
-            firmware_version: fw.version.clone(),
-            firmware: path,
-            window: check_window(slot.start, p.time_zone, p.check_minutes),
-        }),
+        (Some(slot), Some(fw)) => {
+            FirmwarePath::new(p.site, &fw.file)
+                .ok()
+                .map(|path| RolloutSlot {
+                    firmware_version: fw.version.clone(),
+                    firmware: path,
+                    window: check_window(slot.start, p.time_zone, p.check_minutes),
+                })
+        }
         _ => None,
     };
     render(

@@ -125,7 +125,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = super::overlay::DEFAULT_CACHE_BYTES)]
     pub upstream_cache_bytes: usize,
     /// Bytes of phone files rendered on request kept in memory (a miss renders the file again
-    /// from the stored decision, in microseconds).
+    /// from the stored decision).
     #[arg(long, default_value_t = super::index::DEFAULT_CACHE_BYTES)]
     pub render_cache_bytes: usize,
 }

@@ -34,7 +34,7 @@ use crate::render::{Format, parse_file_name};
 use crate::scope::WatchScope;
 
 /// Default bound of the rendered-file cache: about 40,000 files of ~800 bytes. A miss costs
-/// one render (microseconds), so the cache only has to hold the phones polling right now.
+/// one render from the stored decision, so the cache only has to hold the phones polling now.
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What one shard says about all its phones.
@@ -349,8 +349,8 @@ impl Index {
             let raw = data
                 .get(INDEX_KEY)
                 .ok_or_else(|| IndexError::NoIndex(key.to_string()))?;
-            let shard_index: ShardIndex = serde_json::from_str(raw)
-                .map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
+            let shard_index: ShardIndex =
+                serde_json::from_str(raw).map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
             let mut models: Vec<(Arc<str>, Option<PhoneFamily>)> = Vec::new();
             let mut phones = HashMap::new();
             for (mac, IndexPhone { model, slot, .. }) in shard_index.phones {
@@ -515,7 +515,7 @@ impl Index {
             }
             cache.misses += 1;
             // Rendering under the cache's lock keeps one render per miss even when a phone
-            // retries at once; a render takes microseconds.
+            // retries at once.
             let rendered = render.render(&DecidedPhone {
                 mac,
                 model: listed.model,
@@ -908,9 +908,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(served.body, Bytes::from(expected.body.clone()));
-        assert!(expected.body.contains("firmware/paris"), "{}", expected.body);
+        assert!(
+            expected.body.contains("firmware/paris"),
+            "{}",
+            expected.body
+        );
         assert_eq!(served.content_type, expected.content_type);
-        assert!(index.file("000b82123456.cfg").is_none(), "not its family's name");
+        assert!(
+            index.file("000b82123456.cfg").is_none(),
+            "not its family's name"
+        );
         let phone = index.phone(phone_mac()).unwrap();
         assert_eq!((&*phone.model, phone.slot), ("GXP2170", Some(a_slot())));
         assert_eq!(phone.shard.schedule, "fw");
@@ -959,7 +966,10 @@ mod tests {
         assert!(cache.get((phone_mac(), 99)).is_some(), "the latest is kept");
         assert!(cache.get((phone_mac(), 0)).is_none(), "the oldest went");
         cache.put((phone_mac(), 1000), file(600));
-        assert!(cache.get((phone_mac(), 1000)).is_none(), "over half the budget: not kept");
+        assert!(
+            cache.get((phone_mac(), 1000)).is_none(),
+            "over half the budget: not kept"
+        );
     }
 
     #[test]

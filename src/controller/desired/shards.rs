@@ -201,7 +201,11 @@ fn cut_site(
     let mut line = String::new();
     for pos in 0..files.order.len() {
         line.clear();
-        decision::encode_phone(files.header.base, &decided(fleet, slots, files, pos), &mut line);
+        decision::encode_phone(
+            files.header.base,
+            &decided(fleet, slots, files, pos),
+            &mut line,
+        );
         if pos > start && lines.len() + line.len() > budget {
             push(start..pos, &lines);
             lines.clear();
