@@ -5,6 +5,7 @@ pub mod children;
 pub mod clock;
 pub mod controller;
 pub mod core;
+pub mod decision;
 pub mod live;
 pub mod manifest;
 pub mod metrics;

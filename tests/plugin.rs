@@ -16,8 +16,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use phonefleet::api::{PhoneSchedule, PhoneScheduleStatus};
 use phonefleet::children::{
-    COMPONENT_CONFIG, COMPONENT_PROGRESS, INDEX_KEY, LABEL_COMPONENT, LABEL_MANAGED_BY,
-    LABEL_SCHEDULE, MANAGED_BY, PhoneProgress, PhoneState, ShardIndex,
+    COMPONENT_CONFIG, COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_SCHEDULE,
+    MANAGED_BY, PhoneProgress, PhoneState, ShardIndex,
 };
 use phonefleet::clock::Clock;
 use serde_json::Value;
@@ -82,8 +82,9 @@ async fn indexes(client: &kube::Client, ns: &str) -> Vec<(String, ShardIndex)> {
     .items
     .into_iter()
     .filter_map(|cm| {
-        let index = cm.data.as_ref()?.get(INDEX_KEY)?;
-        Some((cm.name_any(), serde_json::from_str(index).ok()?))
+        // The controller stores decisions; read them as the index view.
+        let index = phonefleet::decision::shard_index(cm.data.as_ref()?)?.ok()?;
+        Some((cm.name_any(), index))
     })
     .collect()
 }

@@ -19,6 +19,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("rendered-config ConfigMap {name} holds an unreadable decision: {source}")]
+    BadDecision {
+        name: String,
+        #[source]
+        source: crate::decision::DecisionError,
+    },
     #[error("lost leadership: another replica holds the Lease")]
     LostLeadership,
 }
@@ -74,7 +80,7 @@ impl Error {
                 kube::Error::Api(_) => ErrorClass::ApiError,
                 _ => ErrorClass::Transport,
             },
-            Error::BadIndex { .. } => ErrorClass::BadIndex,
+            Error::BadIndex { .. } | Error::BadDecision { .. } => ErrorClass::BadIndex,
             Error::LostLeadership => ErrorClass::LostLeadership,
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod gating;
 pub mod leader;
 pub mod observe;
+pub mod pace;
 pub mod preview;
 pub mod requests;
 pub mod site_status;
@@ -109,6 +110,8 @@ pub struct Context {
     propagation: Mutex<HashMap<String, chrono::Duration>>,
     /// Observers of each reconcile (metrics, tests).
     pub observer: Arc<dyn ReconcileObserver>,
+    /// When each schedule last reconciled, to pace child-triggered reconciles.
+    pace: pace::Pace,
 }
 
 /// Hooks called around reconciles, so metrics stay out of the pipeline.
@@ -288,10 +291,12 @@ pub async fn run(
             shards,
             progress,
             synced: vec![sites_synced, shards_synced, progress_synced],
+            parsed: observe::ParsedProgress::default(),
         },
         slots: Mutex::new(HashMap::new()),
         propagation: Mutex::new(HashMap::new()),
         observer,
+        pace: pace::Pace::default(),
     });
     // Site status has its own watch (as `Controller::new` would make), over the same scope.
     let (status_sites, status_sites_writer) = reflector::store();
@@ -309,8 +314,16 @@ pub async fn run(
     let sites_cache = ctx.caches.sites.clone();
     let schedules_loop = controller
         .trigger_backoff(WatchBackoff::default())
-        .owns_stream(shard_stream)
-        .owns_stream(progress_stream)
+        // Progress and the controller's own shard writes wake the owning schedule, paced
+        // (see `pace`): a rollout's stream of progress batches into few reconciles.
+        .reconcile_on(pace::paced(
+            futures::stream::select(
+                shard_stream.filter_map(|r| async move { r.ok().map(|o| owners(&o)) }),
+                progress_stream.filter_map(|r| async move { r.ok().map(|o| owners(&o)) }),
+            )
+            .flat_map(futures::stream::iter),
+            ctx.pace.clone(),
+        ))
         .watches_stream(site_stream, move |site| {
             let mut refs = schedules_selecting(&schedules, &site);
             refs.extend(schedules_sharing_phones(&schedules, &sites_cache, &site));
@@ -410,7 +423,29 @@ async fn reconcile(schedule: Arc<PhoneSchedule>, ctx: Arc<Context>) -> Result<Ac
         started.elapsed(),
         result.as_ref().err().map(Error::reason),
     );
+    ctx.pace.finished(
+        ObjectRef::from_obj(schedule.as_ref()),
+        std::time::Instant::now(),
+        started.elapsed(),
+    );
     result
+}
+
+/// The PhoneSchedules owning `child` (its owner references of that kind).
+fn owners<K: kube::Resource>(child: &K) -> Vec<ObjectRef<PhoneSchedule>> {
+    let ns = child.meta().namespace.clone();
+    child
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "PhoneSchedule" && o.api_version.starts_with("phonefleet.io/"))
+        .map(|o| {
+            let r = ObjectRef::new(&o.name);
+            match &ns {
+                Some(ns) => r.within(ns),
+                None => r,
+            }
+        })
+        .collect()
 }
 
 async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Action, Error> {

@@ -16,6 +16,7 @@ use crate::children::{
     ANNOTATION_CONTENT_HASH, INDEX_KEY, IndexSlot, LABEL_SCHEDULE, PhoneProgress, ShardIndex,
 };
 use crate::core::Mac;
+use crate::decision::{self, DECISION_KEY, PHONES_KEY, ShardHeader};
 use crate::selector::Selector;
 
 /// The caches the controller watches.
@@ -28,6 +29,60 @@ pub struct Caches {
     pub progress: Store<ConfigMap>,
     /// Whether sites, shards and progress have completed their first list (see `synced`).
     pub synced: Vec<super::synced::Synced>,
+    /// Progress records already parsed, per ConfigMap version (see [`ParsedProgress`]).
+    pub parsed: ParsedProgress,
+}
+
+/// The records of each progress ConfigMap, parsed once per resourceVersion: during a rollout
+/// a reconcile reads every phone's progress, but only the maps written since the last one
+/// changed, so JSON is parsed for those only.
+#[derive(Clone, Default)]
+pub struct ParsedProgress {
+    maps: Arc<std::sync::Mutex<HashMap<String, (String, Records)>>>,
+}
+
+/// One progress ConfigMap's records, parsed.
+type Records = Arc<Vec<(Mac, PhoneProgress)>>;
+
+impl ParsedProgress {
+    /// The records of `cm`, parsed now or remembered from its current version.
+    fn records(&self, cm: &ConfigMap) -> Arc<Vec<(Mac, PhoneProgress)>> {
+        let key = format!("{}/{}", cm.namespace().unwrap_or_default(), cm.name_any());
+        let version = cm.resource_version().unwrap_or_default();
+        let mut maps = self
+            .maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((v, records)) = maps.get(&key)
+            && *v == version
+            && !version.is_empty()
+        {
+            return records.clone();
+        }
+        let mut records = Vec::new();
+        for (k, value) in cm.data.iter().flatten() {
+            match (
+                k.parse::<Mac>(),
+                serde_json::from_str::<PhoneProgress>(value),
+            ) {
+                (Ok(mac), Ok(record)) => records.push((mac, record)),
+                _ => {
+                    tracing::warn!(configmap = %cm.name_any(), key = k, "ignoring an unreadable progress record");
+                }
+            }
+        }
+        let records = Arc::new(records);
+        maps.insert(key, (version, records.clone()));
+        records
+    }
+
+    /// Forgets maps that are no longer in `live` (deleted ConfigMaps).
+    fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| live.contains(k));
+    }
 }
 
 /// What one reconcile looks at.
@@ -85,23 +140,23 @@ pub fn observe(caches: &Caches, schedule: &PhoneSchedule) -> Observed {
         })
         .collect();
     let mut progress: HashMap<Mac, PhoneProgress> = HashMap::new();
-    for cm in caches.progress.state() {
+    let all_progress = caches.progress.state();
+    caches.parsed.retain(
+        &all_progress
+            .iter()
+            .map(|cm| format!("{}/{}", cm.namespace().unwrap_or_default(), cm.name_any()))
+            .collect(),
+    );
+    for cm in all_progress {
         if !owned_by(&cm.metadata, schedule) {
             continue;
         }
-        for (key, value) in cm.data.iter().flatten() {
-            let (Ok(mac), Ok(record)) = (
-                key.parse::<Mac>(),
-                serde_json::from_str::<PhoneProgress>(value),
-            ) else {
-                tracing::warn!(configmap = %cm.name_any(), key, "ignoring an unreadable progress record");
-                continue;
-            };
+        for (mac, record) in caches.parsed.records(&cm).iter() {
             // A phone moved between shards may have records in two maps: the newest counts.
-            match progress.get(&mac) {
+            match progress.get(mac) {
                 Some(existing) if existing.since >= record.since => {}
                 _ => {
-                    progress.insert(mac, record);
+                    progress.insert(*mac, record.clone());
                 }
             }
         }
@@ -181,7 +236,23 @@ pub async fn load_slots(
         else {
             continue;
         };
-        let Some(index) = cm.data.as_ref().and_then(|d| d.get(INDEX_KEY)) else {
+        let data = cm.data.unwrap_or_default();
+        if let (Some(header), Some(lines)) = (data.get(DECISION_KEY), data.get(PHONES_KEY)) {
+            let bad = |source| Error::BadDecision {
+                name: name.clone(),
+                source,
+            };
+            let header = ShardHeader::parse(header).map_err(bad)?;
+            decision::decode_phones(header.base, lines, |p| {
+                if let Some(slot) = p.slot {
+                    slots.insert(p.mac, slot);
+                }
+            })
+            .map_err(bad)?;
+            continue;
+        }
+        // A shard an older controller wrote (rendered files and an index).
+        let Some(index) = data.get(INDEX_KEY) else {
             continue;
         };
         let index: ShardIndex = serde_json::from_str(index).map_err(|source| Error::BadIndex {

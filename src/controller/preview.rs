@@ -66,7 +66,8 @@ pub fn render_phone(
         mac,
         model,
         family: phone.family,
-        site,
+        site: &site.name,
+        time_zone: site.time_zone,
         check_minutes: decision.check_minutes.get(&site.name).copied().unwrap_or(0),
         slot: decision.slots.get(&mac).copied(),
         firmware: fleet.schedule.firmware.as_ref(),
@@ -249,6 +250,43 @@ spec:
                     .is_some_and(|c| c - now < chrono::Duration::days(4)),
                 "{now}: {:?}",
                 plan.completion
+            );
+        }
+    }
+
+    /// Issue #18: the decision the controller stores, rendered by the provisioning server's
+    /// index, is byte for byte what `phonefleet render` prints for every phone of the example.
+    #[test]
+    fn the_stored_decision_renders_what_render_prints() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet.yaml"),
+        )
+        .expect("examples/fleet.yaml");
+        let manifest = crate::manifest::parse(&text).expect("manifest parses");
+        let now = "2026-12-01T12:00:00Z".parse().expect("RFC 3339");
+        let server: ServerUrl = "http://prov.test:8080".parse().expect("URL");
+        let decision = first_decision(&manifest, &server, now);
+        let maps: Vec<k8s_openapi::api::core::v1::ConfigMap> = decision
+            .shards
+            .iter()
+            .flatten()
+            .map(|s| {
+                let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+                cm.metadata.name = Some(s.name.clone());
+                cm.metadata.namespace = Some("voice".into());
+                cm.data = Some(decision.shard_data(s));
+                cm
+            })
+            .collect();
+        let served = crate::server::index::Index::from_maps(&maps).all_files();
+        assert!(served.len() > 100, "{} files", served.len());
+        for (name, file) in &served {
+            let (mac, _) = crate::render::parse_file_name(name).expect("file name");
+            let printed = render_phone(&manifest, mac, &server, now).expect("renders");
+            assert_eq!(
+                String::from_utf8_lossy(&file.body),
+                printed.body,
+                "{name}: served bytes differ from `phonefleet render`"
             );
         }
     }

@@ -23,6 +23,7 @@ use crate::children::{
     progress_map_name,
 };
 use crate::core::{Mac, PhoneFamily};
+use crate::decision::{DECISION_KEY, ShardHeader};
 use crate::render::Format;
 use crate::server::index::Index;
 
@@ -124,12 +125,19 @@ async fn report(session: &Session, mac: Mac, now: DateTime<Utc>) -> Result<WhyRe
         )));
     };
     let shard = &phone.shard;
-    let time_zone = rendered
+    let data = rendered
         .iter()
         .find(|cm| cm.name_any() == shard.name)
-        .and_then(|cm| cm.data.as_ref()?.get(INDEX_KEY))
-        .and_then(|index| serde_json::from_str::<ShardIndex>(index).ok())
-        .map(|index| index.time_zone)
+        .and_then(|cm| cm.data.as_ref());
+    let time_zone = data
+        .and_then(|d| d.get(DECISION_KEY))
+        .and_then(|header| ShardHeader::parse(header).ok())
+        .map(|header| header.time_zone)
+        .or_else(|| {
+            data.and_then(|d| d.get(INDEX_KEY))
+                .and_then(|index| serde_json::from_str::<ShardIndex>(index).ok())
+                .map(|index| index.time_zone)
+        })
         .unwrap_or_else(|| "UTC".to_owned());
     let file = Format::ALL.into_iter().find_map(|format| {
         let name = format.file_name(mac);
@@ -181,7 +189,7 @@ async fn report(session: &Session, mac: Mac, now: DateTime<Utc>) -> Result<WhyRe
         site: shard.site.clone(),
         time_zone,
         family: PhoneFamily::resolve(&phone.model, explicit),
-        model: phone.model.clone(),
+        model: phone.model.to_string(),
         target,
         stage: phone.slot.map(|s| s.stage),
         released_stage,

@@ -19,6 +19,7 @@
 
 mod file_name;
 mod grandstream;
+pub mod phone;
 mod pvalues;
 mod xstim;
 mod yealink;

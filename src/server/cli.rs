@@ -129,6 +129,10 @@ pub struct ServerArgs {
     /// connections: a boot storm of phones must not open one each.
     #[arg(long, default_value_t = super::overlay::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub upstream_max_connections: usize,
+    /// Bytes of phone files rendered on request kept in memory (a miss renders the file again
+    /// from the stored decision).
+    #[arg(long, default_value_t = super::index::DEFAULT_CACHE_BYTES)]
+    pub render_cache_bytes: usize,
 }
 
 impl ServerArgs {
@@ -181,6 +185,7 @@ impl ServerArgs {
                     cache_bytes: self.upstream_cache_bytes,
                     max_connections: self.upstream_max_connections,
                 }),
+            render_cache_bytes: self.render_cache_bytes,
             ..ServerConfig::default()
         }
     }

@@ -179,7 +179,7 @@ impl State {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .phone(mac)
-            .map(|p| p.model);
+            .map(|p| p.model.to_string());
         (Some(mac), model)
     }
 

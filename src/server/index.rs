@@ -1,13 +1,19 @@
-//! The in-memory index of rendered configs: file name → bytes, MAC → phone (site, slot, cap,
-//! firmware, shard), built from the rendered-config ConfigMaps the controller writes (see
-//! [`crate::children`]).
+//! The in-memory index of what the server serves: MAC → phone (site, slot, cap, firmware,
+//! shard) and its file, built from the rendered-config ConfigMaps the controller writes (see
+//! [`crate::children`] and [`crate::decision`]).
+//!
+//! A shard holds the controller's decision (a header and one line per phone): a phone's file is
+//! rendered on request from it, with the renderer `phonefleet render` uses, and kept in a
+//! bounded cache ([`FileCache`]) so a polling fleet does not render each file again. A shard
+//! written by an older controller (or a test fixture) holds pre-rendered files and an index
+//! instead; those are served as they are.
 //!
 //! [`Index`] is pure (fed with ConfigMaps, no client) so its rules are unit-tested; [`watch`]
 //! keeps it in sync with the API server. Requests read it under a short read lock and clone
-//! `Bytes`, so serving a file copies nothing.
+//! `Bytes`, so serving a cached file copies nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -20,9 +26,16 @@ use crate::children::{
     COMPONENT_CONFIG, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
     LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY, ShardIndex,
 };
-use crate::core::Mac;
-use crate::render::parse_file_name;
+use crate::core::{Mac, PhoneFamily};
+use crate::decision::{
+    self, DECISION_KEY, DecidedPhone, DecisionError, PHONES_KEY, RenderContext, ShardHeader,
+};
+use crate::render::{Format, parse_file_name};
 use crate::scope::WatchScope;
+
+/// Default bound of the rendered-file cache: about 40,000 files of ~800 bytes. A miss costs
+/// one render from the stored decision, so the cache only has to hold the phones polling now.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What one shard says about all its phones.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +67,7 @@ impl ShardMeta {
 pub struct PhoneEntry {
     pub mac: Mac,
     pub shard: Arc<ShardMeta>,
-    pub model: String,
+    pub model: Arc<str>,
     pub slot: Option<IndexSlot>,
 }
 
@@ -68,17 +81,156 @@ pub struct ConfigFile {
 /// Why a rendered-config ConfigMap could not be indexed (it is skipped, and logged).
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("ConfigMap {0} has no {INDEX_KEY} key")]
+    #[error("ConfigMap {0} has neither {DECISION_KEY} nor {INDEX_KEY}")]
     NoIndex(String),
     #[error("ConfigMap {0}: {INDEX_KEY} is not a shard index: {1}")]
     BadIndex(String, serde_json::Error),
+    #[error("ConfigMap {0}: {1}")]
+    BadDecision(String, DecisionError),
     #[error("ConfigMap {0} speaks for schedule {1} of another namespace")]
     ForeignSchedule(String, String),
 }
 
+/// A phone as a shard lists it: 40-odd bytes, so a million fit in a replica's memory.
+#[derive(Clone, Copy, Debug)]
+struct Listed {
+    /// Index into the shard's models.
+    model: u32,
+    slot: Option<IndexSlot>,
+}
+
 struct Shard {
+    meta: Arc<ShardMeta>,
+    /// Tells this version of the shard from earlier ones in the file cache.
+    generation: u64,
+    /// (model, family) by index; the family only for a decision (files are rendered from it).
+    models: Vec<(Arc<str>, Option<PhoneFamily>)>,
+    phones: HashMap<Mac, Listed>,
+    /// How files are rendered: `None` for a shard of pre-rendered files.
+    render: Option<RenderContext>,
+    /// Pre-rendered files by canonical name (shards without a decision).
     files: HashMap<String, ConfigFile>,
-    phones: HashMap<Mac, PhoneEntry>,
+}
+
+/// The shards holding a name: almost always one, so no allocation for it.
+#[derive(Clone, Debug)]
+enum Holders {
+    One(Arc<str>),
+    Many(BTreeSet<Arc<str>>),
+}
+
+impl Holders {
+    fn insert(&mut self, key: Arc<str>) {
+        match self {
+            Holders::One(k) if *k == key => {}
+            Holders::One(k) => *self = Holders::Many(BTreeSet::from([k.clone(), key])),
+            Holders::Many(set) => {
+                set.insert(key);
+            }
+        }
+    }
+
+    /// Removes `key`; `true` when nobody is left.
+    fn remove(&mut self, key: &str) -> bool {
+        match self {
+            Holders::One(k) => &**k == key,
+            Holders::Many(set) => {
+                set.remove(key);
+                match set.len() {
+                    0 => true,
+                    1 => {
+                        if let Some(k) = set.pop_first() {
+                            *self = Holders::One(k);
+                        }
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// The shard serving the name: the smallest key, unless the holders span several
+    /// namespaces (a tenancy conflict: nobody).
+    fn owner(&self) -> Option<&Arc<str>> {
+        match self {
+            Holders::One(k) => Some(k),
+            Holders::Many(set) => {
+                let first = set.first()?;
+                let ns = namespace_of(first);
+                set.iter().all(|k| namespace_of(k) == ns).then_some(first)
+            }
+        }
+    }
+
+    fn namespaces(&self) -> BTreeSet<String> {
+        match self {
+            Holders::One(k) => BTreeSet::from([namespace_of(k).to_owned()]),
+            Holders::Many(set) => set.iter().map(|k| namespace_of(k).to_owned()).collect(),
+        }
+    }
+}
+
+/// Rendered files by (MAC, shard generation), bounded in bytes. Two generations: hits come
+/// from `current` or are moved there from `previous`; when `current` holds half the budget it
+/// becomes `previous` and the old `previous` is dropped. Files not asked for during a whole
+/// generation go, which is what an LRU would drop first, at the cost of a map swap instead of
+/// a linked list per entry.
+pub struct FileCache {
+    budget: usize,
+    current: HashMap<(Mac, u64), ConfigFile>,
+    current_bytes: usize,
+    previous: HashMap<(Mac, u64), ConfigFile>,
+    hits: u64,
+    misses: u64,
+}
+
+impl FileCache {
+    /// A cache of at most `budget` bytes of file bodies.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            current: HashMap::new(),
+            current_bytes: 0,
+            previous: HashMap::new(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    fn get(&mut self, key: (Mac, u64)) -> Option<ConfigFile> {
+        if let Some(file) = self.current.get(&key) {
+            self.hits += 1;
+            return Some(file.clone());
+        }
+        let file = self.previous.remove(&key)?;
+        self.hits += 1;
+        self.put(key, file.clone());
+        Some(file)
+    }
+
+    fn put(&mut self, key: (Mac, u64), file: ConfigFile) {
+        let size = file.body.len();
+        if size > self.budget / 2 {
+            return;
+        }
+        if self.current_bytes + size > self.budget / 2 {
+            self.previous = std::mem::take(&mut self.current);
+            self.current_bytes = 0;
+        }
+        self.current_bytes += size;
+        self.current.insert(key, file);
+    }
+
+    /// Bytes of file bodies held (at most the budget).
+    pub fn bytes(&self) -> usize {
+        self.current_bytes + self.previous.values().map(|f| f.body.len()).sum::<usize>()
+    }
+
+    /// Lookups answered from the cache, and renders.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
 }
 
 /// File name and MAC lookups over every indexed shard.
@@ -89,15 +241,22 @@ struct Shard {
 /// go — a tenant can never take another's phone by sorting first. Within one namespace (two
 /// schedules selecting one site, for a moment until the controller settles it) the shard
 /// with the smaller `namespace/name` wins, so every replica serves the same bytes.
-#[derive(Default)]
 pub struct Index {
     shards: HashMap<Arc<str>, Shard>,
-    /// File name → the shards holding it.
-    files: HashMap<String, BTreeSet<Arc<str>>>,
+    /// Pre-rendered file name → the shards holding it.
+    files: HashMap<String, Holders>,
     /// MAC → the shards listing the phone.
-    phones: HashMap<Mac, BTreeSet<Arc<str>>>,
+    phones: HashMap<Mac, Holders>,
     /// MACs listed by shards of more than one namespace, with those namespaces.
     conflicts: BTreeMap<Mac, BTreeSet<String>>,
+    next_generation: u64,
+    cache: Mutex<FileCache>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::with_cache_bytes(DEFAULT_CACHE_BYTES)
+    }
 }
 
 /// The namespace part of a shard key (`namespace/name`).
@@ -105,103 +264,179 @@ fn namespace_of(key: &str) -> &str {
     key.split_once('/').map_or(key, |(ns, _)| ns)
 }
 
-/// The shard serving a name held by `holders`: the smallest key, unless the holders span
-/// several namespaces (a tenancy conflict: nobody).
-fn owner(holders: &BTreeSet<Arc<str>>) -> Option<&Arc<str>> {
-    let first = holders.first()?;
-    let ns = namespace_of(first);
-    holders
-        .iter()
-        .all(|k| namespace_of(k) == ns)
-        .then_some(first)
-}
-
 impl Index {
+    /// An empty index whose rendered-file cache holds at most `bytes`.
+    pub fn with_cache_bytes(bytes: usize) -> Self {
+        Index {
+            shards: HashMap::new(),
+            files: HashMap::new(),
+            phones: HashMap::new(),
+            conflicts: BTreeMap::new(),
+            next_generation: 0,
+            cache: Mutex::new(FileCache::new(bytes)),
+        }
+    }
+
     /// An index of `maps`.
     pub fn from_maps<'a>(maps: impl IntoIterator<Item = &'a ConfigMap>) -> Self {
         let mut index = Index::default();
+        index.extend(maps);
+        index
+    }
+
+    /// Adds `maps`, skipping (and logging) the ones that cannot be indexed.
+    pub fn extend<'a>(&mut self, maps: impl IntoIterator<Item = &'a ConfigMap>) {
         for cm in maps {
-            if let Err(e) = index.apply(cm) {
+            if let Err(e) = self.apply(cm) {
                 tracing::warn!(error = %e, "skipping rendered-config ConfigMap");
             }
         }
-        index
     }
 
     /// Adds or replaces the shard held by `cm`.
     pub fn apply(&mut self, cm: &ConfigMap) -> Result<(), IndexError> {
         let key: Arc<str> = shard_key(cm).into();
-        let data = cm.data.clone().unwrap_or_default();
-        let raw = data
-            .get(INDEX_KEY)
-            .ok_or_else(|| IndexError::NoIndex(key.to_string()))?;
-        let shard_index: ShardIndex =
-            serde_json::from_str(raw).map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
+        let empty = BTreeMap::new();
+        let data = cm.data.as_ref().unwrap_or(&empty);
         let namespace = cm.namespace().unwrap_or_default();
-        // A shard speaks for a schedule of its own namespace only.
-        if shard_index
-            .schedule
-            .split_once('/')
-            .is_some_and(|(ns, _)| ns != namespace)
-        {
-            return Err(IndexError::ForeignSchedule(
-                key.to_string(),
-                shard_index.schedule.clone(),
-            ));
-        }
-        self.remove(&key);
-        let schedule = cm.labels().get(LABEL_SCHEDULE).cloned().unwrap_or_else(|| {
-            let s = &shard_index.schedule;
-            s.rsplit_once('/').map_or(s.as_str(), |(_, n)| n).to_owned()
-        });
         let schedule_uid = cm
             .owner_references()
             .iter()
             .find(|o| o.kind == "PhoneSchedule")
             .map(|o| o.uid.clone());
-        let meta = Arc::new(ShardMeta {
-            namespace,
-            name: cm.name_any(),
-            schedule,
-            schedule_uid,
-            site: shard_index.site.clone(),
-            cap: shard_index.cap,
-            firmware: shard_index.firmware.clone(),
-        });
-        let mut shard = Shard {
-            files: HashMap::new(),
-            phones: HashMap::new(),
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let bad = |e| IndexError::BadDecision(key.to_string(), e);
+        let (full_schedule, mut shard) = if let Some(header) = data.get(DECISION_KEY) {
+            let header = ShardHeader::parse(header).map_err(bad)?;
+            let render = header.render_context().map_err(bad)?;
+            let mut phones = HashMap::new();
+            let lines = data.get(PHONES_KEY).map_or("", String::as_str);
+            decision::decode_phones(header.base, lines, |p| {
+                phones.insert(
+                    p.mac,
+                    Listed {
+                        model: p.model,
+                        slot: p.slot,
+                    },
+                );
+            })
+            .map_err(bad)?;
+            let models = header
+                .models
+                .iter()
+                .map(|m| (Arc::from(m.model.as_str()), Some(m.family)))
+                .collect();
+            let meta = ShardMeta {
+                namespace: namespace.clone(),
+                name: cm.name_any(),
+                schedule: String::new(),
+                schedule_uid,
+                site: header.site.clone(),
+                cap: header.cap,
+                firmware: header.firmware.clone(),
+            };
+            let shard = Shard {
+                meta: Arc::new(meta),
+                generation,
+                models,
+                phones,
+                render: Some(render),
+                files: HashMap::new(),
+            };
+            (header.schedule, shard)
+        } else {
+            let raw = data
+                .get(INDEX_KEY)
+                .ok_or_else(|| IndexError::NoIndex(key.to_string()))?;
+            let shard_index: ShardIndex =
+                serde_json::from_str(raw).map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
+            let mut models: Vec<(Arc<str>, Option<PhoneFamily>)> = Vec::new();
+            let mut phones = HashMap::new();
+            for (mac, IndexPhone { model, slot, .. }) in shard_index.phones {
+                let Ok(mac) = mac.parse::<Mac>() else {
+                    continue;
+                };
+                let at = match models.iter().position(|(m, _)| **m == *model) {
+                    Some(at) => at,
+                    None => {
+                        models.push((Arc::from(model.as_str()), None));
+                        models.len() - 1
+                    }
+                };
+                phones.insert(
+                    mac,
+                    Listed {
+                        model: at as u32,
+                        slot,
+                    },
+                );
+            }
+            let mut files = HashMap::new();
+            for (name, body) in data {
+                let Ok((mac, format)) = parse_file_name(name) else {
+                    continue;
+                };
+                // Requests are looked up by the canonical name, whatever case a key was
+                // written in.
+                let file = ConfigFile {
+                    body: Bytes::from(body.clone()),
+                    content_type: format.content_type(),
+                };
+                files.insert(format.file_name(mac), file);
+            }
+            let meta = ShardMeta {
+                namespace: namespace.clone(),
+                name: cm.name_any(),
+                schedule: String::new(),
+                schedule_uid,
+                site: shard_index.site.clone(),
+                cap: shard_index.cap,
+                firmware: shard_index.firmware.clone(),
+            };
+            let shard = Shard {
+                meta: Arc::new(meta),
+                generation,
+                models,
+                phones,
+                render: None,
+                files,
+            };
+            (shard_index.schedule, shard)
         };
-        for (name, body) in data {
-            let Ok((mac, format)) = parse_file_name(&name) else {
-                continue;
-            };
-            // Requests are looked up by the canonical name, whatever case a key was written in.
-            let name = format.file_name(mac);
-            let file = ConfigFile {
-                body: Bytes::from(body),
-                content_type: format.content_type(),
-            };
-            self.files
-                .entry(name.clone())
-                .or_default()
-                .insert(key.clone());
-            shard.files.insert(name, file);
+        // A shard speaks for a schedule of its own namespace only.
+        if full_schedule
+            .split_once('/')
+            .is_some_and(|(ns, _)| ns != namespace)
+        {
+            return Err(IndexError::ForeignSchedule(key.to_string(), full_schedule));
         }
-        let mut touched = Vec::new();
-        for (mac, IndexPhone { model, slot, .. }) in shard_index.phones {
-            let Ok(mac) = mac.parse::<Mac>() else {
-                continue;
-            };
-            let entry = PhoneEntry {
-                mac,
-                shard: meta.clone(),
-                model,
-                slot,
-            };
-            self.phones.entry(mac).or_default().insert(key.clone());
-            shard.phones.insert(mac, entry);
-            touched.push(mac);
+        let schedule = cm.labels().get(LABEL_SCHEDULE).cloned().unwrap_or_else(|| {
+            full_schedule
+                .rsplit_once('/')
+                .map_or(full_schedule.as_str(), |(_, n)| n)
+                .to_owned()
+        });
+        if let Some(meta) = Arc::get_mut(&mut shard.meta) {
+            meta.schedule = schedule;
+        }
+        self.remove(&key);
+        for name in shard.files.keys() {
+            match self.files.get_mut(name) {
+                Some(h) => h.insert(key.clone()),
+                None => {
+                    self.files.insert(name.clone(), Holders::One(key.clone()));
+                }
+            }
+        }
+        let touched: Vec<Mac> = shard.phones.keys().copied().collect();
+        for mac in &touched {
+            match self.phones.get_mut(mac) {
+                Some(h) => h.insert(key.clone()),
+                None => {
+                    self.phones.insert(*mac, Holders::One(key.clone()));
+                }
+            }
         }
         self.shards.insert(key, shard);
         self.recheck(touched);
@@ -214,20 +449,14 @@ impl Index {
             return;
         };
         for name in old.files.into_keys() {
-            if let Some(holders) = self.files.get_mut(&name) {
-                holders.remove(key);
-                if holders.is_empty() {
-                    self.files.remove(&name);
-                }
+            if self.files.get_mut(&name).is_some_and(|h| h.remove(key)) {
+                self.files.remove(&name);
             }
         }
         let touched: Vec<Mac> = old.phones.into_keys().collect();
         for mac in &touched {
-            if let Some(holders) = self.phones.get_mut(mac) {
-                holders.remove(key);
-                if holders.is_empty() {
-                    self.phones.remove(mac);
-                }
+            if self.phones.get_mut(mac).is_some_and(|h| h.remove(key)) {
+                self.phones.remove(mac);
             }
         }
         self.recheck(touched);
@@ -236,13 +465,16 @@ impl Index {
     /// Updates the conflicts of `macs`, logging each one that starts or ends.
     fn recheck(&mut self, macs: Vec<Mac>) {
         for mac in macs {
-            let namespaces: BTreeSet<String> = self
-                .phones
-                .get(&mac)
-                .into_iter()
-                .flatten()
-                .map(|k| namespace_of(k).to_owned())
-                .collect();
+            let namespaces = match self.phones.get(&mac) {
+                Some(Holders::Many(_)) => self.phones[&mac].namespaces(),
+                // One holder or none: no conflict (and nothing to allocate).
+                _ => {
+                    if self.conflicts.remove(&mac).is_some() {
+                        tracing::info!(phone = %mac, "phone conflict resolved");
+                    }
+                    continue;
+                }
+            };
             if namespaces.len() > 1 {
                 if self.conflicts.get(&mac) != Some(&namespaces) {
                     tracing::warn!(
@@ -258,16 +490,76 @@ impl Index {
         }
     }
 
-    /// The file a phone requests by `name` (none while its phone is in conflict).
+    /// The shard serving the phone `mac`, and how it lists it (none while in conflict).
+    fn listed(&self, mac: Mac) -> Option<(&Shard, &Listed)> {
+        let key = self.phones.get(&mac)?.owner()?;
+        let shard = self.shards.get(key)?;
+        Some((shard, shard.phones.get(&mac)?))
+    }
+
+    /// The file a phone requests by `name` (none while its phone is in conflict): rendered
+    /// from the decision (or taken from the cache), or pre-rendered.
     pub fn file(&self, name: &str) -> Option<ConfigFile> {
-        let key = owner(self.files.get(name)?)?;
+        if let Ok((mac, format)) = parse_file_name(name)
+            && let Some((shard, listed)) = self.listed(mac)
+            && let Some(render) = &shard.render
+        {
+            let family = shard.models.get(listed.model as usize)?.1?;
+            if Format::of(family) != format {
+                return None;
+            }
+            let key = (mac, shard.generation);
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(file) = cache.get(key) {
+                return Some(file);
+            }
+            cache.misses += 1;
+            // Rendering under the cache's lock keeps one render per miss even when a phone
+            // retries at once.
+            let rendered = render.render(&DecidedPhone {
+                mac,
+                model: listed.model,
+                slot: listed.slot,
+            })?;
+            let file = ConfigFile {
+                body: Bytes::from(rendered.body),
+                content_type: rendered.content_type,
+            };
+            cache.put(key, file.clone());
+            return Some(file);
+        }
+        let key = self.files.get(name)?.owner()?;
         self.shards.get(key)?.files.get(name).cloned()
     }
 
     /// The phone with this MAC (none while it is in conflict).
     pub fn phone(&self, mac: Mac) -> Option<PhoneEntry> {
-        let key = owner(self.phones.get(&mac)?)?;
-        self.shards.get(key)?.phones.get(&mac).cloned()
+        let (shard, listed) = self.listed(mac)?;
+        Some(PhoneEntry {
+            mac,
+            shard: shard.meta.clone(),
+            model: shard.models.get(listed.model as usize)?.0.clone(),
+            slot: listed.slot,
+        })
+    }
+
+    /// Every file served, by name, rendered now (for tests and `kubectl phonefleet`: a whole
+    /// fleet's files are never all in memory otherwise).
+    pub fn all_files(&self) -> BTreeMap<String, ConfigFile> {
+        let mut names: BTreeSet<String> = self.files.keys().cloned().collect();
+        for shard in self.shards.values() {
+            for (mac, listed) in &shard.phones {
+                if let Some((_, Some(family))) = shard.models.get(listed.model as usize)
+                    && shard.render.is_some()
+                {
+                    names.insert(Format::of(*family).file_name(*mac));
+                }
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|name| self.file(&name).map(|f| (name, f)))
+            .collect()
     }
 
     /// Whether shards of several namespaces claim this MAC.
@@ -280,7 +572,7 @@ impl Index {
         &self.conflicts
     }
 
-    /// Number of files served.
+    /// Number of pre-rendered files held.
     pub fn files_len(&self) -> usize {
         self.files.len()
     }
@@ -288,6 +580,21 @@ impl Index {
     /// Number of phones known.
     pub fn phones_len(&self) -> usize {
         self.phones.len()
+    }
+
+    /// The rendered-file cache's bound, in bytes.
+    pub fn cache_budget(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .budget
+    }
+
+    /// Bytes held by the rendered-file cache, its hits and its renders.
+    pub fn cache_stats(&self) -> (usize, u64, u64) {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let (hits, misses) = cache.hits_and_misses();
+        (cache.bytes(), hits, misses)
     }
 }
 
@@ -328,7 +635,14 @@ pub async fn watch(
             Event::Init => buffer.clear(),
             Event::InitApply(cm) => buffer.push(cm),
             Event::InitDone => {
-                let fresh = Index::from_maps(&buffer);
+                // A fresh index (and cache) with the configured budget: every shard may have
+                // changed while the watch was down.
+                let budget = index
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .cache_budget();
+                let mut fresh = Index::with_cache_bytes(budget);
+                fresh.extend(&buffer);
                 buffer.clear();
                 *index.write().unwrap_or_else(|e| e.into_inner()) = fresh;
                 on_synced();
@@ -502,6 +816,172 @@ mod tests {
         assert!(matches!(
             Index::default().apply(&cm),
             Err(IndexError::ForeignSchedule(..))
+        ));
+    }
+
+    // -- issue #18: decisions, rendered on request --
+
+    fn decision_shard(ns: &str, name: &str, slot: Option<IndexSlot>) -> ConfigMap {
+        use crate::decision::{WireModel, WirePolicy};
+        let policy = crate::core::ProvisioningPolicy {
+            power_on: true,
+            repeatedly: None,
+            weekly: crate::core::WeeklyPolicy {
+                enabled: true,
+                interval_weeks: 0,
+                inactivity_minutes: 0,
+                window: crate::core::LocalWindow {
+                    start: "22:00".parse().unwrap(),
+                    end: "05:00".parse().unwrap(),
+                },
+                days: [chrono::Weekday::Sun].into_iter().collect(),
+            },
+            flexible: crate::core::FlexiblePolicy {
+                enabled: false,
+                interval_days: 1,
+                window: crate::core::LocalWindow {
+                    start: "01:00".parse().unwrap(),
+                    end: "02:00".parse().unwrap(),
+                },
+            },
+        };
+        let header = ShardHeader {
+            schedule: format!("{ns}/fw"),
+            site: "paris".into(),
+            time_zone: "Europe/Paris".into(),
+            cap: 3,
+            check_minutes: 10,
+            server_url: "http://prov.example:8080".into(),
+            provisioning: WirePolicy::from(&policy),
+            firmware: Some(IndexFirmware {
+                version: "2.0".into(),
+                file: "fw.bin".into(),
+                models: vec![],
+            }),
+            models: vec![WireModel {
+                model: "GXP2170".into(),
+                family: PhoneFamily::Grandstream,
+            }],
+            base: decision::base_of(slot.as_ref()),
+        };
+        let phones = [DecidedPhone {
+            mac: phone_mac(),
+            model: 0,
+            slot,
+        }];
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some(ns.into());
+        cm.data = Some(BTreeMap::from([
+            (DECISION_KEY.to_owned(), header.to_json()),
+            (
+                PHONES_KEY.to_owned(),
+                decision::encode_phones(header.base, &phones),
+            ),
+        ]));
+        cm
+    }
+
+    fn a_slot() -> IndexSlot {
+        let start = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        IndexSlot {
+            stage: 0,
+            start,
+            end: start + chrono::Duration::minutes(10),
+            held: false,
+        }
+    }
+
+    #[test]
+    fn a_decision_is_rendered_on_request_as_the_renderer_renders_it() {
+        let cm = decision_shard("voice", "fw-paris-0", Some(a_slot()));
+        let index = Index::from_maps([&cm]);
+        let served = index.file("cfg000b82123456.xml").expect("rendered");
+        let header = ShardHeader::parse(&cm.data.as_ref().unwrap()[DECISION_KEY]).unwrap();
+        let expected = header
+            .render_context()
+            .unwrap()
+            .render(&DecidedPhone {
+                mac: phone_mac(),
+                model: 0,
+                slot: Some(a_slot()),
+            })
+            .unwrap();
+        assert_eq!(served.body, Bytes::from(expected.body.clone()));
+        assert!(
+            expected.body.contains("firmware/paris"),
+            "{}",
+            expected.body
+        );
+        assert_eq!(served.content_type, expected.content_type);
+        assert!(
+            index.file("000b82123456.cfg").is_none(),
+            "not its family's name"
+        );
+        let phone = index.phone(phone_mac()).unwrap();
+        assert_eq!((&*phone.model, phone.slot), ("GXP2170", Some(a_slot())));
+        assert_eq!(phone.shard.schedule, "fw");
+        // A second request is a cache hit with the same bytes.
+        assert_eq!(index.file("cfg000b82123456.xml").unwrap(), served);
+        let (_, hits, misses) = index.cache_stats();
+        assert_eq!((hits, misses), (1, 1));
+    }
+
+    #[test]
+    fn a_changed_decision_is_never_answered_from_the_cache() {
+        let mut index = Index::from_maps([&decision_shard("voice", "fw-paris-0", Some(a_slot()))]);
+        let before = index.file("cfg000b82123456.xml").unwrap();
+        index
+            .apply(&decision_shard("voice", "fw-paris-0", None))
+            .unwrap();
+        let after = index.file("cfg000b82123456.xml").unwrap();
+        assert_ne!(before.body, after.body, "the slot went, the file changes");
+        assert!(!String::from_utf8_lossy(&after.body).contains("firmware/"));
+    }
+
+    #[test]
+    fn decisions_of_two_namespaces_are_a_conflict_too() {
+        let mut index = Index::from_maps([
+            &decision_shard("a-tenant", "fw-paris-0", None),
+            &decision_shard("b-tenant", "fw-paris-0", None),
+        ]);
+        assert!(index.file("cfg000b82123456.xml").is_none());
+        assert!(index.in_conflict(phone_mac()));
+        index.remove("a-tenant/fw-paris-0");
+        assert!(index.file("cfg000b82123456.xml").is_some());
+        assert!(!index.in_conflict(phone_mac()));
+    }
+
+    #[test]
+    fn the_file_cache_stays_within_its_budget() {
+        let mut cache = FileCache::new(1000);
+        let file = |n: usize| ConfigFile {
+            body: Bytes::from(vec![b'x'; n]),
+            content_type: "text/plain",
+        };
+        for i in 0..100u64 {
+            cache.put((phone_mac(), i), file(100));
+            assert!(cache.bytes() <= 1000, "{} bytes", cache.bytes());
+        }
+        assert!(cache.get((phone_mac(), 99)).is_some(), "the latest is kept");
+        assert!(cache.get((phone_mac(), 0)).is_none(), "the oldest went");
+        cache.put((phone_mac(), 1000), file(600));
+        assert!(
+            cache.get((phone_mac(), 1000)).is_none(),
+            "over half the budget: not kept"
+        );
+    }
+
+    #[test]
+    fn a_bad_decision_is_refused() {
+        let mut cm = decision_shard("voice", "fw-paris-0", None);
+        cm.data
+            .as_mut()
+            .unwrap()
+            .insert(PHONES_KEY.into(), "not a line\n".into());
+        assert!(matches!(
+            Index::default().apply(&cm),
+            Err(IndexError::BadDecision(..))
         ));
     }
 }

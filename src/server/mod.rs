@@ -65,6 +65,8 @@ pub use stats::{Outcome, ServerStats, SiteStats, UpstreamResult};
 /// documented defaults; `listen` is the only field most deployments change.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Bound of the cache of files rendered on request (see [`index::FileCache`]).
+    pub render_cache_bytes: usize,
     /// Address to listen on (phones reach it through a Service).
     pub listen: SocketAddr,
     /// The namespaces whose rendered configs, progress and download tokens are watched.
@@ -197,6 +199,7 @@ impl Default for ServerConfig {
             take_writes_per_second: tokens::DEFAULT_TAKE_WRITES_PER_SECOND,
             access_log: access_log::AccessLogConfig::default(),
             upstream: None,
+            render_cache_bytes: index::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -342,7 +345,9 @@ pub async fn start_with_stats(
         source,
     })?;
     let ready = Arc::new(AtomicBool::new(false));
-    let index: index::SharedIndex = Arc::new(RwLock::new(index::Index::default()));
+    let index: index::SharedIndex = Arc::new(RwLock::new(index::Index::with_cache_bytes(
+        config.render_cache_bytes,
+    )));
     // Takes read the token Leases from a watch, not a LIST per firmware request.
     let (leases, lease_watch) = tokens::watch_leases(client.clone(), &config.scope);
     let lease_watch = tokio::spawn(lease_watch);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use phonefleet::api::{PhoneEntry, PhoneSite};
-use phonefleet::children::{INDEX_KEY, LABEL_SCHEDULE};
+use phonefleet::children::{COMPONENT_CONFIG, LABEL_COMPONENT, LABEL_SCHEDULE};
+use phonefleet::server::index::Index;
 
 use super::TestCluster;
 
@@ -55,23 +56,26 @@ pub async fn wait_ready(cluster: &TestCluster, namespace: &str, schedule: &str) 
     );
 }
 
-/// Every file the schedule's ConfigMaps hold, by file name (the index left out).
+/// Every file the provisioning server serves from the schedule's rendered-config ConfigMaps,
+/// by file name: rendered on request from the stored decision by the server's own index.
 pub async fn served_files(
     client: &kube::Client,
     namespace: &str,
     schedule: &str,
 ) -> BTreeMap<String, String> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    cms.list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE}={schedule}")))
+    let maps = cms
+        .list(&ListParams::default().labels(&format!(
+            "{LABEL_SCHEDULE}={schedule},{LABEL_COMPONENT}={COMPONENT_CONFIG}"
+        )))
         .await
-        .map(|list| {
-            list.items
-                .into_iter()
-                .flat_map(|cm| cm.data.unwrap_or_default())
-                .filter(|(k, _)| k != INDEX_KEY)
-                .collect()
-        })
-        .unwrap_or_default()
+        .map(|list| list.items)
+        .unwrap_or_default();
+    Index::from_maps(&maps)
+        .all_files()
+        .into_iter()
+        .map(|(name, file)| (name, String::from_utf8_lossy(&file.body).into_owned()))
+        .collect()
 }
 
 /// Adds a GXP2170 phone to a site, as an operator's edit would.

@@ -32,15 +32,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use chrono_tz::Tz;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneScheduleStatus, PhoneSite};
 use crate::children::{IndexSlot, PhoneProgress};
-use crate::core::{self, CheckWindow, Fleet, LocalTime, LocalWindow, Mac, Site};
-use crate::render::{self, FirmwarePath, PhoneConfig, RolloutSlot, ServerUrl};
+use crate::core::{self, Fleet, Mac};
+use crate::render::ServerUrl;
+pub use crate::render::phone::{PhoneFile, check_window, phone_file};
 use crate::selection::{self, Candidate, Excluded, Selection};
 use crate::selector::Selector;
 
@@ -334,46 +334,6 @@ fn decide(
     }
 }
 
-/// Everything one phone's file depends on, once the decision is taken.
-pub struct PhoneFile<'a> {
-    pub mac: Mac,
-    pub model: &'a str,
-    pub family: core::PhoneFamily,
-    pub site: &'a Site,
-    pub check_minutes: u32,
-    pub slot: Option<IndexSlot>,
-    pub firmware: Option<&'a core::FirmwareTarget>,
-    pub provisioning: &'a core::ProvisioningPolicy,
-    pub server_url: &'a ServerUrl,
-}
-
-/// Renders one phone's file: with its slot's window and the firmware location when it has a
-/// slot, the steady-state policy otherwise. The controller and `phonefleet render` both call
-/// this, so what an operator previews is byte for byte what the phone is served.
-pub fn phone_file(p: &PhoneFile<'_>) -> render::RenderedFile {
-    let rollout_slot = match (p.slot, p.firmware) {
-        (Some(slot), Some(fw)) => {
-            FirmwarePath::new(&p.site.name, &fw.file)
-                .ok()
-                .map(|path| RolloutSlot {
-                    firmware_version: fw.version.clone(),
-                    firmware: path,
-                    window: check_window(slot.start, p.site.time_zone, p.check_minutes),
-                })
-        }
-        _ => None,
-    };
-    render::render(
-        &PhoneConfig {
-            mac: p.mac,
-            model: p.model,
-            family: p.family,
-            provisioning: p.provisioning,
-            slot: rollout_slot.as_ref(),
-        },
-        p.server_url,
-    )
-}
 fn halted_message(halted: &BTreeSet<String>) -> String {
     let models: Vec<&str> = halted.iter().map(String::as_str).collect();
     format!(
@@ -419,21 +379,6 @@ pub(crate) fn cond(
 pub fn to_timestamp(t: DateTime<Utc>) -> Timestamp {
     Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
         .unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// The local check window of a slot starting at `start`: the slot's weekday and its first
-/// `check_minutes` minutes, as the phone's file states them.
-pub fn check_window(start: DateTime<Utc>, tz: Tz, check_minutes: u32) -> CheckWindow {
-    use chrono::Datelike;
-    let local = start.with_timezone(&tz);
-    let begin = LocalTime::of(local.time());
-    CheckWindow {
-        weekday: local.weekday(),
-        window: LocalWindow {
-            start: begin,
-            end: begin.wrapping_add(check_minutes),
-        },
-    }
 }
 
 /// Duration from `now` to `at`, at least one second.

@@ -1,19 +1,18 @@
-//! Step 5: every phone's file, cut into rendered-config ConfigMaps (shards) under the
-//! ConfigMap size limit. Only one shard's files are held at a time: the decision keeps what it
-//! needs to render a shard again ([`Desired::shard_data`]), so a 100,000-phone fleet is never in
-//! memory all at once.
+//! Step 5: every phone's decision (model, slot), cut into rendered-config ConfigMaps (shards)
+//! under the ConfigMap size limit: a header per site ([`ShardHeader`]: what rendering needs
+//! once) and one short line per phone ([`crate::decision`]). The provisioning server renders
+//! the files on request from it; nothing here renders a file. Only one shard's lines are held
+//! at a time: the decision keeps what it needs to write a shard again ([`Desired::shard_data`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Desired, PhoneFile, phone_file};
-use crate::children::{
-    self, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, MAX_SHARD_BYTES, ShardIndex,
-};
+use super::Desired;
+use crate::children::{self, IndexFirmware, IndexSlot, MAX_SHARD_BYTES};
 use crate::core::{Fleet, Mac, Plan};
-use crate::render::{self, Format, ServerUrl};
-
-/// Index bytes budgeted per phone when cutting shards (a phone's index entry is ~120 bytes).
-const INDEX_BYTES_PER_PHONE: usize = 200;
+use crate::decision::{
+    self, DECISION_KEY, DecidedPhone, PHONES_KEY, ShardHeader, WireModel, WirePolicy,
+};
+use crate::render::ServerUrl;
 
 /// One rendered-config ConfigMap as it should be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,22 +28,19 @@ pub struct Shard {
     phones: std::ops::Range<usize>,
 }
 
-/// How one site's files are laid out: its phones in MAC order, with what their files need.
+/// How one site's decision is laid out: its header, and its phones in MAC order with the
+/// index of their (model, family) in the header.
 #[derive(Clone, Debug)]
 struct SiteFiles {
     site: usize,
-    check_minutes: u32,
-    cap: u32,
-    order: Vec<usize>,
+    header: ShardHeader,
+    order: Vec<(usize, u32)>,
 }
 
-/// What any shard can be rendered again from.
+/// What any shard can be written again from.
 #[derive(Clone, Debug)]
 pub struct Rendering {
     fleet: Fleet,
-    schedule: String,
-    server_url: ServerUrl,
-    firmware: Option<IndexFirmware>,
     sites: Vec<SiteFiles>,
 }
 
@@ -71,19 +67,19 @@ pub(super) struct Target<'a> {
     pub existing: &'a BTreeMap<String, String>,
 }
 
-/// Renders every phone's file and cuts each site's files into shards of at most
-/// [`MAX_SHARD_BYTES`], in MAC order.
+/// Cuts each site's decision into shards of at most [`MAX_SHARD_BYTES`], in MAC order.
 pub(super) fn cut(
     fleet: &Fleet,
     plan: &Plan,
     slots: &HashMap<Mac, IndexSlot>,
     target: &Target<'_>,
 ) -> Cut {
-    let firmware = fleet.schedule.firmware.as_ref().filter(|_| target.active);
-    let mut rendering = Rendering {
-        schedule: target.schedule.clone(),
-        server_url: target.server_url.clone(),
-        firmware: firmware.map(|fw| IndexFirmware {
+    let firmware = fleet
+        .schedule
+        .firmware
+        .as_ref()
+        .filter(|_| target.active)
+        .map(|fw| IndexFirmware {
             version: fw.version.clone(),
             file: fw.file.clone(),
             models: fw
@@ -92,7 +88,9 @@ pub(super) fn cut(
                 .flatten()
                 .map(|id| fleet.models[id.0 as usize].clone())
                 .collect(),
-        }),
+        });
+    let provisioning = WirePolicy::from(&fleet.schedule.provisioning);
+    let mut rendering = Rendering {
         sites: Vec::with_capacity(fleet.sites.len()),
         fleet: Fleet {
             schedule: fleet.schedule.clone(),
@@ -103,16 +101,42 @@ pub(super) fn cut(
     let mut shards = Vec::new();
     let mut check_minutes = BTreeMap::new();
     for (index, (site, site_plan)) in fleet.sites.iter().zip(&plan.sites).enumerate() {
-        let mut order: Vec<usize> = (0..site.phones.len()).collect();
-        order.sort_by_key(|&i| site.phones[i].mac);
+        let mut models: Vec<WireModel> = Vec::new();
+        let mut order: Vec<(usize, u32)> = Vec::with_capacity(site.phones.len());
+        for (i, phone) in site.phones.iter().enumerate() {
+            let wire = WireModel {
+                model: fleet.models[phone.model.0 as usize].clone(),
+                family: phone.family,
+            };
+            let at = match models.iter().position(|m| *m == wire) {
+                Some(at) => at,
+                None => {
+                    models.push(wire);
+                    models.len() - 1
+                }
+            };
+            order.push((i, at as u32));
+        }
+        order.sort_by_key(|&(i, _)| site.phones[i].mac);
+        let header = ShardHeader {
+            schedule: target.schedule.clone(),
+            site: site.name.clone(),
+            time_zone: site.time_zone.name().to_owned(),
+            cap: site_plan.cap.get(),
+            check_minutes: site_plan.check_minutes,
+            server_url: target.server_url.to_string(),
+            provisioning: provisioning.clone(),
+            firmware: firmware.clone(),
+            models,
+            base: decision::base_of(site.phones.iter().filter_map(|p| slots.get(&p.mac))),
+        };
         let files = SiteFiles {
             site: index,
-            check_minutes: site_plan.check_minutes,
-            cap: site_plan.cap.get(),
+            header,
             order,
         };
-        check_minutes.insert(site.name.clone(), files.check_minutes);
-        cut_site(fleet, &rendering, slots, &files, target, &mut shards);
+        check_minutes.insert(site.name.clone(), site_plan.check_minutes);
+        cut_site(fleet, slots, &files, target, &mut shards);
         rendering.sites.push(files);
     }
     rendering.fleet.sites = fleet.sites.clone();
@@ -131,134 +155,88 @@ pub(super) fn cut(
     }
 }
 
-/// Cuts one site's files into shards, appended to `shards`.
+/// The decision of the phone at `pos` of a site's MAC order.
+fn decided(
+    fleet: &Fleet,
+    slots: &HashMap<Mac, IndexSlot>,
+    files: &SiteFiles,
+    pos: usize,
+) -> DecidedPhone {
+    let (i, model) = files.order[pos];
+    let mac = fleet.sites[files.site].phones[i].mac;
+    DecidedPhone {
+        mac,
+        model,
+        slot: slots.get(&mac).copied(),
+    }
+}
+
+/// Cuts one site's phone lines into shards, appended to `shards`.
 fn cut_site(
     fleet: &Fleet,
-    rendering: &Rendering,
     slots: &HashMap<Mac, IndexSlot>,
     files: &SiteFiles,
     target: &Target<'_>,
     shards: &mut Vec<Shard>,
 ) {
-    let site = &fleet.sites[files.site];
-    let mut push = |range: std::ops::Range<usize>, entries: Vec<(String, String)>| {
-        let number = shards.iter().filter(|s| s.site == site.name).count();
-        let name = children::config_map_name(target.schedule_name, &site.name, number);
-        let hash = children::content_hash(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let site = &fleet.sites[files.site].name;
+    let header = files.header.to_json();
+    let budget = MAX_SHARD_BYTES.saturating_sub(header.len());
+    let mut push = |range: std::ops::Range<usize>, lines: &str| {
+        let number = shards.iter().rev().take_while(|s| s.site == *site).count();
+        let name = children::config_map_name(target.schedule_name, site, number);
+        let hash = children::content_hash([(DECISION_KEY, header.as_str()), (PHONES_KEY, lines)]);
         let changed = target.existing.get(&name) != Some(&hash);
         shards.push(Shard {
             name,
-            site: site.name.clone(),
+            site: site.clone(),
             hash,
             changed,
             files: files.site,
             phones: range,
         });
     };
-    let (mut start, mut used) = (0, 0);
-    let mut current: Vec<(String, String)> = Vec::new();
+    let mut start = 0;
+    let mut lines = String::new();
+    let mut line = String::new();
     for pos in 0..files.order.len() {
-        let (_, file, _) = render_entry(fleet, rendering, slots, files, pos);
-        let size = file.name.len() + file.body.len() + INDEX_BYTES_PER_PHONE;
-        if pos > start && used + size > MAX_SHARD_BYTES {
-            current.push(index_entry(fleet, rendering, slots, files, start..pos));
-            push(start..pos, std::mem::take(&mut current));
+        line.clear();
+        decision::encode_phone(
+            files.header.base,
+            &decided(fleet, slots, files, pos),
+            &mut line,
+        );
+        if pos > start && lines.len() + line.len() > budget {
+            push(start..pos, &lines);
+            lines.clear();
             start = pos;
-            used = 0;
         }
-        used += size;
-        current.push((file.name, file.body));
+        lines.push_str(&line);
     }
     if start < files.order.len() {
-        let end = files.order.len();
-        current.push(index_entry(fleet, rendering, slots, files, start..end));
-        push(start..end, current);
+        push(start..files.order.len(), &lines);
     }
-}
-
-/// The phone at `pos` of a site's MAC order: its bare MAC, its file and its index entry.
-fn render_entry(
-    fleet: &Fleet,
-    r: &Rendering,
-    slots: &HashMap<Mac, IndexSlot>,
-    files: &SiteFiles,
-    pos: usize,
-) -> (String, render::RenderedFile, IndexPhone) {
-    let site = &fleet.sites[files.site];
-    let phone = &site.phones[files.order[pos]];
-    let model = fleet.models[phone.model.0 as usize].as_str();
-    let slot = slots.get(&phone.mac).copied();
-    let file = phone_file(&PhoneFile {
-        family: phone.family,
-        mac: phone.mac,
-        model,
-        site,
-        check_minutes: files.check_minutes,
-        slot,
-        firmware: fleet.schedule.firmware.as_ref(),
-        provisioning: &fleet.schedule.provisioning,
-        server_url: &r.server_url,
-    });
-    let entry = IndexPhone {
-        model: model.to_owned(),
-        file: file.name.clone(),
-        slot,
-    };
-    (phone.mac.bare().to_string(), file, entry)
-}
-
-/// The index of the phones at `range` of a site's MAC order, as a data entry.
-fn index_entry(
-    fleet: &Fleet,
-    r: &Rendering,
-    slots: &HashMap<Mac, IndexSlot>,
-    files: &SiteFiles,
-    range: std::ops::Range<usize>,
-) -> (String, String) {
-    let site = &fleet.sites[files.site];
-    let index = ShardIndex {
-        schedule: r.schedule.clone(),
-        site: site.name.clone(),
-        time_zone: site.time_zone.name().to_owned(),
-        cap: files.cap,
-        firmware: r.firmware.clone(),
-        phones: range
-            .map(|pos| {
-                let phone = &site.phones[files.order[pos]];
-                let model = fleet.models[phone.model.0 as usize].clone();
-                let file = Format::of(phone.family).file_name(phone.mac);
-                let slot = slots.get(&phone.mac).copied();
-                (
-                    phone.mac.bare().to_string(),
-                    IndexPhone { model, file, slot },
-                )
-            })
-            .collect(),
-    };
-    // Serialising plain structs with string keys cannot fail.
-    (
-        INDEX_KEY.to_owned(),
-        serde_json::to_string(&index).unwrap_or_default(),
-    )
 }
 
 impl Desired {
-    /// The files and index of `shard`, rendered again (the decision keeps only their hash).
+    /// The header and phone lines of `shard`, written again (the decision keeps only their
+    /// hash).
     pub fn shard_data(&self, shard: &Shard) -> BTreeMap<String, String> {
         let Some(r) = &self.rendering else {
             return BTreeMap::new();
         };
         let files = &r.sites[shard.files];
-        let mut data: BTreeMap<String, String> = shard
-            .phones
-            .clone()
-            .map(|pos| {
-                let (_, file, _) = render_entry(&r.fleet, r, &self.slots, files, pos);
-                (file.name, file.body)
-            })
-            .collect();
-        let (key, index) = index_entry(&r.fleet, r, &self.slots, files, shard.phones.clone());
-        data.insert(key, index);
-        data
+        let mut lines = String::new();
+        for pos in shard.phones.clone() {
+            decision::encode_phone(
+                files.header.base,
+                &decided(&r.fleet, &self.slots, files, pos),
+                &mut lines,
+            );
+        }
+        BTreeMap::from([
+            (DECISION_KEY.to_owned(), files.header.to_json()),
+            (PHONES_KEY.to_owned(), lines),
+        ])
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::children::{self, INDEX_KEY, PhoneProgress, PhoneState, ShardIndex};
+use crate::children::{self, PhoneProgress, PhoneState};
 use serde::Deserialize;
 
 const SCHEDULE: &str = r#"
@@ -139,12 +139,28 @@ fn condition<'a>(status: &'a PhoneScheduleStatus, type_: &str) -> &'a Condition 
         .expect("condition present")
 }
 
-fn files(desired: &Desired) -> BTreeMap<String, String> {
+/// The shards' ConfigMaps as the controller writes them.
+fn shard_maps(desired: &Desired) -> Vec<k8s_openapi::api::core::v1::ConfigMap> {
     desired
         .shards
         .iter()
         .flatten()
-        .flat_map(|s| desired.shard_data(s))
+        .map(|s| {
+            let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+            cm.metadata.name = Some(s.name.clone());
+            cm.metadata.namespace = Some("voice".into());
+            cm.data = Some(desired.shard_data(s));
+            cm
+        })
+        .collect()
+}
+
+/// Every file the provisioning server serves from the decision, rendered on request.
+fn files(desired: &Desired) -> BTreeMap<String, String> {
+    crate::server::index::Index::from_maps(&shard_maps(desired))
+        .all_files()
+        .into_iter()
+        .map(|(name, f)| (name, String::from_utf8(f.body.to_vec()).expect("utf-8")))
         .collect()
 }
 
@@ -164,7 +180,7 @@ fn released(d: &Desired) -> Vec<Mac> {
 fn only_the_released_canary_may_download_and_every_phone_gets_a_file() {
     let d = World::new().decide();
     let files = files(&d);
-    assert_eq!(files.len(), 20 + 1, "one file per phone plus the index");
+    assert_eq!(files.len(), 20, "one file per phone");
     let released: Vec<_> = d.slots.values().filter(|s| !s.held).collect();
     assert_eq!(released.len(), 2, "10 % of 20 phones form the canary");
     assert!(released.iter().all(|s| s.stage == 0));
@@ -174,7 +190,7 @@ fn only_the_released_canary_may_download_and_every_phone_gets_a_file() {
     assert_eq!(condition(&d.status, condition::READY).status, "True");
     let with_firmware = files
         .iter()
-        .filter(|(name, body)| *name != INDEX_KEY && body.contains("firmware/paris"))
+        .filter(|(_, body)| body.contains("firmware/paris"))
         .count();
     assert_eq!(
         with_firmware, 20,
@@ -448,12 +464,14 @@ fn upgraded_phones_are_not_planned_again() {
 
 #[test]
 fn a_big_site_is_cut_into_shards_under_the_configmap_limit_with_every_phone_once() {
+    // 16 to 30 bytes a phone: 60,000 phones need more than one 768 KiB shard.
+    const PHONES: u32 = 60_000;
     let mut world = World::new();
     world.sites = vec![Arc::new(site(
         "big",
         "Europe/Paris",
         5,
-        3000,
+        PHONES,
         &["GXP2170", "SIP-T46U"],
     ))];
     let d = world.decide();
@@ -464,26 +482,21 @@ fn a_big_site_is_cut_into_shards_under_the_configmap_limit_with_every_phone_once
         let data = d.shard_data(shard);
         let bytes: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
         assert!(bytes < 1024 * 1024, "{} is {bytes} bytes", shard.name);
-        let index: ShardIndex = serde_json::from_str(&data[INDEX_KEY]).expect("index");
         assert_eq!(
-            index.phones.len() + 1,
-            data.len(),
-            "one file per indexed phone"
-        );
-        assert_eq!(
-            children::content_hash(
-                index
-                    .phones
-                    .values()
-                    .map(|p| (p.file.as_str(), data[&p.file].as_str()))
-                    .chain([(INDEX_KEY, data[INDEX_KEY].as_str())])
-            ),
+            children::content_hash(data.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             shard.hash,
             "the hash covers exactly the data written"
         );
-        phones += index.phones.len();
+        let header = crate::decision::ShardHeader::parse(&data[crate::decision::DECISION_KEY])
+            .expect("header");
+        crate::decision::decode_phones(header.base, &data[crate::decision::PHONES_KEY], |_| {
+            phones += 1
+        })
+        .expect("phone lines");
     }
-    assert_eq!(phones, 3000);
+    assert_eq!(phones, PHONES as usize);
+    let index = crate::server::index::Index::from_maps(&shard_maps(&d));
+    assert_eq!(index.phones_len(), PHONES as usize, "every phone once");
 }
 
 #[test]
@@ -594,8 +607,8 @@ fn a_model_no_family_places_gets_no_file_and_is_reported_with_its_site() {
     ))];
     let d = world.decide();
     let files = files(&d);
-    assert_eq!(files.len(), 10 + 1, "only the GXP2170s get files");
-    assert!(files.keys().all(|n| n == INDEX_KEY || n.ends_with(".xml")));
+    assert_eq!(files.len(), 10, "only the GXP2170s get files");
+    assert!(files.keys().all(|n| n.ends_with(".xml")));
     let degraded = condition(&d.status, condition::DEGRADED);
     assert_eq!(
         (degraded.status.as_str(), degraded.reason.as_str()),
