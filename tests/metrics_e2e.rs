@@ -415,38 +415,14 @@ async fn prometheus_scrapes_a_rollout_every_panel_and_alert_has_data_and_a_halt_
     let rules_path = support::repo_root().join("charts/phonefleet/rules/phonefleet-rules.yaml");
     let prometheus = Prometheus::start(metrics_addr, &rules_path).await;
 
-    // A phone whose boot-time fetch finds no file keeps its factory schedule (power-on checks
-    // only), so the phones boot only once the server serves the controller's files: on a
-    // loaded machine the first decision lands well after /readyz (the server is ready once
-    // its index has synced, which may be before anything was written to it).
-    let first_files: Vec<String> = sites
-        .iter()
-        .filter_map(|s| s.spec.phones.first())
-        .map(|p| {
-            let mac: phonefleet::core::Mac = p.mac.parse().expect("mac");
-            phonefleet::render::Format::of(phonefleet::core::PhoneFamily::Xstim).file_name(mac)
-        })
-        .collect();
-    support::eventually(
-        "the server to serve every site's files",
-        Duration::from_secs(120),
-        || {
-            let (files, base) = (first_files.clone(), server_url.clone());
-            async move {
-                let http: Http = HttpClient::builder(TokioExecutor::new()).build_http();
-                for file in &files {
-                    get(&http, &format!("{base}/{file}"))
-                        .await
-                        .filter(|(s, _)| *s == 200)?;
-                }
-                Some(())
-            }
-        },
-    )
-    .await;
+    // The phones boot once the server serves the controller's files
+    // (`support::simulation::wait_until_served`).
+    let sim_sites = simulator::sites_from(&sites).expect("sites");
+    support::simulation::wait_until_served(&server_url, &sim_sites, Duration::from_secs(120))
+        .await;
 
     // The phones.
-    let mut sim = SimConfig::new(server_url.clone(), simulator::sites_from(&sites).unwrap());
+    let mut sim = SimConfig::new(server_url.clone(), sim_sites);
     sim.fail_models = vec![FAILING_MODEL.into()];
     sim.duration = Duration::from_secs(7 * 24 * 3600);
     sim.boot_spread = Duration::from_secs(10 * 60);

@@ -406,10 +406,10 @@ async fn run_case(index: usize, case: Case, scale: u32) -> Result<Measured, Stri
 
     // The phones boot and fetch their steady files.
     let total = (fleet.len() * case.phones_per_site) as u32;
-    let mut sim = SimConfig::new(
-        server_url.clone(),
-        simulator::sites_from(&fleet).expect("sites"),
-    );
+    let sim_sites = simulator::sites_from(&fleet).expect("sites");
+    support::simulation::wait_until_served(&server_url, &sim_sites, SETUP).await;
+    let probed = stats.outcome(Outcome::ConfigServed);
+    let mut sim = SimConfig::new(server_url.clone(), sim_sites);
     sim.re_arm = Some(case.re_arm);
     sim.busy_fraction = case.busy;
     sim.seed = 13;
@@ -423,7 +423,7 @@ async fn run_case(index: usize, case: Case, scale: u32) -> Result<Measured, Stri
         async move { t.cancelled().await }
     }));
     support::eventually("every phone's first fetch", SETUP, || async {
-        (stats.outcome(Outcome::ConfigServed) >= u64::from(total)).then_some(())
+        (stats.outcome(Outcome::ConfigServed) >= probed + u64::from(total)).then_some(())
     })
     .await;
 

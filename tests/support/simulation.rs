@@ -113,3 +113,52 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until the provisioning server at `base` serves every phone of `sites` its file, before
+/// the phones boot. A phone whose boot-time fetch finds no file keeps its factory schedule and
+/// does not check again before its next window, and on a loaded machine the controller's first
+/// decision can land well after the server's `/readyz` (ready once its index has synced,
+/// possibly before anything was written to it). The probes come from 127.0.0.2, so the 404s
+/// they may meet count against that address's failure limit, not the phones' (127.0.0.1); the
+/// server counts them as requests like any other.
+pub async fn wait_until_served(
+    base: &str,
+    sites: &[phonefleet::simulator::SimSite],
+    timeout: Duration,
+) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(std::net::Ipv4Addr::new(127, 0, 0, 2).into()));
+    let http: Client<_, Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let files: Vec<String> = sites
+        .iter()
+        .flat_map(|s| &s.phones)
+        .filter_map(|p| {
+            p.family
+                .map(|f| phonefleet::render::Format::of(f).file_name(p.mac))
+        })
+        .collect();
+    super::eventually("the server to serve every phone's file", timeout, || {
+        let (http, files) = (http.clone(), &files);
+        async move {
+            for file in files {
+                let uri = format!("{base}/{file}").parse().ok()?;
+                let resp = tokio::time::timeout(Duration::from_secs(10), http.get(uri))
+                    .await
+                    .ok()?
+                    .ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                resp.into_body().collect().await.ok()?;
+            }
+            Some(())
+        }
+    })
+    .await;
+}
