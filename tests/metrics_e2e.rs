@@ -418,8 +418,7 @@ async fn prometheus_scrapes_a_rollout_every_panel_and_alert_has_data_and_a_halt_
     // The phones boot once the server serves the controller's files
     // (`support::simulation::wait_until_served`).
     let sim_sites = simulator::sites_from(&sites).expect("sites");
-    support::simulation::wait_until_served(&server_url, &sim_sites, Duration::from_secs(120))
-        .await;
+    support::simulation::wait_until_served(&server_url, &sim_sites, Duration::from_secs(120)).await;
 
     // The phones.
     let mut sim = SimConfig::new(server_url.clone(), sim_sites);
