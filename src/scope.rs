@@ -10,6 +10,7 @@ use std::fmt;
 
 use futures::stream::{BoxStream, StreamExt};
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -84,7 +85,9 @@ impl WatchScope {
     }
 
     /// A watch of `K` over the scope: the plain watcher for one namespace or all of them, the
-    /// [`union`] of one watcher per namespace for a list.
+    /// [`union`] of one watcher per namespace for a list. Objects come without `managedFields`:
+    /// nothing here reads them, and a PhoneSite's (one entry per phone of its map-keyed list)
+    /// outweighs its spec in every cache that keeps it.
     pub fn watcher<K>(
         &self,
         client: &Client,
@@ -100,16 +103,16 @@ impl WatchScope {
             + 'static,
         K::DynamicType: Default,
     {
+        let watch = |api| {
+            watcher::watcher(api, config.clone())
+                .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+                .boxed()
+        };
         let mut apis = self.apis::<K>(client);
         if apis.len() == 1 {
-            let api = apis.remove(0);
-            return watcher::watcher(api, config).boxed();
+            return watch(apis.remove(0));
         }
-        union(
-            apis.into_iter()
-                .map(|api| watcher::watcher(api, config.clone()).boxed())
-                .collect(),
-        )
+        union(apis.into_iter().map(watch).collect())
     }
 }
 

@@ -233,13 +233,23 @@ pub async fn run(
     let (progress_marker, progress_synced) = synced::channel();
     let (schedules_marker, schedules_synced) = synced::channel();
     let (sites, sites_writer) = reflector::store();
+    // One PhoneSite cache for both controllers: every site event also wakes the site-status
+    // controller, which reads the same cache (a second watch would hold a second copy of
+    // every phone).
+    let (site_events, site_refs) = futures::channel::mpsc::unbounded();
     let site_stream = reflector::reflector(
         sites_writer,
         scope.watcher::<PhoneSite>(&client, watcher::Config::default()),
     )
     .inspect(sites_marker.on_event())
     .backoff(WatchBackoff::default())
-    .touched_objects();
+    .touched_objects()
+    .inspect(move |site| {
+        if let Ok(site) = site {
+            // The receiver lives as long as the site-status controller; after it, nothing waits.
+            let _ = site_events.unbounded_send(ObjectRef::from_obj(site));
+        }
+    });
     let (shards, shards_writer) = reflector::store();
     let shard_stream = reflector::reflector(
         shards_writer,
@@ -298,19 +308,16 @@ pub async fn run(
         observer,
         pace: pace::Pace::default(),
     });
-    // Site status has its own watch (as `Controller::new` would make), over the same scope.
-    let (status_sites, status_sites_writer) = reflector::store();
-    let status_site_stream = reflector::reflector(
-        status_sites_writer,
-        scope.watcher::<PhoneSite>(&ctx.client, watcher::Config::default()),
+    // Site status: woken by the site events of the one site watch, reading its cache.
+    let site_statuses = Controller::for_stream(
+        futures::stream::empty::<Result<PhoneSite, watcher::Error>>(),
+        ctx.caches.sites.clone(),
     )
-    .backoff(WatchBackoff::default())
-    .applied_objects();
-    let site_statuses = Controller::for_stream(status_site_stream, status_sites)
-        .trigger_backoff(WatchBackoff::default())
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile_site, error_policy_site, ctx.clone())
-        .for_each(|_| async {});
+    .reconcile_on(site_refs)
+    .trigger_backoff(WatchBackoff::default())
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(reconcile_site, error_policy_site, ctx.clone())
+    .for_each(|_| async {});
     let sites_cache = ctx.caches.sites.clone();
     let schedules_loop = controller
         .trigger_backoff(WatchBackoff::default())

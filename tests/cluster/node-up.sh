@@ -37,12 +37,37 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "node-up.sh: missing ${missing[*]}; apt-get install containerd runc containernetworking-plugins iptables gcc" >&2
   exit 1
 fi
-if [ -f "$lock" ] && [ "$(cat "$lock")" != "$dir" ] && [ -d "$(cat "$lock")/node" ]; then
-  echo "node-up.sh: a node of $(cat "$lock") is running; stop it first (node-down.sh)" >&2; exit 1
-fi
 if [ -f "$node/ready" ]; then echo "node-up.sh: node already running in $dir" >&2; exit 0; fi
+# One node per machine (its bridge, subnet and iptables rules are fixed): a second run on a
+# shared machine (two CI jobs) waits for the first one's node-down.sh, up to NODE_LOCK_WAIT
+# seconds, instead of failing. flock makes the check and the claim one step.
+exec 9>"$lock.flock"
+node_alive() { # DIR: does a process of that cluster directory's node still run?
+  [ -d "$1/node" ] && [ -f "$1/pids" ] || return 1
+  local pid
+  for pid in $(awk '{print $2}' "$1/pids"); do kill -0 "$pid" 2>/dev/null && return 0; done
+  return 1
+}
+waited=0
+while :; do
+  flock 9
+  holder=$(cat "$lock" 2>/dev/null || true)
+  if [ -z "$holder" ] || [ "$holder" = "$dir" ] || ! node_alive "$holder"; then
+    echo "$dir" >"$lock"
+    flock -u 9
+    break
+  fi
+  flock -u 9
+  if [ "$waited" -ge "${NODE_LOCK_WAIT:-3600}" ]; then
+    echo "node-up.sh: a node of $holder is still running after ${waited}s; stop it first (node-down.sh)" >&2
+    exit 1
+  fi
+  [ "$waited" = 0 ] && echo "node-up.sh: waiting for the node of $holder to stop (one node per machine)" >&2
+  sleep 5
+  waited=$((waited + 5))
+done
+exec 9>&-
 start=$SECONDS
-echo "$dir" >"$lock"
 bin=$("$here/build.sh" --node | tail -n 1)
 mkdir -p "$node"/{logs,pki,cni/net.d,cni/ipam,kubelet,containerd}
 # shellcheck disable=SC1091
