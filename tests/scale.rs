@@ -55,7 +55,11 @@ spec:
         ));
         for p in 0..PER_SITE {
             let n = s * PER_SITE + p;
-            let model = if n.is_multiple_of(3) { "SIP-T46U" } else { "GXP2170" };
+            let model = if n.is_multiple_of(3) {
+                "SIP-T46U"
+            } else {
+                "GXP2170"
+            };
             out.push_str(&format!(
                 "  - {{mac: '00:0b:{:02x}:{:02x}:{:02x}:{:02x}', model: {model}}}\n",
                 (n >> 24) & 255,
@@ -126,7 +130,11 @@ async fn twenty_thousand_phones_keep_their_decision_within_fifty_bytes_each_and_
         )
         .parse()
         .expect("mac");
-        let model = if n.is_multiple_of(3) { "SIP-T46U" } else { "GXP2170" };
+        let model = if n.is_multiple_of(3) {
+            "SIP-T46U"
+        } else {
+            "GXP2170"
+        };
         let family = PhoneFamily::resolve(model, None).expect("a family places the model");
         let name = Format::of(family).file_name(mac);
         let served = files
