@@ -86,7 +86,7 @@ pub fn settled(status: &PhoneScheduleStatus) -> bool {
         c.pending + c.in_progress == 0 || status.phase.as_deref() == Some("Completed")
     });
     let halted_done = status.phase.as_deref() == Some("Halted")
-        && status.sites.iter().all(|s| s.in_progress == 0)
+        && status.counts.as_ref().is_none_or(|c| c.in_progress == 0)
         && status.next_window.is_none();
     done || halted_done
 }

@@ -407,9 +407,15 @@ pub struct PhoneScheduleStatus {
     /// When the last phone is predicted to be done, from the current plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_completion: Option<DateTime<Utc>>,
-    /// Per-site summary (one entry per site, never per phone).
+    /// Per-site summary (one entry per site, never per phone), by name. At most 1,000 sites:
+    /// beyond that the sites with phones downloading or failed, then those whose next window
+    /// comes first, are listed, and `sitesOmitted` counts the rest (the metrics have every site).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<SiteSummary>,
+    /// Sites of the rollout left out of `sites` to keep the object within the API server's
+    /// size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites_omitted: Option<u32>,
     /// Per-stage summary of the rollout, in stage order (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageSummary>,

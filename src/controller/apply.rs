@@ -119,12 +119,13 @@ pub async fn apply(
         }
     }
 
-    if schedule.status.as_ref() != Some(&desired.status) {
+    let status = super::desired::status::bounded(&desired.status);
+    if schedule.status.as_ref() != Some(&*status) {
         let schedules: Api<PhoneSchedule> = Api::namespaced(client.clone(), &ns);
         let patch = json!({
             "apiVersion": PhoneSchedule::api_version(&()),
             "kind": PhoneSchedule::kind(&()),
-            "status": desired.status,
+            "status": &*status,
         });
         schedules
             .patch_status(&schedule.name_any(), &params, &Patch::Apply(&patch))

@@ -328,6 +328,7 @@ pub async fn run(
     .run(reconcile_site, error_policy_site, ctx.clone())
     .for_each(|_| async {});
     let sites_cache = ctx.caches.sites.clone();
+    let shards_cache = ctx.caches.shards.clone();
     let schedules_loop = controller
         .trigger_backoff(WatchBackoff::default())
         // Progress and the controller's own shard writes wake the owning schedule, paced
@@ -341,7 +342,7 @@ pub async fn run(
             ctx.pace.clone(),
         ))
         .watches_stream(site_stream, move |site| {
-            let mut refs = schedules_selecting(&schedules, &site);
+            let mut refs = schedules_selecting(&schedules, &shards_cache, &site);
             refs.extend(schedules_sharing_phones(&schedules, &sites_cache, &site));
             refs
         })
@@ -364,24 +365,44 @@ pub async fn run(
     Ok(())
 }
 
-/// The schedules a site change concerns: those selecting it now, and those that had it.
+/// The schedules a site change concerns: those selecting it now, and those that had it (in
+/// their status, or with a shard of it: a status lists at most
+/// `desired::status::MAX_STATUS_SITES` sites).
 fn schedules_selecting(
     schedules: &Store<PhoneSchedule>,
+    shards: &Store<PartialObjectMeta<ConfigMap>>,
     site: &PhoneSite,
 ) -> Vec<ObjectRef<PhoneSchedule>> {
     let name = site.name_any();
+    // Only a schedule that no longer selects the site needs the shard scan; done once.
+    let mut with_shards: Option<std::collections::HashSet<String>> = None;
     schedules
         .state()
         .iter()
         .filter(|s| s.namespace() == site.namespace())
         .filter(|s| {
-            let selects =
-                Selector::parse(&s.spec.site_selector).is_ok_and(|sel| sel.matches(site.labels()));
-            let had = s
-                .status
+            if Selector::parse(&s.spec.site_selector).is_ok_and(|sel| sel.matches(site.labels())) {
+                return true;
+            }
+            if s.status
                 .as_ref()
-                .is_some_and(|st| st.sites.iter().any(|x| x.name == name));
-            selects || had
+                .is_some_and(|st| st.sites.iter().any(|x| x.name == name))
+            {
+                return true;
+            }
+            with_shards
+                .get_or_insert_with(|| {
+                    shards
+                        .state()
+                        .iter()
+                        .filter(|m| {
+                            m.namespace() == site.namespace()
+                                && m.labels().get(crate::children::LABEL_SITE) == Some(&name)
+                        })
+                        .filter_map(|m| m.labels().get(crate::children::LABEL_SCHEDULE).cloned())
+                        .collect()
+                })
+                .contains(&s.name_any())
         })
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()

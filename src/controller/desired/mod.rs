@@ -24,7 +24,7 @@ mod gates;
 mod kept;
 mod members;
 mod shards;
-mod status;
+pub(super) mod status;
 pub mod vocabulary;
 mod wake;
 
