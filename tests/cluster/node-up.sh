@@ -43,7 +43,10 @@ if [ -f "$node/ready" ]; then echo "node-up.sh: node already running in $dir" >&
 # seconds, instead of failing. flock makes the check and the claim one step.
 exec 9>"$lock.flock"
 node_alive() { # DIR: does a process of that cluster directory's node still run?
-  [ -d "$1/node" ] && [ -f "$1/pids" ] || return 1
+  [ -d "$1/node" ] || return 1
+  # Without its pid list nothing proves the node stopped: count it as running (a run that
+  # crashed mid-way left one so, and a second node beside it broke every pod's network).
+  [ -f "$1/pids" ] || return 0
   local pid
   for pid in $(awk '{print $2}' "$1/pids"); do kill -0 "$pid" 2>/dev/null && return 0; done
   return 1
