@@ -7,7 +7,6 @@ mod support;
 
 use support::fleet;
 
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +15,7 @@ use phonefleet::api::{PhoneSchedule, PhoneSite};
 use phonefleet::clock::Clock;
 use phonefleet::core::Mac;
 use phonefleet::render::Format;
-use support::controller::{RunningController, SERVER_URL};
+use support::controller::RunningController;
 
 const ORIGIN: &str = "2026-12-01T12:00:00Z";
 const WAIT: Duration = Duration::from_secs(60);
@@ -71,21 +70,7 @@ async fn applied_fleet_becomes_ready_and_serves_exactly_what_render_prints() {
             let served = files
                 .get(&name)
                 .unwrap_or_else(|| panic!("{name} is served"));
-            let out = Command::new(env!("CARGO_BIN_EXE_phonefleet"))
-                .args(["render", "-f", path, "--mac", &phone.mac, "--now", ORIGIN])
-                .args(["--server-url", SERVER_URL])
-                .output()
-                .expect("run phonefleet render");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                *served,
-                "{name}: served bytes differ from `phonefleet render`"
-            );
+            fleet::assert_served_as_rendered(path, &phone.mac, ORIGIN, &name, served);
             compared += 1;
         }
     }

@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
@@ -17,7 +15,7 @@ use phonefleet::children::{COMPONENT_CONFIG, LABEL_COMPONENT};
 use phonefleet::clock::Clock;
 use phonefleet::core::{Mac, PhoneFamily};
 use phonefleet::render::Format;
-use support::controller::{RunningController, SERVER_URL};
+use support::controller::RunningController;
 use support::fleet;
 
 const SITES: usize = 200;
@@ -140,29 +138,7 @@ async fn twenty_thousand_phones_keep_their_decision_within_fifty_bytes_each_and_
         let served = files
             .get(&name)
             .unwrap_or_else(|| panic!("{name} is served"));
-        let out = Command::new(env!("CARGO_BIN_EXE_phonefleet"))
-            .args([
-                "render",
-                "-f",
-                path,
-                "--mac",
-                &mac.to_string(),
-                "--now",
-                ORIGIN,
-            ])
-            .args(["--server-url", SERVER_URL])
-            .output()
-            .expect("run phonefleet render");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            *served,
-            "{name}: served bytes differ from `phonefleet render`"
-        );
+        fleet::assert_served_as_rendered(path, &mac.to_string(), ORIGIN, &name, served);
     }
     controller.stop().await.expect("clean stop");
     ns.delete().await;

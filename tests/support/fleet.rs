@@ -134,3 +134,23 @@ pub fn rendered_config_map(
     cm.data = Some(data);
     cm
 }
+
+/// Asserts that `served` (the file named `name`) is byte for byte what `phonefleet render`
+/// prints for `mac` from the manifest at `path` at `now`, with the test controllers' server URL.
+pub fn assert_served_as_rendered(path: &str, mac: &str, now: &str, name: &str, served: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phonefleet"))
+        .args(["render", "-f", path, "--mac", mac, "--now", now])
+        .args(["--server-url", super::controller::SERVER_URL])
+        .output()
+        .expect("run phonefleet render");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        served,
+        "{name}: served bytes differ from `phonefleet render`"
+    );
+}
