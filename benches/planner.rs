@@ -2,7 +2,7 @@
 //! baseline of sorting the same phone records by (site, MAC). Prints the ratio of the two
 //! medians and the peak memory of one plan. Run with `cargo bench --bench planner`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -223,7 +223,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let scale = if full { 1 } else { 50 };
     let fleet = fleet(SITES / scale);
-    let upgraded = HashSet::new();
+    let upgraded = phonefleet::core::MacSet::default();
     let input = records(&fleet);
     assert_eq!(input.len(), PHONES / scale);
 

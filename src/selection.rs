@@ -3,13 +3,12 @@
 //! commands (`phonefleet plan`, `phonefleet render`) both build their [`Fleet`] here, so they
 //! select and validate the same sites by construction.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneSite};
-use crate::core::{Fleet, Mac, UnplacedPhone};
+use crate::core::{Fleet, MacMap, UnplacedPhone};
 use crate::selector::{Selector, SelectorError};
 use crate::validate::{self, ModelTable, ValidationError};
 
@@ -103,7 +102,7 @@ pub fn select(
 
     let mut excluded = Vec::new();
     let mut sites = Vec::new();
-    let mut owner_of_mac: HashMap<Mac, String> = HashMap::new();
+    let mut owner_of_mac: MacMap<String> = MacMap::default();
     for candidate in selected {
         let site_name = candidate.site.name_any();
         if let Some(winner) = claimed_by(candidate.site) {

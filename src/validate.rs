@@ -10,13 +10,13 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use crate::api;
-use crate::core::PhoneFamily;
 use crate::core::mac::{Mac, MacError};
 use crate::core::policy::{
     FirmwareTarget, FlexiblePolicy, ModelId, Percent, Phone, ProvisioningPolicy, RolloutPolicy,
     Schedule, Site, SiteCap, StagePolicy, UnplacedPhone, WeeklyPolicy,
 };
 use crate::core::window::{DaySet, LocalTime, LocalTimeError, LocalWindow};
+use crate::core::{MacMap, PhoneFamily};
 
 /// Check spread used when the schedule does not set one: long enough that a slot's phones do
 /// not all check in the same minute.
@@ -153,7 +153,8 @@ pub fn site(
         .uplink_mbps
         .map(|m| NonZeroU32::new(m).ok_or_else(|| at.err("spec.uplinkMbps", m, Reason::AtLeast(1))))
         .transpose()?;
-    let mut seen: HashMap<Mac, usize> = HashMap::with_capacity(spec.phones.len());
+    let mut seen: MacMap<usize> =
+        MacMap::with_capacity_and_hasher(spec.phones.len(), Default::default());
     let mut phones = Vec::with_capacity(spec.phones.len());
     let mut unplaced_models = Vec::new();
     for (i, entry) in spec.phones.iter().enumerate() {

@@ -1,8 +1,6 @@
 //! Nothing the operator writes makes `phonefleet plan` panic: the example fleet with one value
 //! replaced by something random either plans or is refused with an error.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use phonefleet::manifest;
 use phonefleet::plan_report::{to_json, to_svg, to_table};
@@ -58,7 +56,7 @@ proptest! {
         let now: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
         let now = now + chrono::Duration::hours(hours);
         if let Ok(fleet) = manifest::parse(&text).and_then(|m| m.fleet()) {
-            let plan = phonefleet::core::plan(&fleet, now, &HashSet::new());
+            let plan = phonefleet::core::plan(&fleet, now, &phonefleet::core::MacSet::default());
             to_table(&plan);
             to_json(&plan).unwrap();
             to_svg(&plan).unwrap();

@@ -11,9 +11,9 @@ use chrono::{
 };
 use chrono_tz::Tz;
 use phonefleet::core::{
-    DaySet, FirmwareTarget, Fleet, FlexiblePolicy, LocalTime, LocalWindow, Mac, ModelId, Percent,
-    Phone, PhoneFamily, Plan, ProvisioningPolicy, RolloutPolicy, Schedule, Site, SiteCap,
-    StagePolicy, WeeklyPolicy, plan,
+    DaySet, FirmwareTarget, Fleet, FlexiblePolicy, LocalTime, LocalWindow, Mac, MacMap, MacSet,
+    ModelId, Percent, Phone, PhoneFamily, Plan, ProvisioningPolicy, RolloutPolicy, Schedule, Site,
+    SiteCap, StagePolicy, WeeklyPolicy, plan,
 };
 use phonefleet::plan_report::to_json;
 use proptest::prelude::*;
@@ -451,7 +451,7 @@ proptest! {
 
     #[test]
     fn plans_keep_every_promise(case in case()) {
-        let p = plan(&case.fleet, case.now, &HashSet::new());
+        let p = plan(&case.fleet, case.now, &MacSet::default());
         check_plan(&case, &p)?;
     }
 
@@ -466,7 +466,7 @@ proptest! {
         }
         let allowed = Allowed::of(&case.fleet.schedule);
         let earliest = case.fleet.schedule.rollout.not_before.map_or(case.now, |nb| nb.max(case.now));
-        let p = plan(&case.fleet, case.now, &HashSet::new());
+        let p = plan(&case.fleet, case.now, &MacSet::default());
         for sp in &p.sites {
             let tz = sp.time_zone;
             let has_grandstream = case.fleet.sites.iter().find(|s| s.name == sp.name).unwrap()
@@ -499,20 +499,20 @@ proptest! {
 
     #[test]
     fn same_input_gives_byte_identical_json(case in case()) {
-        let a = to_json(&plan(&case.fleet, case.now, &HashSet::new())).unwrap();
+        let a = to_json(&plan(&case.fleet, case.now, &MacSet::default())).unwrap();
         let mut reversed = case.fleet.clone();
         reversed.sites.reverse();
         for s in &mut reversed.sites {
             s.phones.reverse();
         }
-        let b = to_json(&plan(&reversed, case.now, &HashSet::new())).unwrap();
+        let b = to_json(&plan(&reversed, case.now, &MacSet::default())).unwrap();
         prop_assert_eq!(a, b);
     }
 
     #[test]
     fn single_stage_completion_is_the_lower_bound(mut case in case()) {
         case.fleet.schedule.rollout.stages = vec![StagePolicy { name: "all".into(), percent: 100 }];
-        let p = plan(&case.fleet, case.now, &HashSet::new());
+        let p = plan(&case.fleet, case.now, &MacSet::default());
         for sp in &p.sites {
             let site = case.fleet.sites.iter().find(|s| s.name == sp.name).unwrap();
             let fits = Allowed::of(&case.fleet.schedule).window.minutes() >= sp.slot_minutes;
@@ -523,11 +523,11 @@ proptest! {
 
     #[test]
     fn upgraded_phones_are_left_out_and_others_keep_their_stage(case in case(), pick in any::<u64>()) {
-        let full = plan(&case.fleet, case.now, &HashSet::new());
-        let upgraded: HashSet<Mac> = case.fleet.sites.iter().flat_map(|s| &s.phones)
+        let full = plan(&case.fleet, case.now, &MacSet::default());
+        let upgraded: MacSet = case.fleet.sites.iter().flat_map(|s| &s.phones)
             .filter(|p| (p.mac.as_u64() ^ pick) % 3 == 0).map(|p| p.mac).collect();
         let partial = plan(&case.fleet, case.now, &upgraded);
-        let stage_of = |p: &Plan| -> HashMap<Mac, u32> {
+        let stage_of = |p: &Plan| -> MacMap<u32> {
             p.sites.iter().flat_map(|s| s.slots_with_phones().flat_map(|(slot, ms)| ms.iter().map(move |m| (*m, slot.stage)))).collect()
         };
         let (a, b) = (stage_of(&full), stage_of(&partial));

@@ -15,7 +15,7 @@ use crate::api::{PhoneSchedule, PhoneSite};
 use crate::children::{
     ANNOTATION_CONTENT_HASH, INDEX_KEY, IndexSlot, LABEL_SCHEDULE, PhoneProgress, ShardIndex,
 };
-use crate::core::Mac;
+use crate::core::{Mac, MacMap, MacSet};
 use crate::decision::{self, DECISION_KEY, PHONES_KEY, ShardHeader};
 use crate::selector::Selector;
 
@@ -89,10 +89,10 @@ impl ParsedProgress {
 pub struct Observed {
     pub schedules: Vec<Arc<PhoneSchedule>>,
     pub sites: Vec<Arc<PhoneSite>>,
-    pub progress: HashMap<Mac, PhoneProgress>,
+    pub progress: MacMap<PhoneProgress>,
     pub existing_shards: BTreeMap<String, String>,
     /// MACs of this namespace's sites that schedules of other namespaces select too.
-    pub claimed_elsewhere: HashMap<Mac, Vec<String>>,
+    pub claimed_elsewhere: MacMap<Vec<String>>,
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, schedule: &PhoneSchedule) -> bool {
@@ -139,7 +139,7 @@ pub fn observe(caches: &Caches, schedule: &PhoneSchedule) -> Observed {
             (cm.name_any(), hash)
         })
         .collect();
-    let mut progress: HashMap<Mac, PhoneProgress> = HashMap::new();
+    let mut progress: MacMap<PhoneProgress> = MacMap::default();
     let all_progress = caches.progress.state();
     caches.parsed.retain(
         &all_progress
@@ -175,19 +175,19 @@ pub fn observe(caches: &Caches, schedule: &PhoneSchedule) -> Observed {
 /// selects, with those namespaces: what the provisioning server sees as claimed twice. Only
 /// in cluster-wide mode do the caches hold other namespaces. Linear in the watched sites;
 /// filtered to the MACs of `namespace`'s own sites, so the map stays as small as the conflict.
-fn claimed_elsewhere(caches: &Caches, namespace: Option<&str>) -> HashMap<Mac, Vec<String>> {
+fn claimed_elsewhere(caches: &Caches, namespace: Option<&str>) -> MacMap<Vec<String>> {
     let sites = caches.sites.state();
     if sites.iter().all(|s| s.namespace().as_deref() == namespace) {
-        return HashMap::new();
+        return MacMap::default();
     }
-    let ours: std::collections::HashSet<Mac> = sites
+    let ours: MacSet = sites
         .iter()
         .filter(|s| s.namespace().as_deref() == namespace)
         .flat_map(|s| s.spec.phones.iter())
         .filter_map(|p| p.mac.parse::<Mac>().ok())
         .collect();
     let schedules = caches.schedules.state();
-    let mut claimed: HashMap<Mac, Vec<String>> = HashMap::new();
+    let mut claimed: MacMap<Vec<String>> = MacMap::default();
     for site in sites
         .iter()
         .filter(|s| s.namespace().as_deref() != namespace)
@@ -226,8 +226,8 @@ fn claimed_elsewhere(caches: &Caches, namespace: Option<&str>) -> HashMap<Mac, V
 pub async fn load_slots(
     configmaps: &Api<ConfigMap>,
     shard_names: impl Iterator<Item = &String>,
-) -> Result<HashMap<Mac, IndexSlot>, Error> {
-    let mut slots = HashMap::new();
+) -> Result<MacMap<IndexSlot>, Error> {
+    let mut slots = MacMap::default();
     for name in shard_names {
         let Some(cm) = configmaps
             .get_opt(name)

@@ -4,13 +4,13 @@
 //! from the controller's own decision function, so it is byte for byte what the controller
 //! stores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::desired::{self, Desired, Inputs, PhoneFile};
-use crate::core::Mac;
+use crate::core::{Mac, MacMap};
 use crate::manifest::{Manifest, ManifestError};
 use crate::render::{RenderedFile, ServerUrl};
 
@@ -89,8 +89,8 @@ pub fn first_decision(manifest: &Manifest, server: &ServerUrl, now: DateTime<Utc
         .filter(|(_, s)| namespace(&s.metadata) == namespace(&schedule.metadata))
         .map(|(_, s)| Arc::new(s.clone()))
         .collect();
-    let (progress, previous, existing) = (HashMap::new(), HashMap::new(), BTreeMap::new());
-    let claimed_elsewhere = HashMap::new();
+    let (progress, previous, existing) = (MacMap::default(), MacMap::default(), BTreeMap::new());
+    let claimed_elsewhere = MacMap::default();
     desired::compute(&Inputs {
         schedule,
         schedules: &schedules,

@@ -5,6 +5,14 @@ use std::str::FromStr;
 
 use serde::{Serialize, Serializer};
 
+/// A map keyed by MAC address. A decision builds several of a million phones: foldhash
+/// hashes a `u64` several times faster than std's SipHash, and its per-process random seed
+/// keeps keys that phones report from being chosen to collide.
+pub type MacMap<V> = std::collections::HashMap<Mac, V, foldhash::fast::RandomState>;
+
+/// A set of MAC addresses (see [`MacMap`]).
+pub type MacSet = std::collections::HashSet<Mac, foldhash::fast::RandomState>;
+
 /// A 48-bit MAC address held in a `u64`, so a million phones cost no string allocations in the
 /// planner and compare, sort and hash as integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -9,7 +9,7 @@ pub mod policy;
 pub mod window;
 
 pub use family::{PhoneFamily, ReArm};
-pub use mac::Mac;
+pub use mac::{Mac, MacMap, MacSet};
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
 pub use planner::{KeptSlot, plan, plan_rollout, plan_with_leads, stage_ranking};
 pub use policy::*;

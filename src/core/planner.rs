@@ -1,13 +1,13 @@
 //! The wave planner: a pure function from a fleet, `now` and the phones already upgraded to
 //! a [`Plan`]. See `docs/planner.md` for the rules and the phone behaviour behind them.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::family::{PhoneFamily, ReArm, grandstream_steady};
-use super::mac::Mac;
+use super::mac::{Mac, MacSet};
 use super::plan::{Plan, SitePlan, Slot, StageSummary, Warning};
 use super::policy::{Fleet, Schedule, Site, SiteCap, Windows};
 use super::window::{Occurrence, add_days};
@@ -23,7 +23,7 @@ pub const DEFAULT_DOWNLOAD_MINUTES: u32 = 15;
 
 /// Plans the rollout of `fleet.schedule` over `fleet.sites` as seen at `now`, leaving out the
 /// phones in `upgraded`. Pure: same arguments, same plan.
-pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &HashSet<Mac>) -> Plan {
+pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &MacSet) -> Plan {
     plan_with_leads(fleet, now, upgraded, &|_| Duration::zero(), &|_| None)
 }
 
@@ -45,7 +45,7 @@ pub struct KeptSlot {
 pub fn plan_with_leads(
     fleet: &Fleet,
     now: DateTime<Utc>,
-    upgraded: &HashSet<Mac>,
+    upgraded: &MacSet,
     lead: &dyn Fn(&Site) -> Duration,
     kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
@@ -207,7 +207,7 @@ pub fn plan_with_leads(
 pub fn plan_rollout(
     fleet: &Fleet,
     now: DateTime<Utc>,
-    not_planned: &HashSet<Mac>,
+    not_planned: &MacSet,
     holds: &dyn Fn(Mac) -> bool,
     kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
@@ -406,7 +406,7 @@ impl SiteWork {
         site: &Site,
         schedule: &Schedule,
         windows: Option<Windows>,
-        upgraded: &HashSet<Mac>,
+        upgraded: &MacSet,
         kept: &dyn Fn(Mac) -> Option<KeptSlot>,
         warnings: &mut Vec<Warning>,
     ) -> Self {
@@ -914,7 +914,7 @@ mod tests {
     }
 
     fn run(f: &Fleet, now: &str) -> Plan {
-        plan(f, t(now), &HashSet::new())
+        plan(f, t(now), &MacSet::default())
     }
 
     fn starts(p: &SitePlan) -> Vec<(String, u32)> {
@@ -1013,10 +1013,10 @@ mod tests {
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
         f.schedule.provisioning.repeatedly = NonZeroU32::new(5);
         let now = t("2026-06-01T01:10:00Z");
-        let at_once = plan_rollout(&f, now, &HashSet::new(), &|_| false, &|_| None);
+        let at_once = plan_rollout(&f, now, &MacSet::default(), &|_| false, &|_| None);
         assert_eq!(at_once.sites[0].slots[0].start, t("2026-06-01T01:30:00Z"));
         f.schedule.rollout.re_arm = Some(ReArm::NextOccurrence);
-        let next = plan_rollout(&f, now, &HashSet::new(), &|_| false, &|_| None);
+        let next = plan_rollout(&f, now, &MacSet::default(), &|_| false, &|_| None);
         assert_eq!(next.sites[0].slots[0].start, t("2026-06-02T01:00:00Z"));
         assert_eq!(at_once.completion, Some(t("2026-06-01T03:00:00Z")));
         assert_eq!(next.completion, Some(t("2026-06-02T02:30:00Z")));
@@ -1024,7 +1024,7 @@ mod tests {
         let noon = plan_rollout(
             &f,
             t("2026-06-01T12:00:00Z"),
-            &HashSet::new(),
+            &MacSet::default(),
             &|_| false,
             &|_| None,
         );
@@ -1037,7 +1037,7 @@ mod tests {
     #[test]
     fn without_repeated_checks_the_first_occurrence_is_for_hearing() {
         let first = |f: &Fleet, now: &str| {
-            let p = plan_rollout(f, t(now), &HashSet::new(), &|_| false, &|_| None);
+            let p = plan_rollout(f, t(now), &MacSet::default(), &|_| false, &|_| None);
             (p.sites[0].slots[0].start, p.completion)
         };
         let mut f = fleet(vec![site("a", chrono_tz::UTC, 2, 5)]);
@@ -1104,7 +1104,7 @@ mod tests {
                 .find(|(_, macs)| macs.contains(&mac))
                 .map(|(s, _)| s.start)
         };
-        let left_out: HashSet<Mac> = [kept_mac].into();
+        let left_out: MacSet = [kept_mac].into_iter().collect();
         // The kept canary slot is the first of the night: the other canary phone (cap 1) gets
         // the next one.
         let p = plan_rollout(&f, now, &left_out, &|_| false, &|m| {
@@ -1156,9 +1156,13 @@ mod tests {
     fn no_slot_starts_before_the_sites_announcement_lead() {
         let f = fleet(vec![site("a", chrono_tz::UTC, 2, 4)]);
         let now = t("2026-06-01T00:00:00Z");
-        let p = plan_with_leads(&f, now, &HashSet::new(), &|_| Duration::hours(25), &|_| {
-            None
-        });
+        let p = plan_with_leads(
+            &f,
+            now,
+            &MacSet::default(),
+            &|_| Duration::hours(25),
+            &|_| None,
+        );
         let first = p.sites[0].slots[0].start;
         assert_eq!(first, t("2026-06-02T01:00:00Z"));
         assert_eq!(p.sites[0].lead_minutes, 25 * 60);

@@ -57,7 +57,7 @@ pub fn write_fleet(
     fleet: &crate::core::Fleet,
     now: DateTime<Utc>,
     format: Format,
-    done: &std::collections::HashSet<crate::core::Mac>,
+    done: &crate::core::MacSet,
     out: &mut impl Write,
 ) -> Result<(), ReportError> {
     let plan = crate::core::plan_rollout(fleet, now, done, &|_| false, &|_| None);

@@ -1,7 +1,6 @@
 //! `kubectl phonefleet plan`: offline `phonefleet plan` fed with the cluster's live objects
 //! (the schedule and its namespace's sites) and the phones' recorded progress.
 
-use std::collections::HashSet;
 use std::io::Write;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,7 +12,7 @@ use crate::api::PhoneSite;
 use crate::children::{
     COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_SCHEDULE, PhoneProgress, PhoneState,
 };
-use crate::core::Mac;
+use crate::core::{Mac, MacSet};
 use crate::manifest::Manifest;
 use crate::plan_report::{self, Format};
 
@@ -41,7 +40,7 @@ pub async fn run(
     let fleet = manifest.fleet()?;
     let done = match schedule.spec.firmware.as_ref() {
         Some(fw) => upgraded(session, &schedule, &fw.version).await?,
-        None => HashSet::new(),
+        None => MacSet::default(),
     };
     plan_report::write_fleet(&fleet, now, format, &done, out)?;
     Ok(())
@@ -52,14 +51,14 @@ async fn upgraded(
     session: &Session,
     schedule: &crate::api::PhoneSchedule,
     version: &str,
-) -> Result<HashSet<Mac>, PluginError> {
+) -> Result<MacSet, PluginError> {
     let maps: Api<ConfigMap> = Api::namespaced(session.client.clone(), &session.namespace);
     let selector = format!(
         "{LABEL_COMPONENT}={COMPONENT_PROGRESS},{LABEL_SCHEDULE}={}",
         schedule.name_any()
     );
     let uid = schedule.uid();
-    let mut done = HashSet::new();
+    let mut done = MacSet::default();
     for cm in maps
         .list(&ListParams::default().labels(&selector))
         .await?

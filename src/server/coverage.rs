@@ -2,14 +2,12 @@
 //! when the whole image went out to that phone — in one response or in several ranges — and
 //! never because one response happened to end at the image's last byte (`Range: bytes=-1`).
 
-use std::collections::HashMap;
-
-use crate::core::Mac;
+use crate::core::{Mac, MacMap};
 
 /// Bytes sent per phone, for the image (by its `ETag`) it is downloading.
 #[derive(Debug, Default)]
 pub struct Coverage {
-    phones: HashMap<Mac, Sent>,
+    phones: MacMap<Sent>,
 }
 
 #[derive(Debug)]

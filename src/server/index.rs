@@ -26,7 +26,7 @@ use crate::children::{
     COMPONENT_CONFIG, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
     LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY, ShardIndex,
 };
-use crate::core::{Mac, PhoneFamily};
+use crate::core::{Mac, MacMap, PhoneFamily};
 use crate::decision::{
     self, DECISION_KEY, DecidedPhone, DecisionError, PHONES_KEY, RenderContext, ShardHeader,
 };
@@ -105,7 +105,7 @@ struct Shard {
     generation: u64,
     /// (model, family) by index; the family only for a decision (files are rendered from it).
     models: Vec<(Arc<str>, Option<PhoneFamily>)>,
-    phones: HashMap<Mac, Listed>,
+    phones: MacMap<Listed>,
     /// How files are rendered: `None` for a shard of pre-rendered files.
     render: Option<RenderContext>,
     /// Pre-rendered files by canonical name (shards without a decision).
@@ -246,7 +246,7 @@ pub struct Index {
     /// Pre-rendered file name → the shards holding it.
     files: HashMap<String, Holders>,
     /// MAC → the shards listing the phone.
-    phones: HashMap<Mac, Holders>,
+    phones: MacMap<Holders>,
     /// MACs listed by shards of more than one namespace, with those namespaces.
     conflicts: BTreeMap<Mac, BTreeSet<String>>,
     next_generation: u64,
@@ -270,7 +270,7 @@ impl Index {
         Index {
             shards: HashMap::new(),
             files: HashMap::new(),
-            phones: HashMap::new(),
+            phones: MacMap::default(),
             conflicts: BTreeMap::new(),
             next_generation: 0,
             cache: Mutex::new(FileCache::new(bytes)),
@@ -310,7 +310,7 @@ impl Index {
         let (full_schedule, mut shard) = if let Some(header) = data.get(DECISION_KEY) {
             let header = ShardHeader::parse(header).map_err(bad)?;
             let render = header.render_context().map_err(bad)?;
-            let mut phones = HashMap::new();
+            let mut phones = MacMap::default();
             let lines = data.get(PHONES_KEY).map_or("", String::as_str);
             decision::decode_phones(header.base, lines, |p| {
                 phones.insert(
@@ -352,7 +352,7 @@ impl Index {
             let shard_index: ShardIndex =
                 serde_json::from_str(raw).map_err(|e| IndexError::BadIndex(key.to_string(), e))?;
             let mut models: Vec<(Arc<str>, Option<PhoneFamily>)> = Vec::new();
-            let mut phones = HashMap::new();
+            let mut phones = MacMap::default();
             for (mac, IndexPhone { model, slot, .. }) in shard_index.phones {
                 let Ok(mac) = mac.parse::<Mac>() else {
                     continue;

@@ -10,7 +10,7 @@
 //! changes, or when the written `seen` is older than [`REFRESH`], so a phone polling every
 //! minute costs one write per [`REFRESH`] at most.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -20,7 +20,7 @@ use kube::{Api, Client};
 use crate::children::{
     COMPONENT_NOTES, PhoneNote, RefusalNote, RefusalReason, note_key, notes_map_name,
 };
-use crate::core::Mac;
+use crate::core::{Mac, MacMap};
 
 use super::progress::{FIELD_MANAGER, MapRef, ProgressError};
 
@@ -38,7 +38,7 @@ struct Entry {
 /// Every phone's note, and which are due for writing.
 #[derive(Debug, Default)]
 pub struct Notes {
-    phones: HashMap<Mac, Entry>,
+    phones: MacMap<Entry>,
 }
 
 /// Whether `next` differs from what was written enough to be worth a write.

@@ -11,7 +11,7 @@
 //! ConfigMap itself (labels, owner reference to the schedule) is created by server-side apply
 //! with field manager [`FIELD_MANAGER`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +24,7 @@ use crate::children::{
     COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_SCHEDULE, LABEL_SITE, MANAGED_BY,
     PhoneProgress, PhoneState, progress_map_name,
 };
-use crate::core::Mac;
+use crate::core::{Mac, MacMap};
 use crate::scope::WatchScope;
 
 use super::index::ShardMeta;
@@ -165,7 +165,7 @@ struct Entry {
 /// replica may have served the download.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    phones: HashMap<Mac, Entry>,
+    phones: MacMap<Entry>,
     evidence: UpgradeEvidence,
     /// What each phone was last seen doing (kept apart from its record: see [`super::notes`]).
     pub notes: super::notes::Notes,
@@ -175,7 +175,7 @@ impl Tracker {
     /// A tracker believing reported versions as `evidence` says.
     pub fn new(evidence: UpgradeEvidence) -> Self {
         Self {
-            phones: HashMap::new(),
+            phones: MacMap::default(),
             evidence,
             notes: super::notes::Notes::default(),
         }

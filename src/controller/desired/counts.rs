@@ -1,8 +1,6 @@
 //! Step 6: the numbers of the status — phones by state, per stage and per site, the next
 //! window and the predicted completion.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 
 use super::gates::Gates;
@@ -10,7 +8,7 @@ use super::kept::Kept;
 use super::members::{Member, Members};
 use crate::api::{PhoneCounts, SiteSummary, StageSummary};
 use crate::children::{IndexSlot, PhoneState};
-use crate::core::{Fleet, Mac, Plan};
+use crate::core::{Fleet, MacMap, Plan};
 
 /// Phones by state, over every member.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,7 +60,7 @@ pub(super) struct Decided<'a, 'f> {
     pub gates: &'a Gates,
     pub kept: &'a Kept,
     pub plan: &'a Plan,
-    pub slots: &'a HashMap<Mac, IndexSlot>,
+    pub slots: &'a MacMap<IndexSlot>,
     pub now: DateTime<Utc>,
 }
 

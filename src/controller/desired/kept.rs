@@ -8,24 +8,24 @@
 //! phones that know it are not moved under their feet; so is the slot of a phone mid-download
 //! or rebooting.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::gates::Gates;
 use super::members::Members;
 use crate::children::IndexSlot;
-use crate::core::{self, Fleet, Mac};
+use crate::core::{self, Fleet, Mac, MacMap, MacSet};
 
 /// What the previous decision's slots become.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Kept {
     /// Slots kept as they are.
-    pub slots: HashMap<Mac, IndexSlot>,
+    pub slots: MacMap<IndexSlot>,
     /// Phones the new plan leaves out: done, failed, halted, busy, or keeping their slot.
-    pub not_planned: HashSet<Mac>,
+    pub not_planned: MacSet,
     /// Phones holding a slot file they have not finished with (longer lead for Grandstream).
-    pub holding: HashSet<Mac>,
+    pub holding: MacSet,
 }
 
 impl Kept {
@@ -48,17 +48,22 @@ pub(super) fn keep(
     fleet: &Fleet,
     members: &Members<'_>,
     gates: &Gates,
-    previous: &HashMap<Mac, IndexSlot>,
+    previous: &MacMap<IndexSlot>,
     now: DateTime<Utc>,
     propagation: Duration,
 ) -> Kept {
-    let holding: HashSet<Mac> = members
+    let holding: MacSet = members
         .iter()
         .filter(|m| !m.done() && previous.contains_key(&m.mac))
         .map(|m| m.mac)
         .collect();
     let propagation = propagation.max(Duration::zero());
-    let mut kept = Kept::default();
+    let phones = members.by_site.iter().map(Vec::len).sum();
+    let mut kept = Kept {
+        slots: MacMap::with_capacity_and_hasher(previous.len().min(phones), Default::default()),
+        not_planned: MacSet::with_capacity_and_hasher(phones, Default::default()),
+        holding: MacSet::default(),
+    };
     for (site, site_members) in fleet.sites.iter().zip(&members.by_site) {
         let lead =
             core::planner::rollout_lead(&fleet.schedule, site, now, &|mac| holding.contains(&mac));
@@ -93,11 +98,13 @@ pub(super) fn keep(
 /// needs to hear of its slot (docs/planner.md, "Re-arming"), and the server holds their
 /// firmware back until the stage is released. A held slot that passes unreleased is planned
 /// again like a missed one.
-pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> HashMap<Mac, IndexSlot> {
-    let mut slots: HashMap<Mac, IndexSlot> = HashMap::new();
+pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> MacMap<IndexSlot> {
     if !gates.active {
-        return slots;
+        return MacMap::default();
     }
+    let planned: usize = plan.sites.iter().map(|s| s.macs.len()).sum();
+    let mut slots: MacMap<IndexSlot> =
+        MacMap::with_capacity_and_hasher(kept.slots.len() + planned, Default::default());
     let held = |stage: u32| stage > gates.released;
     slots.extend(kept.slots.iter().map(|(m, s)| {
         let slot = IndexSlot {
@@ -110,13 +117,14 @@ pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> HashMap<M
     // ends after a held slot it placed: such a slot would open before its stage can be
     // released. It is not announced (the phone keeps its steady file) until a plan places it
     // after every earlier stage's slots.
-    let kept_gate = |stage: u32| {
-        kept.slots
-            .values()
-            .filter(|s| s.stage < stage)
-            .map(|s| s.end)
-            .max()
-    };
+    // The latest end of the kept slots of each stage, read once: asked per planned slot, a
+    // scan of every kept slot would cost slots × kept phones.
+    let mut kept_end: BTreeMap<u32, DateTime<Utc>> = BTreeMap::new();
+    for s in kept.slots.values() {
+        let end = kept_end.entry(s.stage).or_insert(s.end);
+        *end = (*end).max(s.end);
+    }
+    let kept_gate = |stage: u32| kept_end.range(..stage).map(|(_, end)| *end).max();
     for site_plan in &plan.sites {
         for (slot, macs) in site_plan.slots_with_phones() {
             if held(slot.stage) && kept_gate(slot.stage).is_some_and(|gate| slot.start < gate) {

@@ -1,11 +1,9 @@
 //! Step 1: who takes part in the rollout, in which stage, and what the provisioning server has
 //! seen of each phone for the current firmware.
 
-use std::collections::HashMap;
-
 use crate::children::{PhoneProgress, PhoneState};
 use crate::controller::requests::Requests;
-use crate::core::{Fleet, Mac, stage_ranking};
+use crate::core::{Fleet, Mac, MacMap, stage_ranking};
 
 /// A phone the firmware applies to, with what decides its file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +58,7 @@ impl<'a> Members<'a> {
 /// phone is planned again.
 pub(super) fn of_fleet<'a>(
     fleet: &'a Fleet,
-    progress: &HashMap<Mac, PhoneProgress>,
+    progress: &MacMap<PhoneProgress>,
     requests: Option<&Requests>,
 ) -> Members<'a> {
     let firmware = fleet.schedule.firmware.as_ref();
@@ -68,7 +66,7 @@ pub(super) fn of_fleet<'a>(
         .sites
         .iter()
         .map(|site| {
-            let model_of: HashMap<Mac, &str> = site
+            let model_of: MacMap<&str> = site
                 .phones
                 .iter()
                 .map(|p| (p.mac, fleet.models[p.model.0 as usize].as_str()))

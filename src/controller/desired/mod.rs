@@ -28,7 +28,7 @@ pub(super) mod status;
 pub mod vocabulary;
 mod wake;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -38,7 +38,7 @@ use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneScheduleStatus, PhoneSite};
 use crate::children::{IndexSlot, PhoneProgress};
-use crate::core::{self, Fleet, Mac};
+use crate::core::{self, Fleet, Mac, MacMap};
 use crate::render::ServerUrl;
 pub use crate::render::phone::{PhoneFile, check_window, phone_file};
 use crate::selection::{self, Candidate, Excluded, Selection};
@@ -57,11 +57,11 @@ pub struct Inputs<'a> {
     pub sites: &'a [Arc<PhoneSite>],
     /// MACs that schedules of other namespaces also select, with those namespaces (sorted):
     /// the provisioning server serves such a phone to no namespace (cluster-wide mode).
-    pub claimed_elsewhere: &'a HashMap<Mac, Vec<String>>,
+    pub claimed_elsewhere: &'a MacMap<Vec<String>>,
     /// Latest progress per phone, from the provisioning server.
-    pub progress: &'a HashMap<Mac, PhoneProgress>,
+    pub progress: &'a MacMap<PhoneProgress>,
     /// The slots the phones were last given (so a phone inside its slot keeps it).
-    pub previous_slots: &'a HashMap<Mac, IndexSlot>,
+    pub previous_slots: &'a MacMap<IndexSlot>,
     /// Rendered-config ConfigMaps the schedule owns now: name → content hash.
     pub existing_shards: &'a BTreeMap<String, String>,
     /// Base URL phones use to reach the provisioning server.
@@ -98,7 +98,7 @@ pub struct Desired {
     /// When the next slot or window boundary makes the decision change, if ever.
     pub wake_at: Option<DateTime<Utc>>,
     /// The slots rendered into the phones' files.
-    pub slots: HashMap<Mac, IndexSlot>,
+    pub slots: MacMap<IndexSlot>,
     /// Minutes of each site's check window inside a slot.
     pub check_minutes: BTreeMap<String, u32>,
 }
@@ -129,10 +129,7 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
 
 /// How many phones of the selected sites other namespaces also claim, and which (the first
 /// few): `None` without conflict. The same text goes into the condition and the event.
-fn conflict_message(
-    fleet: &Fleet,
-    claimed_elsewhere: &HashMap<Mac, Vec<String>>,
-) -> Option<String> {
+fn conflict_message(fleet: &Fleet, claimed_elsewhere: &MacMap<Vec<String>>) -> Option<String> {
     if claimed_elsewhere.is_empty() {
         return None;
     }
@@ -324,7 +321,7 @@ fn decide(
     let wake_at = wake::next(&slots, &plan, now, gates.active);
     Desired {
         shards: Some(cut.shards),
-        rendering: Some(cut.rendering),
+        rendering: Some(cut.rendering.keep(fleet)),
         stale: cut.stale,
         status,
         events,

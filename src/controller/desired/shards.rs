@@ -4,11 +4,11 @@
 //! the files on request from it; nothing here renders a file. Only one shard's lines are held
 //! at a time: the decision keeps what it needs to write a shard again ([`Desired::shard_data`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Desired;
 use crate::children::{self, IndexFirmware, IndexSlot, MAX_SHARD_BYTES};
-use crate::core::{Fleet, Mac, Plan};
+use crate::core::{Fleet, MacMap, Plan};
 use crate::decision::{
     self, DECISION_KEY, DecidedPhone, PHONES_KEY, ShardHeader, WireModel, WirePolicy,
 };
@@ -40,8 +40,20 @@ struct SiteFiles {
 /// What any shard can be written again from.
 #[derive(Clone, Debug)]
 pub struct Rendering {
-    fleet: Fleet,
+    /// The decision's fleet, moved in once every step has read it ([`Rendering::keep`]): a
+    /// copy would cost a second fleet (a million phones) per reconcile.
+    fleet: Option<Fleet>,
     sites: Vec<SiteFiles>,
+}
+
+impl Rendering {
+    /// Takes the fleet the shards were cut from.
+    pub(super) fn keep(self, fleet: Fleet) -> Self {
+        Rendering {
+            fleet: Some(fleet),
+            ..self
+        }
+    }
 }
 
 /// The shards of a decision.
@@ -71,7 +83,7 @@ pub(super) struct Target<'a> {
 pub(super) fn cut(
     fleet: &Fleet,
     plan: &Plan,
-    slots: &HashMap<Mac, IndexSlot>,
+    slots: &MacMap<IndexSlot>,
     target: &Target<'_>,
 ) -> Cut {
     let firmware = fleet
@@ -92,26 +104,25 @@ pub(super) fn cut(
     let provisioning = WirePolicy::from(&fleet.schedule.provisioning);
     let mut rendering = Rendering {
         sites: Vec::with_capacity(fleet.sites.len()),
-        fleet: Fleet {
-            schedule: fleet.schedule.clone(),
-            sites: Vec::new(),
-            models: fleet.models.clone(),
-        },
+        fleet: None,
     };
     let mut shards = Vec::new();
     let mut check_minutes = BTreeMap::new();
     for (index, (site, site_plan)) in fleet.sites.iter().zip(&plan.sites).enumerate() {
+        // A site has a handful of (model, family) pairs: found by id, named once each.
+        let mut seen: Vec<(u32, crate::core::PhoneFamily)> = Vec::new();
         let mut models: Vec<WireModel> = Vec::new();
         let mut order: Vec<(usize, u32)> = Vec::with_capacity(site.phones.len());
         for (i, phone) in site.phones.iter().enumerate() {
-            let wire = WireModel {
-                model: fleet.models[phone.model.0 as usize].clone(),
-                family: phone.family,
-            };
-            let at = match models.iter().position(|m| *m == wire) {
+            let key = (phone.model.0, phone.family);
+            let at = match seen.iter().position(|k| *k == key) {
                 Some(at) => at,
                 None => {
-                    models.push(wire);
+                    seen.push(key);
+                    models.push(WireModel {
+                        model: fleet.models[phone.model.0 as usize].clone(),
+                        family: phone.family,
+                    });
                     models.len() - 1
                 }
             };
@@ -139,7 +150,6 @@ pub(super) fn cut(
         cut_site(fleet, slots, &files, target, &mut shards);
         rendering.sites.push(files);
     }
-    rendering.fleet.sites = fleet.sites.clone();
     let names: BTreeSet<&str> = shards.iter().map(|s| s.name.as_str()).collect();
     let stale = target
         .existing
@@ -158,7 +168,7 @@ pub(super) fn cut(
 /// The decision of the phone at `pos` of a site's MAC order.
 fn decided(
     fleet: &Fleet,
-    slots: &HashMap<Mac, IndexSlot>,
+    slots: &MacMap<IndexSlot>,
     files: &SiteFiles,
     pos: usize,
 ) -> DecidedPhone {
@@ -174,7 +184,7 @@ fn decided(
 /// Cuts one site's phone lines into shards, appended to `shards`.
 fn cut_site(
     fleet: &Fleet,
-    slots: &HashMap<Mac, IndexSlot>,
+    slots: &MacMap<IndexSlot>,
     files: &SiteFiles,
     target: &Target<'_>,
     shards: &mut Vec<Shard>,
@@ -222,7 +232,11 @@ impl Desired {
     /// The header and phone lines of `shard`, written again (the decision keeps only their
     /// hash).
     pub fn shard_data(&self, shard: &Shard) -> BTreeMap<String, String> {
-        let Some(r) = &self.rendering else {
+        let Some((r, fleet)) = self
+            .rendering
+            .as_ref()
+            .and_then(|r| r.fleet.as_ref().map(|f| (r, f)))
+        else {
             return BTreeMap::new();
         };
         let files = &r.sites[shard.files];
@@ -230,7 +244,7 @@ impl Desired {
         for pos in shard.phones.clone() {
             decision::encode_phone(
                 files.header.base,
-                &decided(&r.fleet, &self.slots, files, pos),
+                &decided(fleet, &self.slots, files, pos),
                 &mut lines,
             );
         }

@@ -1,7 +1,8 @@
 //! Each step of the decision pipeline on its own, fed with a fleet selected from the fixtures
 //! of the parent tests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::core::{MacMap, MacSet};
+use std::collections::BTreeMap;
 
 use chrono::Duration;
 
@@ -83,7 +84,7 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
     let (busy, announced, far, done) = (macs[0], macs[1], macs[2], macs[3]);
     world.report(busy, PhoneState::Downloading);
     world.report(done, PhoneState::Upgraded);
-    let previous: HashMap<Mac, IndexSlot> = [
+    let previous: MacMap<IndexSlot> = [
         // Started and ended before now, but the phone is still downloading.
         (busy, slot("2026-12-01T10:00:00Z", 30)),
         // Inside the lead: announced.
@@ -93,12 +94,13 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
         (far, slot("2026-12-09T01:00:00Z", 30)),
         (done, slot("2026-12-01T11:50:00Z", 30)),
     ]
-    .into();
+    .into_iter()
+    .collect();
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
-    let kept: HashSet<Mac> = k.slots.keys().copied().collect();
-    assert_eq!(kept, HashSet::from([busy, announced]));
+    let kept: MacSet = k.slots.keys().copied().collect();
+    assert_eq!(kept, MacSet::from_iter([busy, announced]));
     assert!(k.not_planned.contains(&done) && !k.not_planned.contains(&far));
     assert!(k.holds(far) && !k.holds(done), "a done phone holds nothing");
 }
@@ -142,7 +144,7 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let first = kept::assign(
         &kept::Kept::default(),
-        &core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false, &|_| None),
+        &core::plan_rollout(&fleet, world.now, &MacSet::default(), &|_| false, &|_| None),
         &g,
     );
     let (&canary, &slot) = first
@@ -172,13 +174,13 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
 fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false, &|_| None);
+    let plan = core::plan_rollout(&fleet, world.now, &MacSet::default(), &|_| false, &|_| None);
     let url: ServerUrl = "http://prov".parse().expect("url");
     let cut_with = |existing: &BTreeMap<String, String>| {
         shards::cut(
             &fleet,
             &plan,
-            &HashMap::new(),
+            &MacMap::default(),
             &shards::Target {
                 schedule: "voice/fw".into(),
                 schedule_name: "fw",
@@ -218,9 +220,9 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let late = slot("2027-06-01T01:00:00Z", 30);
     let k = kept::Kept {
-        slots: [(macs[2], late)].into(),
-        not_planned: [macs[0], macs[10], macs[2]].into(),
-        holding: HashSet::new(),
+        slots: [(macs[2], late)].into_iter().collect(),
+        not_planned: [macs[0], macs[10], macs[2]].into_iter().collect(),
+        holding: MacSet::default(),
     };
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
@@ -337,15 +339,15 @@ fn the_completion_event_is_published_once() {
 fn wake_up_is_the_next_boundary_and_never_while_inactive() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let plan = core::plan_rollout(&fleet, world.now, &HashSet::new(), &|_| false, &|_| None);
+    let plan = core::plan_rollout(&fleet, world.now, &MacSet::default(), &|_| false, &|_| None);
     // A slot that opened before now: its end is the next boundary, before any planned start.
     let open = slot("2026-12-01T11:50:00Z", 30);
-    let slots: HashMap<Mac, IndexSlot> = [(fleet.sites[0].phones[0].mac, open)].into();
+    let slots: MacMap<IndexSlot> = [(fleet.sites[0].phones[0].mac, open)].into_iter().collect();
     assert_eq!(wake::next(&slots, &plan, world.now, true), Some(open.end));
     assert_eq!(wake::next(&slots, &plan, world.now, false), None);
     let first_planned = plan.sites[0].slots.first().map(|s| s.start);
     assert_eq!(
-        wake::next(&HashMap::new(), &plan, world.now, true),
+        wake::next(&MacMap::default(), &plan, world.now, true),
         first_planned
     );
 }

@@ -1,6 +1,6 @@
 //! The controller's decisions, one behaviour per test, on inline YAML fixtures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::children::{self, PhoneProgress, PhoneState};
+use crate::core::MacMap;
 use serde::Deserialize;
 
 const SCHEDULE: &str = r#"
@@ -59,10 +60,10 @@ struct World {
     schedule: PhoneSchedule,
     others: Vec<Arc<PhoneSchedule>>,
     sites: Vec<Arc<PhoneSite>>,
-    progress: HashMap<Mac, PhoneProgress>,
-    previous: HashMap<Mac, IndexSlot>,
+    progress: MacMap<PhoneProgress>,
+    previous: MacMap<IndexSlot>,
     existing: BTreeMap<String, String>,
-    claimed_elsewhere: HashMap<Mac, Vec<String>>,
+    claimed_elsewhere: MacMap<Vec<String>>,
     now: DateTime<Utc>,
     propagation: Duration,
 }
@@ -79,10 +80,10 @@ impl World {
                 20,
                 &["GXP2170", "SIP-T46U"],
             ))],
-            progress: HashMap::new(),
-            previous: HashMap::new(),
+            progress: MacMap::default(),
+            previous: MacMap::default(),
             existing: BTreeMap::new(),
-            claimed_elsewhere: HashMap::new(),
+            claimed_elsewhere: MacMap::default(),
             now: at("2026-12-01T12:00:00Z"),
             propagation: Duration::zero(),
         }

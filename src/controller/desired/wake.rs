@@ -1,15 +1,13 @@
 //! Step 9: when to decide again — the next slot opening (phones to release) or closing
 //! (missed phones to re-plan), or the next planned slot; never while inactive.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::children::IndexSlot;
-use crate::core::{Mac, Plan};
+use crate::core::{MacMap, Plan};
 
 pub(super) fn next(
-    slots: &HashMap<Mac, IndexSlot>,
+    slots: &MacMap<IndexSlot>,
     plan: &Plan,
     now: DateTime<Utc>,
     active: bool,
