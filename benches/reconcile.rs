@@ -13,7 +13,6 @@
 //! Run with `cargo bench --bench reconcile`. `cargo test --all-targets` runs it on a fleet 100
 //! times smaller as a smoke test.
 
-use phonefleet::core::{MacMap, MacSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use phonefleet::api::{PhoneEntry, PhoneSchedule, PhoneSite, PhoneSiteSpec};
 use phonefleet::children::{IndexSlot, PhoneProgress, PhoneState};
 use phonefleet::controller::desired::{Desired, Inputs, compute};
+use phonefleet::core::{MacMap, MacSet};
 use phonefleet::render::ServerUrl;
 use phonefleet::selection::{self, Candidate};
 
