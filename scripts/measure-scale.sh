@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures phonefleet at scale on a fresh local control plane (issue #18; figures, not a test):
 # PHONES phones in SITES PhoneSites, one PhoneSchedule selecting all, `phonefleet run` with its
-# provisioning server (release build, MALLOC_ARENA_MAX=2 as the chart runs it). Reports:
+# provisioning server (release build, as the chart runs it). Reports:
 #   - apply -> Ready of the schedule (kubectl wait, wall time);
 #   - peak RSS (VmHWM) of `phonefleet run` after Ready and after the load below;
 #   - bytes phonefleet keeps in the API: its ConfigMaps as JSON (sum), and the API server's
@@ -117,7 +117,8 @@ log "sites applied"
 storage_before=$(storage)
 read -r ours_before_detail ours_before < <(ours)
 
-MALLOC_ARENA_MAX=2 "$bin" run --namespace "$ns" --server-url "http://127.0.0.1:$prov" \
+# RUN_PREFIX wraps the run (e.g. RUN_PREFIX="heaptrack -o /tmp/run" to see where memory goes).
+${RUN_PREFIX:-} "$bin" run --namespace "$ns" --server-url "http://127.0.0.1:$prov" \
   --provisioning-listen "127.0.0.1:$prov" --metrics-listen "127.0.0.1:$metrics" \
   >"$work/run.log" 2>&1 &
 run_pid=$!
@@ -126,8 +127,40 @@ for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$metrics/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-sleep 2 # let the controller list the sites before the clock starts (not part of the figure)
-rss_idle=$(awk '/VmRSS/{print $2}' "/proc/$run_pid/status")
+# The process whose memory counts: the run itself, also under a RUN_PREFIX wrapper.
+mem_pid=$(pgrep -n -f "$bin run --namespace $ns" || echo "$run_pid")
+pids+=("$mem_pid")
+phase=listing
+( while kill -0 "$mem_pid" 2>/dev/null; do
+    echo "$(date +%s.%N) $(awk '/VmRSS/{print $2}' "/proc/$mem_pid/status" 2>/dev/null)"
+    sleep 1
+  done ) >"$work/rss.log" &
+pids+=("$!")
+mark() { echo "$(date +%s.%N) $1" >>"$work/phases.log"; }
+mark listing
+# Ready once every cache has listed (the sites before the clock starts; not part of the figure).
+listed_at=$(date +%s.%N)
+for _ in $(seq 1 3000); do
+  curl -s "http://127.0.0.1:$metrics/metrics" | grep -q '^phonefleet_ready 1' && break
+  sleep 0.2
+done
+listed_s=$(python3 -c "print(round($(date +%s.%N) - $listed_at, 1))")
+# A fresh controller writes every PhoneSite's status once (phone count, validity): a one-time
+# backlog of SITES writes, which would otherwise share the API server with the schedule's
+# first apply. Timed on its own; the schedule is applied once it is done.
+site_statuses() {
+  kubectl get --raw /metrics | awk '/^apiserver_request_total\{/ && /resource="phonesites"/ &&
+    /subresource="status"/ && /verb="APPLY"/ && /code="200"/ {s += $NF} END {printf "%d\n", s}'
+}
+for _ in $(seq 1 3600); do
+  [ "$(site_statuses)" -ge "$SITES" ] && break
+  sleep 0.5
+done
+statuses_s=$(python3 -c "print(round($(date +%s.%N) - $listed_at, 1))")
+log "caches listed after ${listed_s}s, site statuses written after ${statuses_s}s"
+sleep 2
+rss_idle=$(awk '/VmRSS/{print $2}' "/proc/$mem_pid/status")
+mark schedule
 
 writes_before=$(writes)
 start=$(date +%s.%N)
@@ -151,7 +184,8 @@ expected=$(kubectl get configmaps -n "$ns" -l app.kubernetes.io/component=render
 sleep 5
 writes_ready=$(writes)
 ready_minutes=$(python3 -c "print(max(($(date +%s.%N) - $start) / 60, 1e-9))")
-rss_ready=$(awk '/VmHWM/{print $2}' "/proc/$run_pid/status")
+rss_ready=$(awk '/VmHWM/{print $2}' "/proc/$mem_pid/status")
+mark progress
 storage_after=$(storage)
 read -r ours_after_detail ours_after < <(ours)
 
@@ -194,6 +228,7 @@ writes_progress=$(writes)
 progress_minutes=$(python3 -c "print(($progress_end - $progress_start + 5) / 60)")
 read -r reconciles p50 p99 < <(quantiles "$work/buckets-before" "$work/buckets-after")
 
+mark wrk
 # Config requests/s: the run's own server, warm (a subset that fits the cache, fetched once
 # first), and a second server with the cache off, every request rendered.
 kubectl get configmaps -n "$ns" -l app.kubernetes.io/component=rendered-config -o json |
@@ -230,13 +265,27 @@ rps() { wrk -t2 -c64 -d"${WRK_SECONDS}s" -s "$2" "http://127.0.0.1:$1" | tee -a 
 warm1=$(rps "$prov" "$work/warm.lua"); cold1=$(rps "$cold" "$work/all.lua")
 warm2=$(rps "$prov" "$work/warm.lua"); cold2=$(rps "$cold" "$work/all.lua")
 grep -q "Non-2xx" "$work/wrk.log" && { echo "non-2xx answers during wrk:" >&2; grep -B3 "Non-2xx" "$work/wrk.log" >&2; }
-rss_end=$(awk '/VmHWM/{print $2}' "/proc/$run_pid/status")
+rss_end=$(awk '/VmHWM/{print $2}' "/proc/$mem_pid/status")
+mark end
 
+# Peak resident memory in each phase, from the samples.
+rss_phases=$(python3 - "$work/rss.log" "$work/phases.log" <<'PY'
+import sys
+samples = [(float(t), int(k)) for t, k in (l.split() for l in open(sys.argv[1]) if len(l.split()) == 2)]
+marks = [(float(t), n) for t, n in (l.split() for l in open(sys.argv[2]))]
+out = []
+for i, (t, name) in enumerate(marks[:-1]):
+    end = marks[i + 1][0]
+    peak = max((k for s, k in samples if t <= s < end), default=0)
+    out.append(f"{name} {peak // 1024} MiB")
+print(", ".join(out))
+PY
+)
 per_phone() { python3 -c "print(round($1 / $PHONES, 1))"; }
 cat <<OUT
 phonefleet at scale: $PHONES phones, $SITES PhoneSites ($(nproc) cores, release build, local control plane)
   apply -> Ready: ${ready_s}s ($expected rendered-config ConfigMaps)
-  phonefleet run RSS with the sites listed, before the schedule: $((rss_idle / 1024)) MiB; peak RSS (VmHWM, MALLOC_ARENA_MAX=2): after Ready $((rss_ready / 1024)) MiB, after progress and wrk $((rss_end / 1024)) MiB
+  phonefleet run: caches listed in ${listed_s}s, all $SITES site statuses written in ${statuses_s}s (before the schedule); RSS with the sites listed, before the schedule: $((rss_idle / 1024)) MiB; peak RSS by phase (1 s samples): $rss_phases; peak RSS (VmHWM): after Ready $((rss_ready / 1024)) MiB, after progress and wrk $((rss_end / 1024)) MiB
   phonefleet's ConfigMaps in the API: before $ours_before B, after Ready $ours_after B = $(per_phone "$ours_after") B/phone ($ours_after_detail)
   apiserver_storage_size_bytes: before $storage_before, after Ready $storage_after (+$(per_phone "$((storage_after - storage_before))") B/phone)
   API writes: $((writes_ready - writes_before)) until Ready+5s ($(python3 -c "print(round(($writes_ready - $writes_before) / $ready_minutes))")/min); during progress $((writes_progress - writes_progress_before)) ($(python3 -c "print(round(($writes_progress - $writes_progress_before) / $progress_minutes))")/min, $i progress ConfigMaps written)

@@ -1,5 +1,10 @@
 use std::path::PathBuf;
 
+/// jemalloc instead of glibc malloc: see Cargo.toml (peak RSS at scale).
+#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 

@@ -62,8 +62,8 @@ pub const REFUSAL_REASONS: [&str; 2] = ["busy", "outside_slot"];
 
 /// Reconcile durations: a no-op reconcile takes milliseconds, a first render of a big fleet
 /// seconds.
-const RECONCILE_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+const RECONCILE_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Why the metrics could not be set up or served.
