@@ -58,7 +58,7 @@ pub(super) struct Decided<'a, 'f> {
     pub fleet: &'a Fleet,
     pub members: &'a Members<'f>,
     pub gates: &'a Gates,
-    pub kept: &'a Kept,
+    pub kept: &'a Kept<'a>,
     pub plan: &'a Plan,
     pub slots: &'a MacMap<IndexSlot>,
     pub now: DateTime<Utc>,
@@ -86,7 +86,7 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     let completion = if firmware && tally.remaining > 0 {
         latest(
             d.plan.completion,
-            d.kept.slots.values().map(|s| s.end).max(),
+            d.kept.kept_slots().map(|(_, s)| s.end).max(),
         )
     } else {
         None
@@ -156,7 +156,7 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
                     site_plan.completion,
                     members
                         .iter()
-                        .filter_map(|m| d.kept.slots.get(&m.mac))
+                        .filter_map(|m| d.kept.kept(&m.mac))
                         .map(|s| s.end)
                         .max(),
                 ),

@@ -18,24 +18,60 @@ use crate::children::IndexSlot;
 use crate::core::{self, Fleet, Mac, MacMap, MacSet};
 
 /// What the previous decision's slots become.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Kept {
-    /// Slots kept as they are.
-    pub slots: MacMap<IndexSlot>,
+#[derive(Clone, Debug)]
+pub(super) struct Kept<'a> {
+    /// The previous decision's slots: a kept slot is read from there, not copied (a second
+    /// map of a million slots was the largest single allocation of a decision).
+    previous: &'a MacMap<IndexSlot>,
+    /// Phones keeping their previous slot as it is.
+    keeping: MacSet,
     /// Phones the new plan leaves out: done, failed, halted, busy, or keeping their slot.
     pub not_planned: MacSet,
     /// Phones holding a slot file they have not finished with (longer lead for Grandstream).
     pub holding: MacSet,
 }
 
-impl Kept {
+impl<'a> Kept<'a> {
+    /// Nothing kept, nothing left out.
+    #[cfg(test)]
+    pub fn none(previous: &'a MacMap<IndexSlot>) -> Self {
+        Kept {
+            previous,
+            keeping: MacSet::default(),
+            not_planned: MacSet::default(),
+            holding: MacSet::default(),
+        }
+    }
+
+    /// `mac` keeps its slot in `previous` (and stays out of the plan).
+    pub fn keep(&mut self, mac: Mac) {
+        self.keeping.insert(mac);
+        self.not_planned.insert(mac);
+    }
+
     pub fn holds(&self, mac: Mac) -> bool {
         self.holding.contains(&mac)
     }
 
+    /// The slot `mac` keeps, if it keeps one.
+    pub fn kept(&self, mac: &Mac) -> Option<&'a IndexSlot> {
+        if self.keeping.contains(mac) {
+            self.previous.get(mac)
+        } else {
+            None
+        }
+    }
+
+    /// Every kept slot.
+    pub fn kept_slots(&self) -> impl Iterator<Item = (Mac, &'a IndexSlot)> + '_ {
+        self.keeping
+            .iter()
+            .filter_map(|mac| self.previous.get(mac).map(|s| (*mac, s)))
+    }
+
     /// The slot `mac` keeps, for the planner to build around.
     pub fn slot(&self, mac: Mac) -> Option<core::KeptSlot> {
-        self.slots.get(&mac).map(|s| core::KeptSlot {
+        self.kept(&mac).map(|s| core::KeptSlot {
             stage: s.stage,
             start: s.start,
             end: s.end,
@@ -44,14 +80,14 @@ impl Kept {
 }
 
 /// Decides, for every member, whether its previous slot (in `previous`) is kept.
-pub(super) fn keep(
+pub(super) fn keep<'a>(
     fleet: &Fleet,
     members: &Members<'_>,
     gates: &Gates,
-    previous: &MacMap<IndexSlot>,
+    previous: &'a MacMap<IndexSlot>,
     now: DateTime<Utc>,
     propagation: Duration,
-) -> Kept {
+) -> Kept<'a> {
     let holding: MacSet = members
         .iter()
         .filter(|m| !m.done() && previous.contains_key(&m.mac))
@@ -60,7 +96,8 @@ pub(super) fn keep(
     let propagation = propagation.max(Duration::zero());
     let phones = members.by_site.iter().map(Vec::len).sum();
     let mut kept = Kept {
-        slots: MacMap::with_capacity_and_hasher(previous.len().min(phones), Default::default()),
+        previous,
+        keeping: MacSet::with_capacity_and_hasher(previous.len().min(phones), Default::default()),
         not_planned: MacSet::with_capacity_and_hasher(phones, Default::default()),
         holding: MacSet::default(),
     };
@@ -78,8 +115,7 @@ pub(super) fn keep(
                 Some(prev)
                     if gates.active && (m.busy() || (prev.start < plan_from && now < prev.end)) =>
                 {
-                    kept.slots.insert(m.mac, *prev);
-                    kept.not_planned.insert(m.mac);
+                    kept.keep(m.mac);
                 }
                 _ if m.busy() => {
                     kept.not_planned.insert(m.mac);
@@ -98,20 +134,20 @@ pub(super) fn keep(
 /// needs to hear of its slot (docs/planner.md, "Re-arming"), and the server holds their
 /// firmware back until the stage is released. A held slot that passes unreleased is planned
 /// again like a missed one.
-pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> MacMap<IndexSlot> {
+pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> MacMap<IndexSlot> {
     if !gates.active {
         return MacMap::default();
     }
     let planned: usize = plan.sites.iter().map(|s| s.macs.len()).sum();
     let mut slots: MacMap<IndexSlot> =
-        MacMap::with_capacity_and_hasher(kept.slots.len() + planned, Default::default());
+        MacMap::with_capacity_and_hasher(kept.keeping.len() + planned, Default::default());
     let held = |stage: u32| stage > gates.released;
-    slots.extend(kept.slots.iter().map(|(m, s)| {
+    slots.extend(kept.kept_slots().map(|(m, s)| {
         let slot = IndexSlot {
             held: held(s.stage),
             ..*s
         };
-        (*m, slot)
+        (m, slot)
     }));
     // The plan leaves kept phones out, so it cannot see that a kept slot of an earlier stage
     // ends after a held slot it placed: such a slot would open before its stage can be
@@ -120,7 +156,7 @@ pub(super) fn assign(kept: &Kept, plan: &core::Plan, gates: &Gates) -> MacMap<In
     // The latest end of the kept slots of each stage, read once: asked per planned slot, a
     // scan of every kept slot would cost slots × kept phones.
     let mut kept_end: BTreeMap<u32, DateTime<Utc>> = BTreeMap::new();
-    for s in kept.slots.values() {
+    for (_, s) in kept.kept_slots() {
         let end = kept_end.entry(s.stage).or_insert(s.end);
         *end = (*end).max(s.end);
     }

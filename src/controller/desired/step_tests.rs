@@ -99,7 +99,7 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
-    let kept: MacSet = k.slots.keys().copied().collect();
+    let kept: MacSet = k.kept_slots().map(|(mac, _)| mac).collect();
     assert_eq!(kept, MacSet::from_iter([busy, announced]));
     assert!(k.not_planned.contains(&done) && !k.not_planned.contains(&far));
     assert!(k.holds(far) && !k.holds(done), "a done phone holds nothing");
@@ -111,7 +111,8 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
-    let k = kept::Kept::default();
+    let none = MacMap::default();
+    let k = kept::Kept::none(&none);
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     assert_eq!(slots.len(), 20, "every phone is announced its slot");
@@ -142,8 +143,9 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let none = MacMap::default();
     let first = kept::assign(
-        &kept::Kept::default(),
+        &kept::Kept::none(&none),
         &core::plan_rollout(&fleet, world.now, &MacSet::default(), &|_| false, &|_| None),
         &g,
     );
@@ -154,13 +156,13 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
         .expect("a canary");
     // The canary keeps a slot that ends after every slot the plan gives the next stage
     // (the plan, leaving it out, places that stage from the lead on).
-    let mut k = kept::Kept::default();
     let late = IndexSlot {
         end: slot.end + Duration::days(30),
         ..slot
     };
-    k.slots.insert(canary, late);
-    k.not_planned.insert(canary);
+    let previous: MacMap<IndexSlot> = [(canary, late)].into_iter().collect();
+    let mut k = kept::Kept::none(&previous);
+    k.keep(canary);
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     assert!(
@@ -219,11 +221,10 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let late = slot("2027-06-01T01:00:00Z", 30);
-    let k = kept::Kept {
-        slots: [(macs[2], late)].into_iter().collect(),
-        not_planned: [macs[0], macs[10], macs[2]].into_iter().collect(),
-        holding: MacSet::default(),
-    };
+    let previous: MacMap<IndexSlot> = [(macs[2], late)].into_iter().collect();
+    let mut k = kept::Kept::none(&previous);
+    k.keep(macs[2]);
+    k.not_planned.extend([macs[0], macs[10]]);
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     let c = counts::count(&counts::Decided {
@@ -256,7 +257,8 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
     let mut g = gates::evaluate(&fleet.schedule, None, &m, None);
-    let k = kept::Kept::default();
+    let none = MacMap::default();
+    let k = kept::Kept::none(&none);
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     let decided = counts::Decided {
