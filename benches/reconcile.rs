@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use phonefleet::api::{PhoneEntry, PhoneSchedule, PhoneSite, PhoneSiteSpec};
-use phonefleet::children::{IndexSlot, PhoneProgress, PhoneState};
+use phonefleet::children::{PackedSlot, PhoneProgress, PhoneState};
 use phonefleet::controller::desired::{Desired, Inputs, compute};
 use phonefleet::core::{MacMap, MacSet};
 use phonefleet::render::ServerUrl;
@@ -98,7 +98,7 @@ struct World {
     schedule: PhoneSchedule,
     sites: Vec<Arc<PhoneSite>>,
     progress: MacMap<PhoneProgress>,
-    previous: MacMap<IndexSlot>,
+    previous: MacMap<PackedSlot>,
     existing: BTreeMap<String, String>,
     now: DateTime<Utc>,
     url: ServerUrl,

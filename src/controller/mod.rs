@@ -35,7 +35,7 @@ pub use error::Error;
 
 use crate::api::{PhoneSchedule, PhoneSite};
 use crate::children::{
-    COMPONENT_CONFIG, COMPONENT_PROGRESS, IndexSlot, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY,
+    COMPONENT_CONFIG, COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, PackedSlot,
 };
 use crate::clock::Clock;
 use crate::core::{Mac, MacMap, MacSet};
@@ -108,7 +108,7 @@ pub struct Context {
     recorder: Recorder,
     /// Last slots written per schedule uid (see [`observe::load_slots`]). Shared, not copied:
     /// at a million phones a copy per reconcile costs tens of megabytes and milliseconds.
-    slots: Mutex<HashMap<String, Arc<MacMap<IndexSlot>>>>,
+    slots: Mutex<HashMap<String, Arc<MacMap<PackedSlot>>>>,
     /// How long the last reconcile of each schedule uid took on the controller's clock, from
     /// reading `now` to the end of its writes (see [`desired::Inputs::propagation`]).
     propagation: Mutex<HashMap<String, chrono::Duration>>,

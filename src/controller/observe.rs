@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use super::error::{Error, api};
 use crate::api::{PhoneSchedule, PhoneSite};
 use crate::children::{
-    ANNOTATION_CONTENT_HASH, INDEX_KEY, IndexSlot, LABEL_SCHEDULE, PhoneProgress, ShardIndex,
+    ANNOTATION_CONTENT_HASH, INDEX_KEY, LABEL_SCHEDULE, PackedSlot, PhoneProgress, ShardIndex,
 };
 use crate::core::{Mac, MacMap, MacSet};
 use crate::decision::{self, DECISION_KEY, PHONES_KEY, ShardHeader};
@@ -226,7 +226,7 @@ fn claimed_elsewhere(caches: &Caches, namespace: Option<&str>) -> MacMap<Vec<Str
 pub async fn load_slots(
     configmaps: &Api<ConfigMap>,
     shard_names: impl Iterator<Item = &String>,
-) -> Result<MacMap<IndexSlot>, Error> {
+) -> Result<MacMap<PackedSlot>, Error> {
     let mut slots = MacMap::default();
     for name in shard_names {
         let Some(cm) = configmaps
@@ -244,7 +244,9 @@ pub async fn load_slots(
             };
             let header = ShardHeader::parse(header).map_err(bad)?;
             decision::decode_phones(header.base, lines, |p| {
-                if let Some(slot) = p.slot {
+                // A slot without a packed form (not one the planner makes) is dropped: the
+                // phone is planned again.
+                if let Some(slot) = p.slot.as_ref().and_then(PackedSlot::pack) {
                     slots.insert(p.mac, slot);
                 }
             })
@@ -260,7 +262,10 @@ pub async fn load_slots(
             source,
         })?;
         for (mac, phone) in index.phones {
-            if let (Ok(mac), Some(slot)) = (mac.parse::<Mac>(), phone.slot) {
+            if let (Ok(mac), Some(slot)) = (
+                mac.parse::<Mac>(),
+                phone.slot.as_ref().and_then(PackedSlot::pack),
+            ) {
                 slots.insert(mac, slot);
             }
         }

@@ -69,7 +69,7 @@ pub fn render_phone(
         site: &site.name,
         time_zone: site.time_zone,
         check_minutes: decision.check_minutes.get(&site.name).copied().unwrap_or(0),
-        slot: decision.slots.get(&mac).copied(),
+        slot: decision.slots.get(&mac).map(|s| s.unpack()),
         firmware: fleet.schedule.firmware.as_ref(),
         provisioning: &fleet.schedule.provisioning,
         server_url: server,

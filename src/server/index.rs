@@ -12,7 +12,10 @@
 //! keeps it in sync with the API server. Requests read it under a short read lock and clone
 //! `Bytes`, so serving a cached file copies nothing.
 
+use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -24,7 +27,7 @@ use kube::{Client, ResourceExt};
 
 use crate::children::{
     COMPONENT_CONFIG, INDEX_KEY, IndexFirmware, IndexPhone, IndexSlot, LABEL_COMPONENT,
-    LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY, ShardIndex,
+    LABEL_MANAGED_BY, LABEL_SCHEDULE, MANAGED_BY, PackedSlot, ShardIndex,
 };
 use crate::core::{Mac, MacMap, PhoneFamily};
 use crate::decision::{
@@ -89,17 +92,30 @@ pub enum IndexError {
     BadDecision(String, DecisionError),
     #[error("ConfigMap {0} speaks for schedule {1} of another namespace")]
     ForeignSchedule(String, String),
+    #[error(
+        "ConfigMap {0}: phone {1} has a slot the server cannot hold (a start outside 1677-2262, \
+         or a length that is not whole seconds)"
+    )]
+    SlotRange(String, Mac),
 }
 
-/// A phone as a shard lists it: 40-odd bytes, so a million fit in a replica's memory.
+/// A phone as a shard lists it: 24 bytes (32 with its MAC in the shard's map), so a million
+/// fit in a replica's memory.
 #[derive(Clone, Copy, Debug)]
 struct Listed {
     /// Index into the shard's models.
     model: u32,
-    slot: Option<IndexSlot>,
+    slot: Option<PackedSlot>,
 }
 
+/// A shard's number in [`Index`]: what the per-phone map holds instead of the shard's name,
+/// 4 bytes instead of a shared string and an enum around it (at a million phones the map has
+/// 2²¹ buckets, so each byte of its value is 2 MB).
+type ShardNo = u32;
+
 struct Shard {
+    /// `namespace/name` of its ConfigMap.
+    key: Arc<str>,
     meta: Arc<ShardMeta>,
     /// Tells this version of the shard from earlier ones in the file cache.
     generation: u64,
@@ -112,62 +128,80 @@ struct Shard {
     files: HashMap<String, ConfigFile>,
 }
 
-/// The shards holding a name: almost always one, so no allocation for it.
-#[derive(Clone, Debug)]
-enum Holders {
-    One(Arc<str>),
-    Many(BTreeSet<Arc<str>>),
+/// Which shards hold each key (a MAC, a file name). Almost always one: its number is the
+/// key's value in `one`; a key held by two or more shards also has all their numbers in `many`
+/// (a tenancy conflict, or two schedules of one namespace for a moment).
+struct Holders<K, S> {
+    one: HashMap<K, ShardNo, S>,
+    many: HashMap<K, Vec<ShardNo>, S>,
 }
 
-impl Holders {
-    fn insert(&mut self, key: Arc<str>) {
-        match self {
-            Holders::One(k) if *k == key => {}
-            Holders::One(k) => *self = Holders::Many(BTreeSet::from([k.clone(), key])),
-            Holders::Many(set) => {
-                set.insert(key);
-            }
+impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Holders<K, S> {
+    fn new() -> Self {
+        Holders {
+            one: HashMap::default(),
+            many: HashMap::default(),
         }
     }
 
-    /// Removes `key`; `true` when nobody is left.
-    fn remove(&mut self, key: &str) -> bool {
-        match self {
-            Holders::One(k) => &**k == key,
-            Holders::Many(set) => {
-                set.remove(key);
-                match set.len() {
-                    0 => true,
-                    1 => {
-                        if let Some(k) = set.pop_first() {
-                            *self = Holders::One(k);
-                        }
-                        false
-                    }
-                    _ => false,
+    fn insert(&mut self, key: K, no: ShardNo) {
+        if let Some(all) = self.many.get_mut(&key) {
+            if !all.contains(&no) {
+                all.push(no);
+            }
+            return;
+        }
+        match self.one.entry(key) {
+            Entry::Occupied(e) => {
+                if *e.get() != no {
+                    self.many.insert(e.key().clone(), vec![*e.get(), no]);
                 }
             }
-        }
-    }
-
-    /// The shard serving the name: the smallest key, unless the holders span several
-    /// namespaces (a tenancy conflict: nobody).
-    fn owner(&self) -> Option<&Arc<str>> {
-        match self {
-            Holders::One(k) => Some(k),
-            Holders::Many(set) => {
-                let first = set.first()?;
-                let ns = namespace_of(first);
-                set.iter().all(|k| namespace_of(k) == ns).then_some(first)
+            Entry::Vacant(e) => {
+                e.insert(no);
             }
         }
     }
 
-    fn namespaces(&self) -> BTreeSet<String> {
-        match self {
-            Holders::One(k) => BTreeSet::from([namespace_of(k).to_owned()]),
-            Holders::Many(set) => set.iter().map(|k| namespace_of(k).to_owned()).collect(),
+    /// Removes shard `no` from the holders of `key`.
+    fn remove(&mut self, key: &K, no: ShardNo) {
+        if let Some(all) = self.many.get_mut(key) {
+            all.retain(|n| *n != no);
+            match all[..] {
+                [] => {
+                    self.many.remove(key);
+                    self.one.remove(key);
+                }
+                [last] => {
+                    self.many.remove(key);
+                    self.one.insert(key.clone(), last);
+                }
+                _ => {}
+            }
+            return;
         }
+        if self.one.get(key) == Some(&no) {
+            self.one.remove(key);
+        }
+    }
+
+    /// The shards holding `key` (none, one, or several).
+    fn of<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> &[ShardNo]
+    where
+        K: Borrow<Q>,
+    {
+        match self.many.get(key) {
+            Some(all) => all,
+            None => self.one.get(key).map_or(&[], std::slice::from_ref),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> {
+        self.one.keys()
+    }
+
+    fn len(&self) -> usize {
+        self.one.len()
     }
 }
 
@@ -242,11 +276,15 @@ impl FileCache {
 /// schedules selecting one site, for a moment until the controller settles it) the shard
 /// with the smaller `namespace/name` wins, so every replica serves the same bytes.
 pub struct Index {
-    shards: HashMap<Arc<str>, Shard>,
+    /// Shards by number; a number is free (`None`, in `free`) until reused.
+    shards: Vec<Option<Shard>>,
+    free: Vec<ShardNo>,
+    /// Shard key (`namespace/name`) → number.
+    numbers: HashMap<Arc<str>, ShardNo>,
     /// Pre-rendered file name → the shards holding it.
-    files: HashMap<String, Holders>,
+    files: Holders<String, RandomState>,
     /// MAC → the shards listing the phone.
-    phones: MacMap<Holders>,
+    phones: Holders<Mac, foldhash::fast::RandomState>,
     /// MACs listed by shards of more than one namespace, with those namespaces.
     conflicts: BTreeMap<Mac, BTreeSet<String>>,
     next_generation: u64,
@@ -268,9 +306,11 @@ impl Index {
     /// An empty index whose rendered-file cache holds at most `bytes`.
     pub fn with_cache_bytes(bytes: usize) -> Self {
         Index {
-            shards: HashMap::new(),
-            files: HashMap::new(),
-            phones: MacMap::default(),
+            shards: Vec::new(),
+            free: Vec::new(),
+            numbers: HashMap::new(),
+            files: Holders::new(),
+            phones: Holders::new(),
             conflicts: BTreeMap::new(),
             next_generation: 0,
             cache: Mutex::new(FileCache::new(bytes)),
@@ -311,17 +351,25 @@ impl Index {
             let header = ShardHeader::parse(header).map_err(bad)?;
             let render = header.render_context().map_err(bad)?;
             let mut phones = MacMap::default();
+            let mut unpacked = None;
             let lines = data.get(PHONES_KEY).map_or("", String::as_str);
             decision::decode_phones(header.base, lines, |p| {
+                let slot = p.slot.as_ref().map(PackedSlot::pack);
+                if slot == Some(None) {
+                    unpacked.get_or_insert(p.mac);
+                }
                 phones.insert(
                     p.mac,
                     Listed {
                         model: p.model,
-                        slot: p.slot,
+                        slot: slot.flatten(),
                     },
                 );
             })
             .map_err(bad)?;
+            if let Some(mac) = unpacked {
+                return Err(IndexError::SlotRange(key.to_string(), mac));
+            }
             let models = header
                 .models
                 .iter()
@@ -337,6 +385,7 @@ impl Index {
                 firmware: header.firmware.clone(),
             };
             let shard = Shard {
+                key: key.clone(),
                 meta: Arc::new(meta),
                 generation,
                 models,
@@ -363,6 +412,11 @@ impl Index {
                         models.push((Arc::from(model.as_str()), None));
                         models.len() - 1
                     }
+                };
+                let slot = match slot.as_ref().map(PackedSlot::pack) {
+                    None => None,
+                    Some(Some(packed)) => Some(packed),
+                    Some(None) => return Err(IndexError::SlotRange(key.to_string(), mac)),
                 };
                 phones.insert(
                     mac,
@@ -395,6 +449,7 @@ impl Index {
                 firmware: shard_index.firmware.clone(),
             };
             let shard = Shard {
+                key: key.clone(),
                 meta: Arc::new(meta),
                 generation,
                 models,
@@ -421,52 +476,71 @@ impl Index {
             meta.schedule = schedule;
         }
         self.remove(&key);
+        // A free number, or a new one (4 billion shards would not fit in memory first).
+        let no = self.free.pop().unwrap_or(self.shards.len() as ShardNo);
         for name in shard.files.keys() {
-            match self.files.get_mut(name) {
-                Some(h) => h.insert(key.clone()),
-                None => {
-                    self.files.insert(name.clone(), Holders::One(key.clone()));
-                }
-            }
+            self.files.insert(name.clone(), no);
         }
         let touched: Vec<Mac> = shard.phones.keys().copied().collect();
         for mac in &touched {
-            match self.phones.get_mut(mac) {
-                Some(h) => h.insert(key.clone()),
-                None => {
-                    self.phones.insert(*mac, Holders::One(key.clone()));
-                }
-            }
+            self.phones.insert(*mac, no);
         }
-        self.shards.insert(key, shard);
+        self.numbers.insert(key, no);
+        match self.shards.get_mut(no as usize) {
+            Some(place) => *place = Some(shard),
+            None => self.shards.push(Some(shard)),
+        }
         self.recheck(touched);
         Ok(())
     }
 
     /// Forgets the shard `key`; files and phones another shard also holds fall back to it.
     pub fn remove(&mut self, key: &str) {
-        let Some(old) = self.shards.remove(key) else {
+        let Some(no) = self.numbers.remove(key) else {
             return;
         };
+        let Some(old) = self.shards.get_mut(no as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(no);
         for name in old.files.into_keys() {
-            if self.files.get_mut(&name).is_some_and(|h| h.remove(key)) {
-                self.files.remove(&name);
-            }
+            self.files.remove(&name, no);
         }
         let touched: Vec<Mac> = old.phones.into_keys().collect();
         for mac in &touched {
-            if self.phones.get_mut(mac).is_some_and(|h| h.remove(key)) {
-                self.phones.remove(mac);
-            }
+            self.phones.remove(mac, no);
         }
         self.recheck(touched);
+    }
+
+    fn shard(&self, no: ShardNo) -> Option<&Shard> {
+        self.shards.get(no as usize)?.as_ref()
+    }
+
+    /// The shard serving a name its `holders` hold: the one with the smallest key, unless they
+    /// span several namespaces (a tenancy conflict: nobody).
+    fn owner(&self, holders: &[ShardNo]) -> Option<&Shard> {
+        if let [one] = holders {
+            return self.shard(*one);
+        }
+        let shards: Vec<&Shard> = holders.iter().filter_map(|n| self.shard(*n)).collect();
+        let first = shards.iter().min_by(|a, b| a.key.cmp(&b.key))?;
+        let ns = namespace_of(&first.key);
+        shards
+            .iter()
+            .all(|s| namespace_of(&s.key) == ns)
+            .then_some(*first)
     }
 
     /// Updates the conflicts of `macs`, logging each one that starts or ends.
     fn recheck(&mut self, macs: Vec<Mac>) {
         for mac in macs {
-            let namespaces = match self.phones.get(&mac) {
-                Some(Holders::Many(_)) => self.phones[&mac].namespaces(),
+            let namespaces = match self.phones.of(&mac) {
+                holders @ [_, _, ..] => holders
+                    .iter()
+                    .filter_map(|n| self.shard(*n))
+                    .map(|s| namespace_of(&s.key).to_owned())
+                    .collect::<BTreeSet<String>>(),
                 // One holder or none: no conflict (and nothing to allocate).
                 _ => {
                     if self.conflicts.remove(&mac).is_some() {
@@ -492,8 +566,7 @@ impl Index {
 
     /// The shard serving the phone `mac`, and how it lists it (none while in conflict).
     fn listed(&self, mac: Mac) -> Option<(&Shard, &Listed)> {
-        let key = self.phones.get(&mac)?.owner()?;
-        let shard = self.shards.get(key)?;
+        let shard = self.owner(self.phones.of(&mac))?;
         Some((shard, shard.phones.get(&mac)?))
     }
 
@@ -509,27 +582,32 @@ impl Index {
                 return None;
             }
             let key = (mac, shard.generation);
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(file) = cache.get(key) {
-                return Some(file);
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(file) = cache.get(key) {
+                    return Some(file);
+                }
+                cache.misses += 1;
             }
-            cache.misses += 1;
-            // Rendering under the cache's lock keeps one render per miss even when a phone
-            // retries at once.
+            // Rendered outside the cache's lock, so requests on every worker thread render at
+            // once instead of queueing behind one another. Two requests of one phone at the
+            // same moment may both render: the same bytes, put twice.
             let rendered = render.render(&DecidedPhone {
                 mac,
                 model: listed.model,
-                slot: listed.slot,
+                slot: listed.slot.map(PackedSlot::unpack),
             })?;
             let file = ConfigFile {
                 body: Bytes::from(rendered.body),
                 content_type: rendered.content_type,
             };
-            cache.put(key, file.clone());
+            self.cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(key, file.clone());
             return Some(file);
         }
-        let key = self.files.get(name)?.owner()?;
-        self.shards.get(key)?.files.get(name).cloned()
+        self.owner(self.files.of(name))?.files.get(name).cloned()
     }
 
     /// The phone with this MAC (none while it is in conflict).
@@ -539,7 +617,7 @@ impl Index {
             mac,
             shard: shard.meta.clone(),
             model: shard.models.get(listed.model as usize)?.0.clone(),
-            slot: listed.slot,
+            slot: listed.slot.map(PackedSlot::unpack),
         })
     }
 
@@ -547,7 +625,7 @@ impl Index {
     /// fleet's files are never all in memory otherwise).
     pub fn all_files(&self) -> BTreeMap<String, ConfigFile> {
         let mut names: BTreeSet<String> = self.files.keys().cloned().collect();
-        for shard in self.shards.values() {
+        for shard in self.shards.iter().flatten() {
             for (mac, listed) in &shard.phones {
                 if let Some((_, Some(family))) = shard.models.get(listed.model as usize)
                     && shard.render.is_some()
@@ -862,7 +940,7 @@ mod tests {
                 model: "GXP2170".into(),
                 family: PhoneFamily::Grandstream,
             }],
-            base: decision::base_of(slot.as_ref()),
+            base: decision::base_of(slot.map(|s| s.start)),
         };
         let phones = [DecidedPhone {
             mac: phone_mac(),
@@ -937,6 +1015,53 @@ mod tests {
         let after = index.file("cfg000b82123456.xml").unwrap();
         assert_ne!(before.body, after.body, "the slot went, the file changes");
         assert!(!String::from_utf8_lossy(&after.body).contains("firmware/"));
+    }
+
+    #[test]
+    fn a_decision_with_a_slot_the_server_cannot_hold_is_refused_naming_the_phone() {
+        let start = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let odd = IndexSlot {
+            end: start + chrono::Duration::milliseconds(600_500),
+            ..a_slot()
+        };
+        let mut index = Index::default();
+        let err = index
+            .apply(&decision_shard("voice", "fw-paris-0", Some(odd)))
+            .unwrap_err();
+        assert!(matches!(err, IndexError::SlotRange(_, mac) if mac == phone_mac()));
+        assert!(err.to_string().contains("voice/fw-paris-0"), "{err}");
+        assert!(index.file("cfg000b82123456.xml").is_none());
+    }
+
+    #[test]
+    fn shard_numbers_are_reused_and_never_mix_shards_up() {
+        let mut index = Index::default();
+        for round in 0..3 {
+            for name in ["fw-paris-0", "fw-paris-1"] {
+                index
+                    .apply(&decision_shard("voice", name, Some(a_slot())))
+                    .unwrap();
+            }
+            index.remove("voice/fw-paris-0");
+            assert_eq!(index.phones_len(), 1, "round {round}");
+            let phone = index.phone(phone_mac()).unwrap();
+            assert_eq!(phone.shard.name, "fw-paris-1", "round {round}");
+            index.remove("voice/fw-paris-1");
+            assert!(index.phone(phone_mac()).is_none(), "round {round}");
+            assert_eq!(index.phones_len(), 0, "round {round}");
+        }
+        assert!(
+            index.shards.len() <= 2,
+            "numbers reused: {}",
+            index.shards.len()
+        );
+    }
+
+    /// What a million phones cost the server: the per-shard bucket and the MAC → shard bucket.
+    #[test]
+    fn a_phone_costs_the_index_32_and_16_bytes() {
+        assert_eq!(std::mem::size_of::<(Mac, Listed)>(), 32);
+        assert_eq!(std::mem::size_of::<(Mac, ShardNo)>(), 16);
     }
 
     #[test]

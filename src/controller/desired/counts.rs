@@ -7,7 +7,7 @@ use super::gates::Gates;
 use super::kept::Kept;
 use super::members::{Member, Members};
 use crate::api::{PhoneCounts, SiteSummary, StageSummary};
-use crate::children::{IndexSlot, PhoneState};
+use crate::children::{PackedSlot, PhoneState};
 use crate::core::{Fleet, MacMap, Plan};
 
 /// Phones by state, over every member.
@@ -60,7 +60,7 @@ pub(super) struct Decided<'a, 'f> {
     pub gates: &'a Gates,
     pub kept: &'a Kept<'a>,
     pub plan: &'a Plan,
-    pub slots: &'a MacMap<IndexSlot>,
+    pub slots: &'a MacMap<PackedSlot>,
     pub now: DateTime<Utc>,
 }
 
@@ -70,7 +70,7 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     let next_window = d
         .slots
         .values()
-        .map(|s| s.start)
+        .map(|s| s.start())
         .filter(|s| *s > d.now)
         .min()
         .or_else(|| {
@@ -86,7 +86,7 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     let completion = if firmware && tally.remaining > 0 {
         latest(
             d.plan.completion,
-            d.kept.kept_slots().map(|(_, s)| s.end).max(),
+            d.kept.kept_slots().map(|(_, s)| s.end()).max(),
         )
     } else {
         None
@@ -145,9 +145,9 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
                 upgraded: count(&|m| m.is(PhoneState::Upgraded)),
                 failed: count(&|m| m.is(PhoneState::Failed)),
                 in_progress: count(&|m| m.busy()),
-                window_open: slots().any(|s| !s.held && s.start <= now && now < s.end),
+                window_open: slots().any(|s| !s.held() && s.start() <= now && now < s.end()),
                 next_window: slots()
-                    .map(|s| s.start)
+                    .map(|s| s.start())
                     .chain(site_plan.slots.iter().map(|s| s.start))
                     .filter(|s| *s > now)
                     .min()
@@ -157,7 +157,7 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
                     members
                         .iter()
                         .filter_map(|m| d.kept.kept(&m.mac))
-                        .map(|s| s.end)
+                        .map(|s| s.end())
                         .max(),
                 ),
             }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::gates::Gates;
 use super::members::Members;
-use crate::children::IndexSlot;
+use crate::children::{IndexSlot, PackedSlot};
 use crate::core::{self, Fleet, Mac, MacMap, MacSet};
 
 /// What the previous decision's slots become.
@@ -22,7 +22,7 @@ use crate::core::{self, Fleet, Mac, MacMap, MacSet};
 pub(super) struct Kept<'a> {
     /// The previous decision's slots: a kept slot is read from there, not copied (a second
     /// map of a million slots was the largest single allocation of a decision).
-    previous: &'a MacMap<IndexSlot>,
+    previous: &'a MacMap<PackedSlot>,
     /// Phones keeping their previous slot as it is.
     keeping: MacSet,
     /// Phones the new plan leaves out: done, failed, halted, busy, or keeping their slot.
@@ -34,7 +34,7 @@ pub(super) struct Kept<'a> {
 impl<'a> Kept<'a> {
     /// Nothing kept, nothing left out.
     #[cfg(test)]
-    pub fn none(previous: &'a MacMap<IndexSlot>) -> Self {
+    pub fn none(previous: &'a MacMap<PackedSlot>) -> Self {
         Kept {
             previous,
             keeping: MacSet::default(),
@@ -54,27 +54,27 @@ impl<'a> Kept<'a> {
     }
 
     /// The slot `mac` keeps, if it keeps one.
-    pub fn kept(&self, mac: &Mac) -> Option<&'a IndexSlot> {
+    pub fn kept(&self, mac: &Mac) -> Option<PackedSlot> {
         if self.keeping.contains(mac) {
-            self.previous.get(mac)
+            self.previous.get(mac).copied()
         } else {
             None
         }
     }
 
     /// Every kept slot.
-    pub fn kept_slots(&self) -> impl Iterator<Item = (Mac, &'a IndexSlot)> + '_ {
+    pub fn kept_slots(&self) -> impl Iterator<Item = (Mac, PackedSlot)> + '_ {
         self.keeping
             .iter()
-            .filter_map(|mac| self.previous.get(mac).map(|s| (*mac, s)))
+            .filter_map(|mac| self.previous.get(mac).map(|s| (*mac, *s)))
     }
 
     /// The slot `mac` keeps, for the planner to build around.
     pub fn slot(&self, mac: Mac) -> Option<core::KeptSlot> {
         self.kept(&mac).map(|s| core::KeptSlot {
-            stage: s.stage,
-            start: s.start,
-            end: s.end,
+            stage: s.stage(),
+            start: s.start(),
+            end: s.end(),
         })
     }
 }
@@ -84,7 +84,7 @@ pub(super) fn keep<'a>(
     fleet: &Fleet,
     members: &Members<'_>,
     gates: &Gates,
-    previous: &'a MacMap<IndexSlot>,
+    previous: &'a MacMap<PackedSlot>,
     now: DateTime<Utc>,
     propagation: Duration,
 ) -> Kept<'a> {
@@ -113,7 +113,8 @@ pub(super) fn keep<'a>(
             }
             match previous.get(&m.mac) {
                 Some(prev)
-                    if gates.active && (m.busy() || (prev.start < plan_from && now < prev.end)) =>
+                    if gates.active
+                        && (m.busy() || (prev.start() < plan_from && now < prev.end())) =>
                 {
                     kept.keep(m.mac);
                 }
@@ -134,21 +135,18 @@ pub(super) fn keep<'a>(
 /// needs to hear of its slot (docs/planner.md, "Re-arming"), and the server holds their
 /// firmware back until the stage is released. A held slot that passes unreleased is planned
 /// again like a missed one.
-pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> MacMap<IndexSlot> {
+pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> MacMap<PackedSlot> {
     if !gates.active {
         return MacMap::default();
     }
     let planned: usize = plan.sites.iter().map(|s| s.macs.len()).sum();
-    let mut slots: MacMap<IndexSlot> =
+    let mut slots: MacMap<PackedSlot> =
         MacMap::with_capacity_and_hasher(kept.keeping.len() + planned, Default::default());
     let held = |stage: u32| stage > gates.released;
-    slots.extend(kept.kept_slots().map(|(m, s)| {
-        let slot = IndexSlot {
-            held: held(s.stage),
-            ..*s
-        };
-        (m, slot)
-    }));
+    slots.extend(
+        kept.kept_slots()
+            .map(|(m, s)| (m, s.with_held(held(s.stage())))),
+    );
     // The plan leaves kept phones out, so it cannot see that a kept slot of an earlier stage
     // ends after a held slot it placed: such a slot would open before its stage can be
     // released. It is not announced (the phone keeps its steady file) until a plan places it
@@ -157,8 +155,8 @@ pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> MacMa
     // scan of every kept slot would cost slots × kept phones.
     let mut kept_end: BTreeMap<u32, DateTime<Utc>> = BTreeMap::new();
     for (_, s) in kept.kept_slots() {
-        let end = kept_end.entry(s.stage).or_insert(s.end);
-        *end = (*end).max(s.end);
+        let end = kept_end.entry(s.stage()).or_insert(s.end());
+        *end = (*end).max(s.end());
     }
     let kept_gate = |stage: u32| kept_end.range(..stage).map(|(_, end)| *end).max();
     for site_plan in &plan.sites {
@@ -166,14 +164,18 @@ pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> MacMa
             if held(slot.stage) && kept_gate(slot.stage).is_some_and(|gate| slot.start < gate) {
                 continue;
             }
+            // Planner slots are whole minutes of this century, so they always pack; one that
+            // did not would leave its phones unannounced until the next plan.
+            let Some(packed) = PackedSlot::pack(&IndexSlot {
+                stage: slot.stage,
+                start: slot.start,
+                end: slot.end,
+                held: held(slot.stage),
+            }) else {
+                continue;
+            };
             for &mac in macs {
-                let slot = IndexSlot {
-                    stage: slot.stage,
-                    start: slot.start,
-                    end: slot.end,
-                    held: held(slot.stage),
-                };
-                slots.insert(mac, slot);
+                slots.insert(mac, packed);
             }
         }
     }

@@ -37,7 +37,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneScheduleStatus, PhoneSite};
-use crate::children::{IndexSlot, PhoneProgress};
+use crate::children::{PackedSlot, PhoneProgress};
 use crate::core::{self, Fleet, Mac, MacMap};
 use crate::render::ServerUrl;
 pub use crate::render::phone::{PhoneFile, check_window, phone_file};
@@ -61,7 +61,7 @@ pub struct Inputs<'a> {
     /// Latest progress per phone, from the provisioning server.
     pub progress: &'a MacMap<PhoneProgress>,
     /// The slots the phones were last given (so a phone inside its slot keeps it).
-    pub previous_slots: &'a MacMap<IndexSlot>,
+    pub previous_slots: &'a MacMap<PackedSlot>,
     /// Rendered-config ConfigMaps the schedule owns now: name → content hash.
     pub existing_shards: &'a BTreeMap<String, String>,
     /// Base URL phones use to reach the provisioning server.
@@ -98,7 +98,7 @@ pub struct Desired {
     /// When the next slot or window boundary makes the decision change, if ever.
     pub wake_at: Option<DateTime<Utc>>,
     /// The slots rendered into the phones' files.
-    pub slots: MacMap<IndexSlot>,
+    pub slots: MacMap<PackedSlot>,
     /// Minutes of each site's check window inside a slot.
     pub check_minutes: BTreeMap<String, u32>,
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Desired;
-use crate::children::{self, IndexFirmware, IndexSlot, MAX_SHARD_BYTES};
+use crate::children::{self, IndexFirmware, MAX_SHARD_BYTES, PackedSlot};
 use crate::core::{Fleet, MacMap, Plan};
 use crate::decision::{
     self, DECISION_KEY, DecidedPhone, PHONES_KEY, ShardHeader, WireModel, WirePolicy,
@@ -83,7 +83,7 @@ pub(super) struct Target<'a> {
 pub(super) fn cut(
     fleet: &Fleet,
     plan: &Plan,
-    slots: &MacMap<IndexSlot>,
+    slots: &MacMap<PackedSlot>,
     target: &Target<'_>,
 ) -> Cut {
     let firmware = fleet
@@ -139,7 +139,11 @@ pub(super) fn cut(
             provisioning: provisioning.clone(),
             firmware: firmware.clone(),
             models,
-            base: decision::base_of(site.phones.iter().filter_map(|p| slots.get(&p.mac))),
+            base: decision::base_of(
+                site.phones
+                    .iter()
+                    .filter_map(|p| slots.get(&p.mac).map(|s| s.start())),
+            ),
         };
         let files = SiteFiles {
             site: index,
@@ -168,7 +172,7 @@ pub(super) fn cut(
 /// The decision of the phone at `pos` of a site's MAC order.
 fn decided(
     fleet: &Fleet,
-    slots: &MacMap<IndexSlot>,
+    slots: &MacMap<PackedSlot>,
     files: &SiteFiles,
     pos: usize,
 ) -> DecidedPhone {
@@ -177,14 +181,14 @@ fn decided(
     DecidedPhone {
         mac,
         model,
-        slot: slots.get(&mac).copied(),
+        slot: slots.get(&mac).map(|s| s.unpack()),
     }
 }
 
 /// Cuts one site's phone lines into shards, appended to `shards`.
 fn cut_site(
     fleet: &Fleet,
-    slots: &MacMap<IndexSlot>,
+    slots: &MacMap<PackedSlot>,
     files: &SiteFiles,
     target: &Target<'_>,
     shards: &mut Vec<Shard>,

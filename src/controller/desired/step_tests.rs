@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::Duration;
 
 use super::*;
-use crate::children::PhoneState;
+use crate::children::{IndexSlot, PhoneState};
 use crate::controller::desired::{
     counts, events, gates, kept, members, shards, status, vocabulary::Phase, wake,
 };
@@ -26,13 +26,14 @@ fn fleet_of(world: &World) -> Fleet {
         .fleet
 }
 
-fn slot(start: &str, minutes: i64) -> IndexSlot {
-    IndexSlot {
+fn slot(start: &str, minutes: i64) -> PackedSlot {
+    PackedSlot::pack(&IndexSlot {
         stage: 0,
         start: at(start),
         end: at(start) + Duration::minutes(minutes),
         held: false,
-    }
+    })
+    .expect("a slot of whole minutes packs")
 }
 
 #[test]
@@ -84,7 +85,7 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
     let (busy, announced, far, done) = (macs[0], macs[1], macs[2], macs[3]);
     world.report(busy, PhoneState::Downloading);
     world.report(done, PhoneState::Upgraded);
-    let previous: MacMap<IndexSlot> = [
+    let previous: MacMap<PackedSlot> = [
         // Started and ended before now, but the phone is still downloading.
         (busy, slot("2026-12-01T10:00:00Z", 30)),
         // Inside the lead: announced.
@@ -116,10 +117,10 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     assert_eq!(slots.len(), 20, "every phone is announced its slot");
-    let released: Vec<_> = slots.values().filter(|s| !s.held).collect();
+    let released: Vec<_> = slots.values().filter(|s| !s.held()).collect();
     assert_eq!(released.len(), 2, "the canaries only are released");
-    assert!(released.iter().all(|s| s.stage == 0));
-    assert!(slots.values().all(|s| s.held == (s.stage > 0)));
+    assert!(released.iter().all(|s| s.stage() == 0));
+    assert!(slots.values().all(|s| s.held() == (s.stage() > 0)));
     let promoted = gates::Gates {
         released: 1,
         ..g.clone()
@@ -127,7 +128,7 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     assert!(
         kept::assign(&k, &plan, &promoted)
             .values()
-            .all(|s| s.held == (s.stage > 1)),
+            .all(|s| s.held() == (s.stage() > 1)),
         "a release lifts the hold of its stage's slots"
     );
     let inactive = gates::Gates {
@@ -151,22 +152,23 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     );
     let (&canary, &slot) = first
         .iter()
-        .filter(|(_, s)| s.stage == 0)
+        .filter(|(_, s)| s.stage() == 0)
         .min_by_key(|(m, _)| **m)
         .expect("a canary");
     // The canary keeps a slot that ends after every slot the plan gives the next stage
     // (the plan, leaving it out, places that stage from the lead on).
-    let late = IndexSlot {
-        end: slot.end + Duration::days(30),
-        ..slot
-    };
-    let previous: MacMap<IndexSlot> = [(canary, late)].into_iter().collect();
+    let late = PackedSlot::pack(&IndexSlot {
+        end: slot.end() + Duration::days(30),
+        ..slot.unpack()
+    })
+    .expect("whole minutes");
+    let previous: MacMap<PackedSlot> = [(canary, late)].into_iter().collect();
     let mut k = kept::Kept::none(&previous);
     k.keep(canary);
     let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
     let slots = kept::assign(&k, &plan, &g);
     assert!(
-        slots.values().all(|s| s.stage == 0),
+        slots.values().all(|s| s.stage() == 0),
         "no later stage is announced before the kept canary's end: {slots:?}"
     );
     assert_eq!(slots.get(&canary), Some(&late));
@@ -221,7 +223,7 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let late = slot("2027-06-01T01:00:00Z", 30);
-    let previous: MacMap<IndexSlot> = [(macs[2], late)].into_iter().collect();
+    let previous: MacMap<PackedSlot> = [(macs[2], late)].into_iter().collect();
     let mut k = kept::Kept::none(&previous);
     k.keep(macs[2]);
     k.not_planned.extend([macs[0], macs[10]]);
@@ -244,11 +246,11 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     assert_eq!(c.tally.remaining, 19);
     assert_eq!(
         c.completion,
-        Some(late.end),
+        Some(late.end()),
         "a kept slot later than the plan"
     );
     assert_eq!(c.stages.iter().map(|s| s.phones).sum::<u32>(), 20);
-    assert_eq!(c.sites[0].completion, Some(late.end));
+    assert_eq!(c.sites[0].completion, Some(late.end()));
 }
 
 #[test]
@@ -344,8 +346,8 @@ fn wake_up_is_the_next_boundary_and_never_while_inactive() {
     let plan = core::plan_rollout(&fleet, world.now, &MacSet::default(), &|_| false, &|_| None);
     // A slot that opened before now: its end is the next boundary, before any planned start.
     let open = slot("2026-12-01T11:50:00Z", 30);
-    let slots: MacMap<IndexSlot> = [(fleet.sites[0].phones[0].mac, open)].into_iter().collect();
-    assert_eq!(wake::next(&slots, &plan, world.now, true), Some(open.end));
+    let slots: MacMap<PackedSlot> = [(fleet.sites[0].phones[0].mac, open)].into_iter().collect();
+    assert_eq!(wake::next(&slots, &plan, world.now, true), Some(open.end()));
     assert_eq!(wake::next(&slots, &plan, world.now, false), None);
     let first_planned = plan.sites[0].slots.first().map(|s| s.start);
     assert_eq!(

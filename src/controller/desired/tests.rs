@@ -61,7 +61,7 @@ struct World {
     others: Vec<Arc<PhoneSchedule>>,
     sites: Vec<Arc<PhoneSite>>,
     progress: MacMap<PhoneProgress>,
-    previous: MacMap<IndexSlot>,
+    previous: MacMap<PackedSlot>,
     existing: BTreeMap<String, String>,
     claimed_elsewhere: MacMap<Vec<String>>,
     now: DateTime<Utc>,
@@ -170,7 +170,7 @@ fn released(d: &Desired) -> Vec<Mac> {
     let mut macs: Vec<Mac> = d
         .slots
         .iter()
-        .filter(|(_, s)| !s.held)
+        .filter(|(_, s)| !s.held())
         .map(|(m, _)| *m)
         .collect();
     macs.sort();
@@ -182,9 +182,9 @@ fn only_the_released_canary_may_download_and_every_phone_gets_a_file() {
     let d = World::new().decide();
     let files = files(&d);
     assert_eq!(files.len(), 20, "one file per phone");
-    let released: Vec<_> = d.slots.values().filter(|s| !s.held).collect();
+    let released: Vec<_> = d.slots.values().filter(|s| !s.held()).collect();
     assert_eq!(released.len(), 2, "10 % of 20 phones form the canary");
-    assert!(released.iter().all(|s| s.stage == 0));
+    assert!(released.iter().all(|s| s.stage() == 0));
     assert_eq!(d.slots.len(), 20, "later stages are announced, held");
     assert_eq!(d.status.phase.as_deref(), Some(phase::PROGRESSING));
     assert_eq!(d.status.stage.as_deref(), Some("canary"));
@@ -231,7 +231,7 @@ fn slots_never_put_more_than_the_cap_of_a_site_at_once() {
     assert_eq!(d.slots.len(), 200);
     let mut starts: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
     for slot in d.slots.values() {
-        *starts.entry(slot.start).or_default() += 1;
+        *starts.entry(slot.start()).or_default() += 1;
     }
     assert!(starts.values().all(|n| *n <= 3), "{starts:?}");
 }
@@ -244,7 +244,7 @@ fn a_phone_inside_its_slot_keeps_it_when_others_finish() {
     let mac = released(&first)[0];
     let slot = first.slots[&mac];
     let other = released(&first)[1];
-    world.now = slot.start + Duration::minutes(3);
+    world.now = slot.start() + Duration::minutes(3);
     world.report(other, PhoneState::Upgraded);
     let second = world.decide();
     assert_eq!(second.slots.get(&mac), Some(&slot));
@@ -257,10 +257,10 @@ fn a_phone_that_missed_its_slot_gets_a_later_one() {
     world.settle(&first);
     let mac = released(&first)[0];
     let slot = first.slots[&mac];
-    world.now = slot.end + Duration::minutes(1);
+    world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
-    assert!(again.start >= world.now, "{again:?} after {}", world.now);
+    assert!(again.start() >= world.now, "{again:?} after {}", world.now);
 }
 
 #[test]
@@ -559,7 +559,10 @@ fn with_repeated_checks_new_slots_leave_phones_time_to_hear_of_them() {
     let d = world.decide();
     assert!(!d.slots.is_empty());
     for slot in d.slots.values() {
-        assert!(slot.start >= world.now + Duration::minutes(60), "{slot:?}");
+        assert!(
+            slot.start() >= world.now + Duration::minutes(60),
+            "{slot:?}"
+        );
     }
 }
 
@@ -575,7 +578,7 @@ fn a_slow_decision_hands_out_no_slot_that_starts_before_it_lands() {
     assert!(!d.slots.is_empty());
     for slot in d.slots.values() {
         assert!(
-            slot.start >= world.now + Duration::minutes(30 + 50),
+            slot.start() >= world.now + Duration::minutes(30 + 50),
             "{slot:?} starts before the decision reaches the phones and they hear of it"
         );
     }
@@ -591,7 +594,7 @@ fn an_announced_slot_is_kept_until_it_is_over() {
     let mac = released(&first)[0];
     let slot = first.slots[&mac];
     // Half an hour before it starts, a re-plan would put it an hour out: it stays.
-    world.now = slot.start - Duration::minutes(30);
+    world.now = slot.start() - Duration::minutes(30);
     let second = world.decide();
     assert_eq!(second.slots.get(&mac), Some(&slot));
 }
@@ -660,11 +663,11 @@ fn a_grandstream_phone_that_missed_its_slot_gets_one_after_its_next_daily_check(
     let slot = first.slots[&mac];
     // Its file says "daily at the slot's hours": it hears of a new slot at most a day and an
     // hour later, so the new slot starts no sooner.
-    world.now = slot.end + Duration::minutes(1);
+    world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
     assert!(
-        again.start >= world.now + Duration::hours(25),
+        again.start() >= world.now + Duration::hours(25),
         "{again:?} after {}",
         world.now
     );
@@ -686,10 +689,10 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     world.settle(&first);
     let mac = released(&first)[0];
     let slot = first.slots[&mac];
-    world.now = slot.end + Duration::minutes(1);
+    world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
-    assert!(again.start < world.now + Duration::hours(25), "{again:?}");
+    assert!(again.start() < world.now + Duration::hours(25), "{again:?}");
 }
 
 #[test]
@@ -708,17 +711,17 @@ fn a_yealink_phone_without_repeated_checks_that_missed_its_slot_gets_one_after_i
     let mac = released(&first)[0];
     let slot = first.slots[&mac];
     // Its slot file checks on the slot's weekday only: it hears of a new slot a week later.
-    world.now = slot.end + Duration::minutes(1);
+    world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
     assert!(
-        again.start >= world.now + Duration::days(7),
+        again.start() >= world.now + Duration::days(7),
         "{again:?} after {}",
         world.now
     );
     // The others keep the slots they were told.
     for (m, s) in &first.slots {
-        if *m != mac && s.end > world.now {
+        if *m != mac && s.end() > world.now {
             assert_eq!(second.slots.get(m), Some(s), "{m}");
         }
     }

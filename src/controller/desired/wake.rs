@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::children::IndexSlot;
+use crate::children::PackedSlot;
 use crate::core::{MacMap, Plan};
 
 pub(super) fn next(
-    slots: &MacMap<IndexSlot>,
+    slots: &MacMap<PackedSlot>,
     plan: &Plan,
     now: DateTime<Utc>,
     active: bool,
@@ -17,7 +17,7 @@ pub(super) fn next(
     }
     slots
         .values()
-        .flat_map(|s| [s.start, s.end])
+        .flat_map(|s| [s.start(), s.end()])
         .chain(
             plan.sites
                 .iter()
