@@ -23,6 +23,10 @@ SITES=${SITES:-10000}
 PROGRESS_SECONDS=${PROGRESS_SECONDS:-60}
 WRK_SECONDS=${WRK_SECONDS:-10}
 
+# wrk drives the config requests (Debian's package; not needed by `make test`).
+if ! command -v wrk >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
 if [ -z "${PHONEFLEET_TEST_KUBECONFIG:-}" ]; then
   nice cargo build --release --quiet --bin phonefleet --example provisioning-server
   exec tests/cluster/with-cluster.sh "$0" "$@"
