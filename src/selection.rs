@@ -8,7 +8,7 @@ use std::fmt;
 use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneSite};
-use crate::core::{Fleet, MacMap, UnplacedPhone};
+use crate::core::{Fleet, MacMap, Site, UnplacedPhone};
 use crate::selector::{Selector, SelectorError};
 use crate::validate::{self, ModelTable, ValidationError};
 
@@ -101,8 +101,11 @@ pub fn select(
     selected.sort_by_key(|c| c.site.name_any());
 
     let mut excluded = Vec::new();
-    let mut sites = Vec::new();
-    let mut owner_of_mac: MacMap<String> = MacMap::default();
+    let mut sites: Vec<Site> = Vec::new();
+    // Which of `sites` lists each MAC (an index, not the name: a million phones, one map).
+    let phones: usize = selected.iter().map(|c| c.site.spec.phones.len()).sum();
+    let mut owner_of_mac: MacMap<u32> =
+        MacMap::with_capacity_and_hasher(phones, Default::default());
     for candidate in selected {
         let site_name = candidate.site.name_any();
         if let Some(winner) = claimed_by(candidate.site) {
@@ -132,10 +135,11 @@ pub fn select(
             }
         };
         // The rendered file of a phone is named after its MAC: two sites cannot both own it.
-        let clash = checked_site
-            .phones
-            .iter()
-            .find_map(|p| owner_of_mac.get(&p.mac).map(|other| (p.mac, other.clone())));
+        let clash = checked_site.phones.iter().find_map(|p| {
+            owner_of_mac
+                .get(&p.mac)
+                .map(|&other| (p.mac, sites[other as usize].name.clone()))
+        });
         if let Some((mac, other)) = clash {
             excluded.push(Excluded {
                 message: format!("phone {mac} of site {site_name} is already in site {other}"),
@@ -144,8 +148,9 @@ pub fn select(
             });
             continue;
         }
+        let index = sites.len() as u32;
         for p in &checked_site.phones {
-            owner_of_mac.insert(p.mac, site_name.clone());
+            owner_of_mac.insert(p.mac, index);
         }
         if let Some(message) =
             unknown_models_message(&candidate.document, &checked_site.unplaced_models)

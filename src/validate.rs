@@ -84,7 +84,8 @@ pub enum Reason {
 #[derive(Debug, Default, Clone)]
 pub struct ModelTable {
     names: Vec<String>,
-    ids: HashMap<String, ModelId>,
+    /// foldhash, as `MacMap`: looked up once per phone of every selection.
+    ids: HashMap<String, ModelId, foldhash::fast::RandomState>,
 }
 
 impl ModelTable {

@@ -11,6 +11,9 @@ pub mod window;
 pub use family::{PhoneFamily, ReArm};
 pub use mac::{Mac, MacMap, MacSet};
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
-pub use planner::{KeptSlot, plan, plan_rollout, plan_with_leads, stage_ranking};
+pub use planner::{
+    ByMac, KeptSlot, PhoneFacts, plan, plan_rollout, plan_rollout_with, plan_with_leads,
+    stage_order, stage_ranking,
+};
 pub use policy::*;
 pub use window::{DaySet, LocalTime, LocalWindow, Occurrence};

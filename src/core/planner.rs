@@ -24,7 +24,51 @@ pub const DEFAULT_DOWNLOAD_MINUTES: u32 = 15;
 /// Plans the rollout of `fleet.schedule` over `fleet.sites` as seen at `now`, leaving out the
 /// phones in `upgraded`. Pure: same arguments, same plan.
 pub fn plan(fleet: &Fleet, now: DateTime<Utc>, upgraded: &MacSet) -> Plan {
-    plan_with_leads(fleet, now, upgraded, &|_| Duration::zero(), &|_| None)
+    let facts = ByMac {
+        fleet,
+        not_planned: upgraded,
+        holds: &|_| false,
+        kept: &|_| None,
+    };
+    plan_with_leads(fleet, now, &facts, &|_, _| Duration::zero())
+}
+
+/// What the caller knows of each phone, by position: `site` indexes `fleet.sites`, `phone`
+/// that site's `phones`. Positions, not MACs: at a million phones every MAC lookup in a map of
+/// the whole fleet is a cache miss, and the controller answers these from per-site arrays.
+pub trait PhoneFacts {
+    /// Left out of the plan: done, busy, held back, or keeping its slot.
+    fn not_planned(&self, site: usize, phone: usize) -> bool;
+    /// Holds a slot file it has not finished with (see [`rollout_lead`]).
+    fn holds(&self, site: usize, phone: usize) -> bool;
+    /// The slot it keeps, which the plan builds around.
+    fn kept(&self, site: usize, phone: usize) -> Option<KeptSlot>;
+}
+
+/// [`PhoneFacts`] given by MAC (`phonefleet plan`'s upgraded phones, tests).
+pub struct ByMac<'a> {
+    pub fleet: &'a Fleet,
+    pub not_planned: &'a MacSet,
+    pub holds: &'a dyn Fn(Mac) -> bool,
+    pub kept: &'a dyn Fn(Mac) -> Option<KeptSlot>,
+}
+
+impl ByMac<'_> {
+    fn mac(&self, site: usize, phone: usize) -> Mac {
+        self.fleet.sites[site].phones[phone].mac
+    }
+}
+
+impl PhoneFacts for ByMac<'_> {
+    fn not_planned(&self, site: usize, phone: usize) -> bool {
+        !self.not_planned.is_empty() && self.not_planned.contains(&self.mac(site, phone))
+    }
+    fn holds(&self, site: usize, phone: usize) -> bool {
+        (self.holds)(self.mac(site, phone))
+    }
+    fn kept(&self, site: usize, phone: usize) -> Option<KeptSlot> {
+        (self.kept)(self.mac(site, phone))
+    }
 }
 
 /// A slot a phone already knows and keeps (announced by an earlier decision, or in use). The
@@ -45,17 +89,17 @@ pub struct KeptSlot {
 pub fn plan_with_leads(
     fleet: &Fleet,
     now: DateTime<Utc>,
-    upgraded: &MacSet,
-    lead: &dyn Fn(&Site) -> Duration,
-    kept: &dyn Fn(Mac) -> Option<KeptSlot>,
+    facts: &dyn PhoneFacts,
+    lead: &dyn Fn(usize, &Site) -> Duration,
 ) -> Plan {
     let schedule = &fleet.schedule;
     let rollout = &schedule.rollout;
     let start = rollout.not_before.map_or(now, |nb| nb.max(now));
     let mut warnings = Vec::new();
 
-    let mut sites: Vec<&Site> = fleet.sites.iter().collect();
-    sites.sort_by(|a, b| a.name.cmp(&b.name));
+    // With their index in `fleet.sites`, which `facts` answers by.
+    let mut sites: Vec<(usize, &Site)> = fleet.sites.iter().enumerate().collect();
+    sites.sort_by(|(_, a), (_, b)| a.name.cmp(&b.name));
 
     let windows = schedule.provisioning.rollout_windows();
     if sites.is_empty() {
@@ -92,16 +136,10 @@ pub fn plan_with_leads(
 
     let mut works: Vec<SiteWork> = sites
         .iter()
-        .map(|site| {
-            let mut work = SiteWork::new(
-                site,
-                schedule,
-                usable_windows,
-                upgraded,
-                kept,
-                &mut warnings,
-            );
-            let lead = lead(site).max(Duration::zero());
+        .map(|&(index, site)| {
+            let mut work =
+                SiteWork::new(index, site, schedule, usable_windows, facts, &mut warnings);
+            let lead = lead(index, site).max(Duration::zero());
             work.earliest = start + lead;
             work.plan.lead_minutes = u32::try_from(lead.num_minutes()).unwrap_or(u32::MAX);
             work
@@ -110,7 +148,7 @@ pub fn plan_with_leads(
     if schedule.firmware.is_some() {
         family_warnings(&works, schedule, &mut warnings);
     }
-    for site in &sites {
+    for (_, site) in &sites {
         if !site.unplaced_models.is_empty() {
             let models: BTreeSet<String> = site
                 .unplaced_models
@@ -211,18 +249,30 @@ pub fn plan_rollout(
     holds: &dyn Fn(Mac) -> bool,
     kept: &dyn Fn(Mac) -> Option<KeptSlot>,
 ) -> Plan {
+    plan_rollout_with(
+        fleet,
+        now,
+        &ByMac {
+            fleet,
+            not_planned,
+            holds,
+            kept,
+        },
+    )
+}
+
+/// [`plan_rollout`] with the phones' facts given by position (the controller's form).
+pub fn plan_rollout_with(fleet: &Fleet, now: DateTime<Utc>, facts: &dyn PhoneFacts) -> Plan {
     let start = fleet
         .schedule
         .rollout
         .not_before
         .map_or(now, |nb| nb.max(now));
-    plan_with_leads(
-        fleet,
-        now,
-        not_planned,
-        &|site| rollout_lead(&fleet.schedule, site, start, holds),
-        kept,
-    )
+    plan_with_leads(fleet, now, facts, &|index, site| {
+        rollout_lead(&fleet.schedule, site, start, &|phone| {
+            facts.holds(index, phone)
+        })
+    })
 }
 
 /// How long after `start` the first new slot of `site` may begin, the latest of:
@@ -243,7 +293,7 @@ pub fn rollout_lead(
     schedule: &Schedule,
     site: &Site,
     start: DateTime<Utc>,
-    holds: &dyn Fn(Mac) -> bool,
+    holds: &dyn Fn(usize) -> bool,
 ) -> Duration {
     let lead = super::family::site_lead(site, schedule, holds);
     let mut earliest = start + lead;
@@ -363,18 +413,31 @@ impl Horizon {
 /// `[ceil(p_{i-1}·n/100), ceil(p_i·n/100))`: a canary of any percent gets at least one phone,
 /// and a phone keeps its stage as the inventory grows.
 pub fn stage_ranking(site: &Site, schedule: &Schedule) -> (Vec<Mac>, Vec<usize>) {
-    let mut ranked: Vec<(u64, Mac)> = match &schedule.firmware {
+    let (order, bounds) = stage_order(site, schedule);
+    (
+        order
+            .into_iter()
+            .map(|i| site.phones[i as usize].mac)
+            .collect(),
+        bounds,
+    )
+}
+
+/// [`stage_ranking`] as positions in `site.phones`.
+pub fn stage_order(site: &Site, schedule: &Schedule) -> (Vec<u32>, Vec<usize>) {
+    let mut ranked: Vec<(u64, Mac, u32)> = match &schedule.firmware {
         Some(fw) => site
             .phones
             .iter()
-            .filter(|p| fw.applies_to(p.model))
-            .map(|p| (p.mac.stable_hash(), p.mac))
+            .enumerate()
+            .filter(|(_, p)| fw.applies_to(p.model))
+            .map(|(i, p)| (p.mac.stable_hash(), p.mac, i as u32))
             .collect(),
         None => Vec::new(),
     };
     ranked.sort_unstable();
-    let macs: Vec<Mac> = ranked.into_iter().map(|(_, m)| m).collect();
-    let n = macs.len();
+    let order: Vec<u32> = ranked.into_iter().map(|(_, _, i)| i).collect();
+    let n = order.len();
     let mut bounds = vec![0];
     bounds.extend(
         schedule
@@ -383,7 +446,7 @@ pub fn stage_ranking(site: &Site, schedule: &Schedule) -> (Vec<Mac>, Vec<usize>)
             .iter()
             .map(|s| (s.percent as usize * n).div_ceil(100).min(n)),
     );
-    (macs, bounds)
+    (order, bounds)
 }
 
 /// A site's plan under construction.
@@ -403,15 +466,17 @@ struct SiteWork {
 
 impl SiteWork {
     fn new(
+        index: usize,
         site: &Site,
         schedule: &Schedule,
         windows: Option<Windows>,
-        upgraded: &MacSet,
-        kept: &dyn Fn(Mac) -> Option<KeptSlot>,
+        facts: &dyn PhoneFacts,
         warnings: &mut Vec<Warning>,
     ) -> Self {
         let rollout = &schedule.rollout;
-        let mut kept: Vec<KeptSlot> = site.phones.iter().filter_map(|p| kept(p.mac)).collect();
+        let mut kept: Vec<KeptSlot> = (0..site.phones.len())
+            .filter_map(|phone| facts.kept(index, phone))
+            .collect();
         kept.sort_unstable_by_key(|k| (k.start, k.end));
         let longest_kept = kept
             .iter()
@@ -452,23 +517,19 @@ impl SiteWork {
         // Stages are assigned over every phone the firmware applies to, upgraded or not, so a
         // phone's stage never changes as others finish; only then are the excluded phones
         // (already upgraded, or held back by the controller) left out of placement.
-        let (ranked, all_bounds) = stage_ranking(site, schedule);
+        let (ranked, all_bounds) = stage_order(site, schedule);
         let applicable = ranked.len();
-        let (macs, bounds) = if upgraded.is_empty() {
-            (ranked, all_bounds)
-        } else {
-            let mut macs = Vec::with_capacity(ranked.len());
-            let mut bounds = vec![0];
-            for stage in all_bounds.windows(2) {
-                macs.extend(
-                    ranked[stage[0]..stage[1]]
-                        .iter()
-                        .filter(|m| !upgraded.contains(m)),
-                );
-                bounds.push(macs.len());
-            }
-            (macs, bounds)
-        };
+        let mut macs = Vec::with_capacity(ranked.len());
+        let mut bounds = vec![0];
+        for stage in all_bounds.windows(2) {
+            macs.extend(
+                ranked[stage[0]..stage[1]]
+                    .iter()
+                    .filter(|&&i| !facts.not_planned(index, i as usize))
+                    .map(|&i| site.phones[i as usize].mac),
+            );
+            bounds.push(macs.len());
+        }
         let n = macs.len();
 
         // Warn when the firmware applies to no phone of the site, not when all are done.
@@ -1156,13 +1217,14 @@ mod tests {
     fn no_slot_starts_before_the_sites_announcement_lead() {
         let f = fleet(vec![site("a", chrono_tz::UTC, 2, 4)]);
         let now = t("2026-06-01T00:00:00Z");
-        let p = plan_with_leads(
-            &f,
-            now,
-            &MacSet::default(),
-            &|_| Duration::hours(25),
-            &|_| None,
-        );
+        let none = MacSet::default();
+        let facts = ByMac {
+            fleet: &f,
+            not_planned: &none,
+            holds: &|_| false,
+            kept: &|_| None,
+        };
+        let p = plan_with_leads(&f, now, &facts, &|_, _| Duration::hours(25));
         let first = p.sites[0].slots[0].start;
         assert_eq!(first, t("2026-06-02T01:00:00Z"));
         assert_eq!(p.sites[0].lead_minutes, 25 * 60);

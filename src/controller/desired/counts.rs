@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use super::gates::Gates;
-use super::kept::Kept;
+use super::kept::{Assigned, Kept};
 use super::members::{Member, Members};
 use crate::api::{PhoneCounts, SiteSummary, StageSummary};
-use crate::children::{PackedSlot, PhoneState};
-use crate::core::{Fleet, MacMap, Plan};
+use crate::children::PhoneState;
+use crate::core::{Fleet, Plan};
 
 /// Phones by state, over every member.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(super) struct Decided<'a, 'f> {
     pub gates: &'a Gates,
     pub kept: &'a Kept<'a>,
     pub plan: &'a Plan,
-    pub slots: &'a MacMap<PackedSlot>,
+    pub slots: &'a Assigned,
     pub now: DateTime<Utc>,
 }
 
@@ -69,7 +69,7 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     let firmware = d.fleet.schedule.firmware.is_some();
     let next_window = d
         .slots
-        .values()
+        .iter()
         .map(|s| s.start())
         .filter(|s| *s > d.now)
         .min()
@@ -132,35 +132,48 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
         .iter()
         .zip(&d.members.by_site)
         .zip(&d.plan.sites)
-        .map(|((site, members), site_plan)| {
-            let count =
-                |f: &dyn Fn(&Member<'_>) -> bool| members.iter().filter(|m| f(m)).count() as u32;
-            let slots = || members.iter().filter_map(|m| d.slots.get(&m.mac));
-            let pending = members
-                .iter()
-                .any(|m| !m.is(PhoneState::Upgraded) && !d.gates.is_halted(m.model));
-            SiteSummary {
+        .enumerate()
+        .map(|(index, ((site, members), site_plan))| {
+            let mut summary = SiteSummary {
                 name: site.name.clone(),
                 phones: members.len() as u32,
-                upgraded: count(&|m| m.is(PhoneState::Upgraded)),
-                failed: count(&|m| m.is(PhoneState::Failed)),
-                in_progress: count(&|m| m.busy()),
-                window_open: slots().any(|s| !s.held() && s.start() <= now && now < s.end()),
-                next_window: slots()
-                    .map(|s| s.start())
-                    .chain(site_plan.slots.iter().map(|s| s.start))
-                    .filter(|s| *s > now)
-                    .min()
-                    .filter(|_| d.gates.active && pending),
-                completion: latest(
-                    site_plan.completion,
-                    members
-                        .iter()
-                        .filter_map(|m| d.kept.kept(&m.mac))
-                        .map(|s| s.end())
-                        .max(),
-                ),
+                ..SiteSummary::default()
+            };
+            let mut pending = false;
+            let mut next_window: Option<DateTime<Utc>> = None;
+            let mut kept_end: Option<DateTime<Utc>> = None;
+            // One pass over the site's members, each phone's slot read once by position.
+            for m in members {
+                if m.is(PhoneState::Upgraded) {
+                    summary.upgraded += 1;
+                } else if !d.gates.is_halted(m.model) {
+                    pending = true;
+                }
+                if m.is(PhoneState::Failed) {
+                    summary.failed += 1;
+                }
+                if m.busy() {
+                    summary.in_progress += 1;
+                }
+                let phone = m.phone as usize;
+                if let Some(s) = d.slots.get(index, phone) {
+                    summary.window_open |= !s.held() && s.start() <= now && now < s.end();
+                    if s.start() > now {
+                        next_window = Some(next_window.map_or(s.start(), |n| n.min(s.start())));
+                    }
+                }
+                if let Some(s) = d.kept.kept(index, phone) {
+                    kept_end = Some(kept_end.map_or(s.end(), |e| e.max(s.end())));
+                }
             }
+            summary.next_window = next_window
+                .into_iter()
+                .chain(site_plan.slots.iter().map(|s| s.start))
+                .filter(|s| *s > now)
+                .min()
+                .filter(|_| d.gates.active && pending);
+            summary.completion = latest(site_plan.completion, kept_end);
+            summary
         })
         .collect()
 }

@@ -3,12 +3,14 @@
 
 use crate::children::{PhoneProgress, PhoneState};
 use crate::controller::requests::Requests;
-use crate::core::{Fleet, Mac, MacMap, stage_ranking};
+use crate::core::{Fleet, Mac, MacMap, stage_order};
 
 /// A phone the firmware applies to, with what decides its file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Member<'a> {
     pub mac: Mac,
+    /// Position in its site's `phones`: the index of everything the decision keeps per phone.
+    pub phone: u32,
     pub model: &'a str,
     pub stage: u32,
     /// Progress towards the current firmware version; `None` before any.
@@ -66,16 +68,12 @@ pub(super) fn of_fleet<'a>(
         .sites
         .iter()
         .map(|site| {
-            let model_of: MacMap<&str> = site
-                .phones
-                .iter()
-                .map(|p| (p.mac, fleet.models[p.model.0 as usize].as_str()))
-                .collect();
-            let (macs, bounds) = stage_ranking(site, &fleet.schedule);
-            let mut members = Vec::with_capacity(macs.len());
+            let (order, bounds) = stage_order(site, &fleet.schedule);
+            let mut members = Vec::with_capacity(order.len());
             for (stage, range) in bounds.windows(2).enumerate() {
-                for &mac in &macs[range[0]..range[1]] {
-                    let model = model_of.get(&mac).copied().unwrap_or_default();
+                for &phone in &order[range[0]..range[1]] {
+                    let p = &site.phones[phone as usize];
+                    let (mac, model) = (p.mac, fleet.models[p.model.0 as usize].as_str());
                     let state = firmware.and_then(|fw| {
                         progress
                             .get(&mac)
@@ -88,6 +86,7 @@ pub(super) fn of_fleet<'a>(
                     });
                     members.push(Member {
                         mac,
+                        phone,
                         model,
                         stage: stage as u32,
                         state,

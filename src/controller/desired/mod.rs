@@ -255,13 +255,7 @@ fn decide(
         now,
         inputs.propagation,
     );
-    let plan = core::plan_rollout(
-        &fleet,
-        now,
-        &kept.not_planned,
-        &|mac| kept.holds(mac),
-        &|mac| kept.slot(mac),
-    );
+    let plan = core::plan_rollout_with(&fleet, now, &kept);
     let slots = kept::assign(&kept, &plan, &gates);
     let schedule_name = inputs.schedule.name_any();
     let cut = shards::cut(
@@ -319,6 +313,7 @@ fn decide(
             }),
     );
     let wake_at = wake::next(&slots, &plan, now, gates.active);
+    let slots = slots.to_map(&fleet);
     Desired {
         shards: Some(cut.shards),
         rendering: Some(cut.rendering.keep(fleet)),

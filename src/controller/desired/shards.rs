@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Desired;
+use super::kept::Assigned;
 use crate::children::{self, IndexFirmware, MAX_SHARD_BYTES, PackedSlot};
-use crate::core::{Fleet, MacMap, Plan};
+use crate::core::{Fleet, Plan};
 use crate::decision::{
     self, DECISION_KEY, DecidedPhone, PHONES_KEY, ShardHeader, WireModel, WirePolicy,
 };
@@ -80,12 +81,7 @@ pub(super) struct Target<'a> {
 }
 
 /// Cuts each site's decision into shards of at most [`MAX_SHARD_BYTES`], in MAC order.
-pub(super) fn cut(
-    fleet: &Fleet,
-    plan: &Plan,
-    slots: &MacMap<PackedSlot>,
-    target: &Target<'_>,
-) -> Cut {
+pub(super) fn cut(fleet: &Fleet, plan: &Plan, slots: &Assigned, target: &Target<'_>) -> Cut {
     let firmware = fleet
         .schedule
         .firmware
@@ -139,11 +135,7 @@ pub(super) fn cut(
             provisioning: provisioning.clone(),
             firmware: firmware.clone(),
             models,
-            base: decision::base_of(
-                site.phones
-                    .iter()
-                    .filter_map(|p| slots.get(&p.mac).map(|s| s.start())),
-            ),
+            base: decision::base_of(slots.of_site(index).iter().flatten().map(|s| s.start())),
         };
         let files = SiteFiles {
             site: index,
@@ -151,7 +143,7 @@ pub(super) fn cut(
             order,
         };
         check_minutes.insert(site.name.clone(), site_plan.check_minutes);
-        cut_site(fleet, slots, &files, target, &mut shards);
+        cut_site(fleet, &|i| slots.get(index, i), &files, target, &mut shards);
         rendering.sites.push(files);
     }
     let names: BTreeSet<&str> = shards.iter().map(|s| s.name.as_str()).collect();
@@ -169,26 +161,23 @@ pub(super) fn cut(
     }
 }
 
+/// The slot of the phone at a position of the site's `phones`.
+type SlotOf<'a> = dyn Fn(usize) -> Option<PackedSlot> + 'a;
+
 /// The decision of the phone at `pos` of a site's MAC order.
-fn decided(
-    fleet: &Fleet,
-    slots: &MacMap<PackedSlot>,
-    files: &SiteFiles,
-    pos: usize,
-) -> DecidedPhone {
+fn decided(fleet: &Fleet, slot_of: &SlotOf<'_>, files: &SiteFiles, pos: usize) -> DecidedPhone {
     let (i, model) = files.order[pos];
-    let mac = fleet.sites[files.site].phones[i].mac;
     DecidedPhone {
-        mac,
+        mac: fleet.sites[files.site].phones[i].mac,
         model,
-        slot: slots.get(&mac).map(|s| s.unpack()),
+        slot: slot_of(i).map(|s| s.unpack()),
     }
 }
 
 /// Cuts one site's phone lines into shards, appended to `shards`.
 fn cut_site(
     fleet: &Fleet,
-    slots: &MacMap<PackedSlot>,
+    slot_of: &SlotOf<'_>,
     files: &SiteFiles,
     target: &Target<'_>,
     shards: &mut Vec<Shard>,
@@ -217,7 +206,7 @@ fn cut_site(
         line.clear();
         decision::encode_phone(
             files.header.base,
-            &decided(fleet, slots, files, pos),
+            &decided(fleet, slot_of, files, pos),
             &mut line,
         );
         if pos > start && lines.len() + line.len() > budget {
@@ -244,11 +233,13 @@ impl Desired {
             return BTreeMap::new();
         };
         let files = &r.sites[shard.files];
+        let phones = &fleet.sites[files.site].phones;
+        let slot_of = |i: usize| self.slots.get(&phones[i].mac).copied();
         let mut lines = String::new();
         for pos in shard.phones.clone() {
             decision::encode_phone(
                 files.header.base,
-                &decided(fleet, &self.slots, files, pos),
+                &decided(fleet, &slot_of, files, pos),
                 &mut lines,
             );
         }

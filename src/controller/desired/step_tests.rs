@@ -102,8 +102,12 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
     let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
     let kept: MacSet = k.kept_slots().map(|(mac, _)| mac).collect();
     assert_eq!(kept, MacSet::from_iter([busy, announced]));
-    assert!(k.not_planned.contains(&done) && !k.not_planned.contains(&far));
-    assert!(k.holds(far) && !k.holds(done), "a done phone holds nothing");
+    let not_planned = k.not_planned_macs();
+    assert!(not_planned.contains(&done) && !not_planned.contains(&far));
+    assert!(
+        k.holds_mac(far) && !k.holds_mac(done),
+        "a done phone holds nothing"
+    );
 }
 
 #[test]
@@ -113,9 +117,15 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let none = MacMap::default();
-    let k = kept::Kept::none(&none);
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
-    let slots = kept::assign(&k, &plan, &g);
+    let k = kept::Kept::none(&fleet, &none);
+    let plan = core::plan_rollout(
+        &fleet,
+        world.now,
+        &k.not_planned_macs(),
+        &|_| false,
+        &|_| None,
+    );
+    let slots = kept::assign(&k, &plan, &g).to_map(&fleet);
     assert_eq!(slots.len(), 20, "every phone is announced its slot");
     let released: Vec<_> = slots.values().filter(|s| !s.held()).collect();
     assert_eq!(released.len(), 2, "the canaries only are released");
@@ -127,7 +137,7 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     };
     assert!(
         kept::assign(&k, &plan, &promoted)
-            .values()
+            .iter()
             .all(|s| s.held() == (s.stage() > 1)),
         "a release lifts the hold of its stage's slots"
     );
@@ -135,7 +145,7 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
         active: false,
         ..g.clone()
     };
-    assert!(kept::assign(&k, &plan, &inactive).is_empty());
+    assert_eq!(kept::assign(&k, &plan, &inactive).iter().count(), 0);
 }
 
 #[test]
@@ -146,10 +156,11 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let none = MacMap::default();
     let first = kept::assign(
-        &kept::Kept::none(&none),
+        &kept::Kept::none(&fleet, &none),
         &core::plan_rollout(&fleet, world.now, &MacSet::default(), &|_| false, &|_| None),
         &g,
-    );
+    )
+    .to_map(&fleet);
     let (&canary, &slot) = first
         .iter()
         .filter(|(_, s)| s.stage() == 0)
@@ -163,10 +174,16 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     })
     .expect("whole minutes");
     let previous: MacMap<PackedSlot> = [(canary, late)].into_iter().collect();
-    let mut k = kept::Kept::none(&previous);
+    let mut k = kept::Kept::none(&fleet, &previous);
     k.keep(canary);
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
-    let slots = kept::assign(&k, &plan, &g);
+    let plan = core::plan_rollout(
+        &fleet,
+        world.now,
+        &k.not_planned_macs(),
+        &|_| false,
+        &|_| None,
+    );
+    let slots = kept::assign(&k, &plan, &g).to_map(&fleet);
     assert!(
         slots.values().all(|s| s.stage() == 0),
         "no later stage is announced before the kept canary's end: {slots:?}"
@@ -184,7 +201,7 @@ fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
         shards::cut(
             &fleet,
             &plan,
-            &MacMap::default(),
+            &kept::Assigned::default(),
             &shards::Target {
                 schedule: "voice/fw".into(),
                 schedule_name: "fw",
@@ -224,10 +241,17 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let late = slot("2027-06-01T01:00:00Z", 30);
     let previous: MacMap<PackedSlot> = [(macs[2], late)].into_iter().collect();
-    let mut k = kept::Kept::none(&previous);
+    let mut k = kept::Kept::none(&fleet, &previous);
     k.keep(macs[2]);
-    k.not_planned.extend([macs[0], macs[10]]);
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
+    k.leave_out(macs[0]);
+    k.leave_out(macs[10]);
+    let plan = core::plan_rollout(
+        &fleet,
+        world.now,
+        &k.not_planned_macs(),
+        &|_| false,
+        &|_| None,
+    );
     let slots = kept::assign(&k, &plan, &g);
     let c = counts::count(&counts::Decided {
         fleet: &fleet,
@@ -260,8 +284,14 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
     let m = members::of_fleet(&fleet, &world.progress, None);
     let mut g = gates::evaluate(&fleet.schedule, None, &m, None);
     let none = MacMap::default();
-    let k = kept::Kept::none(&none);
-    let plan = core::plan_rollout(&fleet, world.now, &k.not_planned, &|_| false, &|_| None);
+    let k = kept::Kept::none(&fleet, &none);
+    let plan = core::plan_rollout(
+        &fleet,
+        world.now,
+        &k.not_planned_macs(),
+        &|_| false,
+        &|_| None,
+    );
     let slots = kept::assign(&k, &plan, &g);
     let decided = counts::Decided {
         fleet: &fleet,
@@ -347,11 +377,12 @@ fn wake_up_is_the_next_boundary_and_never_while_inactive() {
     // A slot that opened before now: its end is the next boundary, before any planned start.
     let open = slot("2026-12-01T11:50:00Z", 30);
     let slots: MacMap<PackedSlot> = [(fleet.sites[0].phones[0].mac, open)].into_iter().collect();
+    let slots = kept::Assigned::from_map(&fleet, &slots);
     assert_eq!(wake::next(&slots, &plan, world.now, true), Some(open.end()));
     assert_eq!(wake::next(&slots, &plan, world.now, false), None);
     let first_planned = plan.sites[0].slots.first().map(|s| s.start);
     assert_eq!(
-        wake::next(&MacMap::default(), &plan, world.now, true),
+        wake::next(&kept::Assigned::default(), &plan, world.now, true),
         first_planned
     );
 }

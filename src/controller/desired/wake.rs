@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::children::PackedSlot;
-use crate::core::{MacMap, Plan};
+use super::kept::Assigned;
+use crate::core::Plan;
 
 pub(super) fn next(
-    slots: &MacMap<PackedSlot>,
+    slots: &Assigned,
     plan: &Plan,
     now: DateTime<Utc>,
     active: bool,
@@ -16,7 +16,7 @@ pub(super) fn next(
         return None;
     }
     slots
-        .values()
+        .iter()
         .flat_map(|s| [s.start(), s.end()])
         .chain(
             plan.sites
