@@ -154,6 +154,18 @@ impl PackedSlot {
         DateTime::from_timestamp_nanos(self.start)
     }
 
+    /// The start in Unix nanoseconds. Comparisons over a million slots use these: building a
+    /// `DateTime` (a calendar date) per slot was a tenth of a reconcile at that size.
+    pub fn start_nanos(self) -> i64 {
+        self.start
+    }
+
+    /// The end in Unix nanoseconds (see [`PackedSlot::start_nanos`]).
+    pub fn end_nanos(self) -> i64 {
+        self.start
+            .saturating_add(i64::from(self.length).saturating_mul(1_000_000_000))
+    }
+
     pub fn end(self) -> DateTime<Utc> {
         self.start() + chrono::Duration::seconds(i64::from(self.length))
     }
@@ -166,6 +178,16 @@ impl PackedSlot {
             ..self
         }
     }
+}
+
+/// `t` in Unix nanoseconds, for comparing with [`PackedSlot::start_nanos`] and
+/// [`PackedSlot::end_nanos`]; saturated outside the years 1677–2262 (no packed slot is).
+pub fn unix_nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// A phone's rollout state as learnt from its requests.
@@ -402,6 +424,9 @@ mod tests {
             let s = slot(start, chrono::Duration::seconds(seconds), stage, held);
             let packed = PackedSlot::pack(&s).expect("in range");
             proptest::prop_assert_eq!(packed.unpack(), s);
+            // The nanosecond forms order slots as their times do.
+            proptest::prop_assert_eq!(packed.start_nanos(), unix_nanos(s.start));
+            proptest::prop_assert_eq!(packed.end_nanos(), unix_nanos(s.end));
             proptest::prop_assert_eq!(
                 (packed.stage(), packed.held(), packed.start(), packed.end()),
                 (stage, held, s.start, s.end)

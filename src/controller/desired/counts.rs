@@ -7,7 +7,7 @@ use super::gates::Gates;
 use super::kept::{Assigned, Kept};
 use super::members::{Member, Members};
 use crate::api::{PhoneCounts, SiteSummary, StageSummary};
-use crate::children::PhoneState;
+use crate::children::{PhoneState, unix_nanos};
 use crate::core::{Fleet, Plan};
 
 /// Phones by state, over every member.
@@ -67,12 +67,14 @@ pub(super) struct Decided<'a, 'f> {
 pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     let tally = Tally::of(d.members, d.gates);
     let firmware = d.fleet.schedule.firmware.is_some();
+    let now_nanos = unix_nanos(d.now);
     let next_window = d
         .slots
         .iter()
-        .map(|s| s.start())
-        .filter(|s| *s > d.now)
+        .map(|s| s.start_nanos())
+        .filter(|s| *s > now_nanos)
         .min()
+        .map(DateTime::from_timestamp_nanos)
         .or_else(|| {
             d.plan
                 .sites
@@ -86,7 +88,11 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     let completion = if firmware && tally.remaining > 0 {
         latest(
             d.plan.completion,
-            d.kept.kept_slots().map(|(_, s)| s.end()).max(),
+            d.kept
+                .kept_slots()
+                .map(|(_, s)| s.end_nanos())
+                .max()
+                .map(DateTime::from_timestamp_nanos),
         )
     } else {
         None
@@ -127,6 +133,7 @@ fn stage_summaries(d: &Decided<'_, '_>) -> Vec<StageSummary> {
 
 fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
     let now = d.now;
+    let now_nanos = unix_nanos(now);
     d.fleet
         .sites
         .iter()
@@ -140,8 +147,8 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
                 ..SiteSummary::default()
             };
             let mut pending = false;
-            let mut next_window: Option<DateTime<Utc>> = None;
-            let mut kept_end: Option<DateTime<Utc>> = None;
+            let mut next_window: Option<i64> = None;
+            let mut kept_end: Option<i64> = None;
             // One pass over the site's members, each phone's slot read once by position.
             for m in members {
                 if m.is(PhoneState::Upgraded) {
@@ -157,22 +164,28 @@ fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
                 }
                 let phone = m.phone as usize;
                 if let Some(s) = d.slots.get(index, phone) {
-                    summary.window_open |= !s.held() && s.start() <= now && now < s.end();
-                    if s.start() > now {
-                        next_window = Some(next_window.map_or(s.start(), |n| n.min(s.start())));
+                    let (start, end) = (s.start_nanos(), s.end_nanos());
+                    summary.window_open |= !s.held() && start <= now_nanos && now_nanos < end;
+                    if start > now_nanos {
+                        next_window = Some(next_window.map_or(start, |n| n.min(start)));
                     }
                 }
                 if let Some(s) = d.kept.kept(index, phone) {
-                    kept_end = Some(kept_end.map_or(s.end(), |e| e.max(s.end())));
+                    let end = s.end_nanos();
+                    kept_end = Some(kept_end.map_or(end, |e| e.max(end)));
                 }
             }
             summary.next_window = next_window
+                .map(DateTime::from_timestamp_nanos)
                 .into_iter()
                 .chain(site_plan.slots.iter().map(|s| s.start))
                 .filter(|s| *s > now)
                 .min()
                 .filter(|_| d.gates.active && pending);
-            summary.completion = latest(site_plan.completion, kept_end);
+            summary.completion = latest(
+                site_plan.completion,
+                kept_end.map(DateTime::from_timestamp_nanos),
+            );
             summary
         })
         .collect()

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::gates::Gates;
 use super::members::Members;
-use crate::children::{IndexSlot, PackedSlot};
+use crate::children::{IndexSlot, PackedSlot, unix_nanos};
 use crate::core::{self, Fleet, Mac, MacMap, PhoneFacts};
 
 /// Flags of a phone in [`SiteKept::flags`].
@@ -193,6 +193,7 @@ pub(super) fn keep<'a>(
             core::planner::rollout_lead(&fleet.schedule, site, now, &|i| flags[i] & HOLDING != 0);
         // New slots of this site start at `plan_from` at the earliest.
         let plan_from = (now + lead + propagation).max(now + Duration::seconds(1));
+        let (plan_from, now) = (unix_nanos(plan_from), unix_nanos(now));
         for m in site_members {
             let i = m.phone as usize;
             if m.done() || gates.is_halted(m.model) {
@@ -202,7 +203,8 @@ pub(super) fn keep<'a>(
             match previous[i] {
                 Some(prev)
                     if gates.active
-                        && (m.busy() || (prev.start() < plan_from && now < prev.end())) =>
+                        && (m.busy()
+                            || (prev.start_nanos() < plan_from && now < prev.end_nanos())) =>
                 {
                     flags[i] |= KEEPING | NOT_PLANNED;
                 }
@@ -299,10 +301,10 @@ pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> Assig
     // after every earlier stage's slots.
     // The latest end of the kept slots of each stage, read once: asked per planned slot, a
     // scan of every kept slot would cost slots × kept phones.
-    let mut kept_end: BTreeMap<u32, DateTime<Utc>> = BTreeMap::new();
+    let mut kept_end: BTreeMap<u32, i64> = BTreeMap::new();
     for slot in sites.iter().flatten().flatten() {
-        let end = kept_end.entry(slot.stage()).or_insert(slot.end());
-        *end = (*end).max(slot.end());
+        let end = kept_end.entry(slot.stage()).or_insert(slot.end_nanos());
+        *end = (*end).max(slot.end_nanos());
     }
     let kept_gate = |stage: u32| kept_end.range(..stage).map(|(_, end)| *end).max();
     // The plan's sites are the fleet's, in the same (name) order.
@@ -318,7 +320,9 @@ pub(super) fn assign(kept: &Kept<'_>, plan: &core::Plan, gates: &Gates) -> Assig
             .map(|(i, p)| (p.mac, i as u32))
             .collect();
         for (slot, macs) in site_plan.slots_with_phones() {
-            if held(slot.stage) && kept_gate(slot.stage).is_some_and(|gate| slot.start < gate) {
+            if held(slot.stage)
+                && kept_gate(slot.stage).is_some_and(|gate| unix_nanos(slot.start) < gate)
+            {
                 continue;
             }
             // Planner slots are whole minutes of this century, so they always pack; one that

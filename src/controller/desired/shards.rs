@@ -135,7 +135,15 @@ pub(super) fn cut(fleet: &Fleet, plan: &Plan, slots: &Assigned, target: &Target<
             provisioning: provisioning.clone(),
             firmware: firmware.clone(),
             models,
-            base: decision::base_of(slots.of_site(index).iter().flatten().map(|s| s.start())),
+            base: decision::base_of(
+                slots
+                    .of_site(index)
+                    .iter()
+                    .flatten()
+                    .map(|s| s.start_nanos())
+                    .min()
+                    .map(chrono::DateTime::from_timestamp_nanos),
+            ),
         };
         let files = SiteFiles {
             site: index,

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::kept::Assigned;
+use crate::children::unix_nanos;
 use crate::core::Plan;
 
 pub(super) fn next(
@@ -15,9 +16,15 @@ pub(super) fn next(
     if !active {
         return None;
     }
-    slots
+    let now_nanos = unix_nanos(now);
+    let slot_bound = slots
         .iter()
-        .flat_map(|s| [s.start(), s.end()])
+        .flat_map(|s| [s.start_nanos(), s.end_nanos()])
+        .filter(|t| *t > now_nanos)
+        .min()
+        .map(DateTime::from_timestamp_nanos);
+    slot_bound
+        .into_iter()
         .chain(
             plan.sites
                 .iter()
