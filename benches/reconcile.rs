@@ -24,7 +24,7 @@ use phonefleet::children::{PackedSlot, PhoneProgress, PhoneState};
 use phonefleet::controller::desired::{Desired, Inputs, compute};
 use phonefleet::core::{MacMap, MacSet};
 use phonefleet::render::ServerUrl;
-use phonefleet::selection::{self, Candidate};
+use phonefleet::selection::{self, Candidate, CheckedSites};
 
 const SITES: usize = 10_000;
 const PHONES_PER_SITE: usize = 100;
@@ -85,6 +85,8 @@ fn sites(count: usize) -> Vec<Arc<PhoneSite>> {
             );
             site.metadata = ObjectMeta {
                 namespace: Some(NAMESPACE.to_owned()),
+                uid: Some(format!("uid-site-{s}")),
+                resource_version: Some("1".to_owned()),
                 labels: Some(BTreeMap::from([("fleet".to_owned(), "bench".to_owned())])),
                 ..site.metadata
             };
@@ -102,6 +104,8 @@ struct World {
     existing: BTreeMap<String, String>,
     now: DateTime<Utc>,
     url: ServerUrl,
+    /// As the controller remembers validated sites (each site has a uid and a version).
+    checked: CheckedSites,
 }
 
 impl World {
@@ -111,6 +115,7 @@ impl World {
             schedule: &self.schedule,
             schedules: &schedules,
             sites: &self.sites,
+            checked_sites: Some(&self.checked),
             claimed_elsewhere: &MacMap::default(),
             progress: &self.progress,
             previous_slots: &self.previous,
@@ -141,6 +146,7 @@ fn plan_only(world: &World) -> Duration {
         .map(|site| Candidate {
             document: String::new(),
             site,
+            checked: None,
         })
         .collect();
     let selection = selection::select(
@@ -214,6 +220,7 @@ fn main() {
         // A Tuesday noon: every zone's next window is within a day.
         now: "2026-12-01T12:00:00Z".parse().expect("RFC 3339"),
         url: "http://prov.example:8080".parse().expect("url"),
+        checked: CheckedSites::default(),
     };
     let phones = count * PHONES_PER_SITE;
     let loaded = status_kib("VmRSS:").map_or(0.0, |k| k / 1024.0);

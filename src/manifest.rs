@@ -212,6 +212,7 @@ impl Manifest {
             .map(|(doc, site)| Candidate {
                 document: doc.clone(),
                 site,
+                checked: None,
             })
             .collect();
         // A manifest holds one schedule: no older one can claim a site.

@@ -3,14 +3,16 @@
 //! commands (`phonefleet plan`, `phonefleet render`) both build their [`Fleet`] here, so they
 //! select and validate the same sites by construction.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneSite};
 use crate::core::{Fleet, MacMap, Site, UnplacedPhone};
 use crate::selector::{Selector, SelectorError};
-use crate::validate::{self, ModelTable, ValidationError};
+use crate::validate::{self, CheckedSite, ModelTable, ValidationError};
 
 /// Why a selected site is (in part) left out of the plan: a fixed set, shown as condition and
 /// event reasons.
@@ -76,6 +78,59 @@ pub struct Selection {
 pub struct Candidate<'a> {
     pub document: String,
     pub site: &'a PhoneSite,
+    /// The site already validated (see [`CheckedSites`]); validated here when `None`.
+    pub checked: Option<Checked>,
+}
+
+/// A site's validation, as remembered.
+pub type Checked = Arc<Result<CheckedSite, ValidationError>>;
+
+/// Each PhoneSite's validation, remembered per object version: a site changes rarely, but
+/// every reconcile of a schedule selecting it validated it again (at a million phones, parsing
+/// every MAC was the largest step of an idle reconcile). Keyed by uid; an object without a
+/// uid or resourceVersion (a manifest, a test) is validated each time.
+#[derive(Default)]
+pub struct CheckedSites {
+    memo: Mutex<HashMap<String, (String, Checked)>>,
+}
+
+impl CheckedSites {
+    /// The validation of `site` (labelled `document`), remembered or done now.
+    pub fn check(&self, document: &str, site: &PhoneSite) -> Checked {
+        let validate = || Arc::new(validate::site_alone(document, &site.name_any(), &site.spec));
+        let (Some(uid), Some(version)) = (site.uid(), site.resource_version()) else {
+            return validate();
+        };
+        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((v, checked)) = memo.get(&uid)
+            && *v == version
+        {
+            return checked.clone();
+        }
+        let checked = validate();
+        memo.insert(uid, (version, checked.clone()));
+        checked
+    }
+
+    /// Forgets the sites whose uid `live` no longer holds (deleted PhoneSites).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.memo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|uid, _| live(uid));
+    }
+
+    /// How many sites are remembered.
+    pub fn len(&self) -> usize {
+        self.memo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Selects and validates the fleet of `schedule` (labelled `document`, named `full_name` =
@@ -118,12 +173,19 @@ pub fn select(
             });
             continue;
         }
-        let checked_site = match validate::site(
-            &candidate.document,
-            &site_name,
-            &candidate.site.spec,
-            &mut models,
-        ) {
+        let validated = match &candidate.checked {
+            Some(checked) => match checked.as_ref() {
+                Ok(site) => Ok(site.in_table(&mut models)),
+                Err(e) => Err(e.clone()),
+            },
+            None => validate::site(
+                &candidate.document,
+                &site_name,
+                &candidate.site.spec,
+                &mut models,
+            ),
+        };
+        let checked_site = match validated {
             Ok(s) => s,
             Err(e) => {
                 excluded.push(Excluded {
@@ -194,4 +256,41 @@ pub fn unknown_models_message(document: &str, unplaced: &[UnplacedPhone]) -> Opt
         "{document}: {} in no phone family (see docs/phones.md); set spec.phones[].family to xstim, yealink or grandstream; left out of the plan and served no file",
         models.join("; ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(version: &str, phones: &str) -> PhoneSite {
+        let mut site: PhoneSite = serde_yaml_ng::from_str(&format!(
+            "apiVersion: phonefleet.io/v1alpha1\nkind: PhoneSite\nmetadata: {{name: paris, namespace: voice}}\nspec: {{timeZone: Europe/Paris, maxConcurrentDownloads: 2, phones: [{phones}]}}"
+        ))
+        .expect("fixture site");
+        site.metadata.uid = Some("uid-paris".into());
+        site.metadata.resource_version = Some(version.into());
+        site
+    }
+
+    #[test]
+    fn a_site_is_validated_once_per_version_and_forgotten_once_deleted() {
+        let memo = CheckedSites::default();
+        let one = site("1", "{mac: '00:0b:82:00:00:01', model: GXP2170}");
+        let first = memo.check("PhoneSite voice/paris", &one);
+        let again = memo.check("PhoneSite voice/paris", &one);
+        assert!(Arc::ptr_eq(&first, &again), "same version: remembered");
+        // A new version that is invalid: validated again, and the error names the field.
+        let two = site("2", "{mac: 'not-a-mac', model: GXP2170}");
+        let second = memo.check("PhoneSite voice/paris", &two);
+        let error = second.as_ref().as_ref().expect_err("an invalid MAC");
+        assert_eq!(error.field, "spec.phones[0].mac");
+        assert_eq!(memo.len(), 1, "one entry per site");
+        // Without a version (a manifest's object) nothing is remembered.
+        let mut bare = one.clone();
+        bare.metadata.resource_version = None;
+        let a = memo.check("doc", &bare);
+        assert!(!Arc::ptr_eq(&a, &memo.check("doc", &bare)));
+        memo.retain(|uid| uid != "uid-paris");
+        assert!(memo.is_empty(), "a deleted site is forgotten");
+    }
 }

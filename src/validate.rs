@@ -196,6 +196,43 @@ pub fn site(
     })
 }
 
+/// A site validated on its own, its phones' model ids local to it ([`CheckedSite::models`]):
+/// what the controller remembers per PhoneSite version, so an unchanged site is not parsed
+/// and validated again on every reconcile (a million MACs at the largest fleets).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedSite {
+    site: Site,
+    /// The site's model names, indexed by its phones' (local) model ids.
+    models: Vec<String>,
+}
+
+/// [`site`] with a model table of the site's own.
+pub fn site_alone(
+    document: &str,
+    name: &str,
+    spec: &api::PhoneSiteSpec,
+) -> Result<CheckedSite, ValidationError> {
+    let mut models = ModelTable::default();
+    let site = site(document, name, spec, &mut models)?;
+    Ok(CheckedSite {
+        site,
+        models: models.into_names(),
+    })
+}
+
+impl CheckedSite {
+    /// The site with its model ids in `models`, the fleet's table: the same ids, in the same
+    /// order, as [`site`] would have given with that table.
+    pub fn in_table(&self, models: &mut ModelTable) -> Site {
+        let ids: Vec<ModelId> = self.models.iter().map(|m| models.intern(m)).collect();
+        let mut site = self.site.clone();
+        for phone in &mut site.phones {
+            phone.model = ids[phone.model.0 as usize];
+        }
+        site
+    }
+}
+
 /// Where errors are reported.
 struct At<'a> {
     document: &'a str,

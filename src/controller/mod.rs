@@ -116,6 +116,8 @@ pub struct Context {
     pub observer: Arc<dyn ReconcileObserver>,
     /// When each schedule last reconciled, to pace child-triggered reconciles.
     pace: pace::Pace,
+    /// Each PhoneSite's validation, per version (see [`crate::selection::CheckedSites`]).
+    checked_sites: crate::selection::CheckedSites,
 }
 
 /// Hooks called around reconciles, so metrics stay out of the pipeline.
@@ -311,6 +313,7 @@ pub async fn run(
         propagation: Mutex::new(HashMap::new()),
         observer,
         pace: pace::Pace::default(),
+        checked_sites: crate::selection::CheckedSites::default(),
     });
     // Site status: woken by the site events of the one site watch, reading its cache.
     let site_statuses = Controller::for_stream(
@@ -498,6 +501,15 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
     let uid = schedule.uid().unwrap_or_default();
     let ns = schedule.namespace().unwrap_or_default();
     let observed = observe::observe(&ctx.caches, schedule);
+    // Forget the validation of deleted sites (every namespace's: the memo is shared).
+    let live: std::collections::HashSet<String> = ctx
+        .caches
+        .sites
+        .state()
+        .iter()
+        .filter_map(|s| s.uid())
+        .collect();
+    ctx.checked_sites.retain(|uid| live.contains(uid));
 
     let cached = ctx.slots.lock().ok().and_then(|m| m.get(&uid).cloned());
     let previous_slots = match cached {
@@ -519,6 +531,7 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         schedule,
         schedules: &observed.schedules,
         sites: &observed.sites,
+        checked_sites: Some(&ctx.checked_sites),
         claimed_elsewhere: &observed.claimed_elsewhere,
         progress: &observed.progress,
         previous_slots: &previous_slots,

@@ -95,6 +95,8 @@ pub fn first_decision(manifest: &Manifest, server: &ServerUrl, now: DateTime<Utc
         schedule,
         schedules: &schedules,
         sites: &sites,
+        // One decision: nothing to remember sites for.
+        checked_sites: None,
         claimed_elsewhere: &claimed_elsewhere,
         progress: &progress,
         previous_slots: &previous,

@@ -55,6 +55,8 @@ pub struct Inputs<'a> {
     pub schedules: &'a [Arc<PhoneSchedule>],
     /// PhoneSites of the same namespace.
     pub sites: &'a [Arc<PhoneSite>],
+    /// Sites validated by earlier decisions, per version (`None`: validate each site now).
+    pub checked_sites: Option<&'a selection::CheckedSites>,
     /// MACs that schedules of other namespaces also select, with those namespaces (sorted):
     /// the provisioning server serves such a phone to no namespace (cluster-wide mode).
     pub claimed_elsewhere: &'a MacMap<Vec<String>>,
@@ -115,9 +117,13 @@ pub fn compute(inputs: &Inputs<'_>) -> Desired {
     let candidates: Vec<Candidate<'_>> = inputs
         .sites
         .iter()
-        .map(|site| Candidate {
-            document: format!("PhoneSite {namespace}/{}", site.name_any()),
-            site,
+        .map(|site| {
+            let document = format!("PhoneSite {namespace}/{}", site.name_any());
+            Candidate {
+                checked: inputs.checked_sites.map(|memo| memo.check(&document, site)),
+                document,
+                site,
+            }
         })
         .collect();
     let claimed_by = |site: &PhoneSite| older_claimant(inputs, site);

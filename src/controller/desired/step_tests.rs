@@ -19,6 +19,7 @@ fn fleet_of(world: &World) -> Fleet {
         .map(|s| Candidate {
             document: format!("PhoneSite voice/{}", s.name_any()),
             site: s,
+            checked: None,
         })
         .collect();
     selection::select("s", "voice/fw", &world.schedule, &candidates, &|_| None)

@@ -66,6 +66,9 @@ struct World {
     claimed_elsewhere: MacMap<Vec<String>>,
     now: DateTime<Utc>,
     propagation: Duration,
+    /// Sites validated by earlier decisions, as the controller remembers them (`None`:
+    /// validated in the fleet's model table directly, as `phonefleet plan` does).
+    checked: Option<selection::CheckedSites>,
 }
 
 impl World {
@@ -86,6 +89,7 @@ impl World {
             claimed_elsewhere: MacMap::default(),
             now: at("2026-12-01T12:00:00Z"),
             propagation: Duration::zero(),
+            checked: Some(selection::CheckedSites::default()),
         }
     }
 
@@ -97,6 +101,7 @@ impl World {
             schedule: &self.schedule,
             schedules: &schedules,
             sites: &self.sites,
+            checked_sites: self.checked.as_ref(),
             claimed_elsewhere: &self.claimed_elsewhere,
             progress: &self.progress,
             previous_slots: &self.previous,
@@ -900,4 +905,72 @@ fn the_example_fleets_second_decision_is_its_first() {
         moved.len(),
         moved.join("\n")
     );
+}
+
+/// `site` with the uid and version the API server gives it.
+fn versioned(mut site: PhoneSite, version: &str) -> PhoneSite {
+    site.metadata.uid = Some(format!("uid-{}", site.name_any()));
+    site.metadata.resource_version = Some(version.to_owned());
+    site
+}
+
+#[test]
+fn remembered_site_validations_decide_exactly_as_validating_each_time() {
+    let mut remembered = World::new();
+    // Models named in different orders by two sites, one phone no family places, and a site
+    // that fails validation: the fleet's model ids and the exclusions must not move.
+    remembered.sites = vec![
+        Arc::new(versioned(
+            site(
+                "lyon",
+                "Europe/Paris",
+                2,
+                12,
+                &["SIP-T46U", "GXP2170", "X-1"],
+            ),
+            "7",
+        )),
+        Arc::new(versioned(
+            site("paris", "Europe/Paris", 2, 20, &["GXP2170", "SIP-T46U"]),
+            "8",
+        )),
+        Arc::new(versioned(
+            site("rome", "Mars/Olympus", 2, 4, &["GXP2170"]),
+            "9",
+        )),
+    ];
+    let mut direct = World::new();
+    direct.sites = remembered.sites.clone();
+    direct.checked = None;
+    let key = |d: &Desired| {
+        let shards: Vec<(String, String)> = d
+            .shards
+            .iter()
+            .flatten()
+            .map(|s| (s.name.clone(), s.hash.clone()))
+            .collect();
+        let mut slots: Vec<(Mac, PackedSlot)> = d.slots.iter().map(|(m, s)| (*m, *s)).collect();
+        slots.sort_by_key(|(m, _)| *m);
+        (format!("{:?}", d.status), shards, slots)
+    };
+    let want = key(&direct.decide());
+    assert_eq!(
+        key(&remembered.decide()),
+        want,
+        "first: validated and remembered"
+    );
+    let memo = remembered.checked.as_ref().expect("a memo");
+    assert_eq!(
+        memo.len(),
+        3,
+        "every versioned site is remembered, the invalid one too"
+    );
+    assert_eq!(key(&remembered.decide()), want, "second: from memory");
+    // A new version of a site is validated again: its phones change the decision.
+    remembered.sites[1] = Arc::new(versioned(
+        site("paris", "Europe/Paris", 2, 10, &["GXP2170"]),
+        "10",
+    ));
+    direct.sites = remembered.sites.clone();
+    assert_eq!(key(&remembered.decide()), key(&direct.decide()));
 }
