@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use phonefleet::api::{PhoneEntry, PhoneSchedule, PhoneSite, PhoneSiteSpec};
-use phonefleet::children::{PackedSlot, PhoneProgress, PhoneState};
-use phonefleet::controller::desired::{Desired, Inputs, compute};
+use phonefleet::children::{PhoneProgress, PhoneState};
+use phonefleet::controller::desired::{DecidedSlots, Desired, Inputs, compute};
 use phonefleet::core::{MacMap, MacSet};
 use phonefleet::render::ServerUrl;
 use phonefleet::selection::{self, Candidate, CheckedSites};
@@ -100,7 +100,7 @@ struct World {
     schedule: PhoneSchedule,
     sites: Vec<Arc<PhoneSite>>,
     progress: MacMap<PhoneProgress>,
-    previous: MacMap<PackedSlot>,
+    previous: DecidedSlots,
     existing: BTreeMap<String, String>,
     now: DateTime<Utc>,
     url: ServerUrl,
@@ -215,7 +215,7 @@ fn main() {
         schedule: serde_yaml_ng::from_str(SCHEDULE).expect("the bench schedule parses"),
         sites: sites(count),
         progress: MacMap::default(),
-        previous: MacMap::default(),
+        previous: DecidedSlots::default(),
         existing: BTreeMap::new(),
         // A Tuesday noon: every zone's next window is within a day.
         now: "2026-12-01T12:00:00Z".parse().expect("RFC 3339"),
@@ -273,9 +273,9 @@ fn main() {
     world.settle(&idle);
     drop(idle);
     let since = world.now;
-    for mac in world.previous.keys().take(phones / 100) {
+    for (mac, _) in world.previous.iter().take(phones / 100) {
         world.progress.insert(
-            *mac,
+            mac,
             PhoneProgress {
                 state: PhoneState::Upgraded,
                 version: Some("2.0".into()),

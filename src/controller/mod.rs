@@ -35,10 +35,10 @@ pub use error::Error;
 
 use crate::api::{PhoneSchedule, PhoneSite};
 use crate::children::{
-    COMPONENT_CONFIG, COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, PackedSlot,
+    COMPONENT_CONFIG, COMPONENT_PROGRESS, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY,
 };
 use crate::clock::Clock;
-use crate::core::{Mac, MacMap, MacSet};
+use crate::core::{Mac, MacSet};
 use crate::render::ServerUrl;
 use crate::scope::WatchScope;
 use crate::selector::Selector;
@@ -108,7 +108,7 @@ pub struct Context {
     recorder: Recorder,
     /// Last slots written per schedule uid (see [`observe::load_slots`]). Shared, not copied:
     /// at a million phones a copy per reconcile costs tens of megabytes and milliseconds.
-    slots: Mutex<HashMap<String, Arc<MacMap<PackedSlot>>>>,
+    slots: Mutex<HashMap<String, Arc<desired::DecidedSlots>>>,
     /// How long the last reconcile of each schedule uid took on the controller's clock, from
     /// reading `now` to the end of its writes (see [`desired::Inputs::propagation`]).
     propagation: Mutex<HashMap<String, chrono::Duration>>,
@@ -516,7 +516,9 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         Some(slots) => slots,
         None => {
             let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-            Arc::new(observe::load_slots(&configmaps, observed.existing_shards.keys()).await?)
+            Arc::new(desired::DecidedSlots::from_map(
+                observe::load_slots(&configmaps, observed.existing_shards.keys()).await?,
+            ))
         }
     };
 

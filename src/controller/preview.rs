@@ -89,7 +89,11 @@ pub fn first_decision(manifest: &Manifest, server: &ServerUrl, now: DateTime<Utc
         .filter(|(_, s)| namespace(&s.metadata) == namespace(&schedule.metadata))
         .map(|(_, s)| Arc::new(s.clone()))
         .collect();
-    let (progress, previous, existing) = (MacMap::default(), MacMap::default(), BTreeMap::new());
+    let (progress, previous, existing) = (
+        MacMap::default(),
+        desired::DecidedSlots::default(),
+        BTreeMap::new(),
+    );
     let claimed_elsewhere = MacMap::default();
     desired::compute(&Inputs {
         schedule,

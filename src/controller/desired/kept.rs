@@ -167,22 +167,15 @@ pub(super) fn keep<'a>(
     fleet: &'a Fleet,
     members: &Members<'_>,
     gates: &Gates,
-    previous: &MacMap<PackedSlot>,
+    previous: &super::DecidedSlots,
     now: DateTime<Utc>,
     propagation: Duration,
 ) -> Kept<'a> {
     let propagation = propagation.max(Duration::zero());
     let mut sites = Vec::with_capacity(fleet.sites.len());
     for (site, site_members) in fleet.sites.iter().zip(&members.by_site) {
-        // The one lookup by MAC of each phone.
-        let previous: Vec<Option<PackedSlot>> = if previous.is_empty() {
-            vec![None; site.phones.len()]
-        } else {
-            site.phones
-                .iter()
-                .map(|p| previous.get(&p.mac).copied())
-                .collect()
-        };
+        // In place when the site's phones are as decided, by MAC otherwise.
+        let previous = previous.of_site(site);
         let mut flags = vec![0u8; site.phones.len()];
         for m in site_members {
             if !m.done() && previous[m.phone as usize].is_some() {
@@ -257,17 +250,23 @@ impl Assigned {
         self.sites.iter().flatten().filter_map(|s| *s)
     }
 
-    /// By MAC, as the next decision reads them ([`super::Inputs::previous_slots`]).
+    /// By MAC (tests).
+    #[cfg(test)]
     pub fn to_map(&self, fleet: &Fleet) -> MacMap<PackedSlot> {
-        let mut map = MacMap::with_capacity_and_hasher(self.iter().count(), Default::default());
-        for (site, slots) in fleet.sites.iter().zip(&self.sites) {
-            for (p, slot) in site.phones.iter().zip(slots) {
-                if let Some(slot) = slot {
-                    map.insert(p.mac, *slot);
-                }
-            }
+        self.clone().decided(fleet).to_map()
+    }
+
+    /// As the next decision reads them ([`super::Inputs::previous_slots`]).
+    pub fn decided(self, fleet: &Fleet) -> super::DecidedSlots {
+        let mut decided = super::DecidedSlots::default();
+        let mut sites = self.sites.into_iter();
+        for site in &fleet.sites {
+            let slots = sites
+                .next()
+                .unwrap_or_else(|| vec![None; site.phones.len()]);
+            decided.push_site(site, slots);
         }
-        map
+        decided
     }
 }
 

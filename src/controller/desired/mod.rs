@@ -24,6 +24,7 @@ mod gates;
 mod kept;
 mod members;
 mod shards;
+pub mod slots;
 pub(super) mod status;
 pub mod vocabulary;
 mod wake;
@@ -37,7 +38,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{PhoneSchedule, PhoneScheduleStatus, PhoneSite};
-use crate::children::{PackedSlot, PhoneProgress};
+use crate::children::PhoneProgress;
 use crate::core::{self, Fleet, Mac, MacMap};
 use crate::render::ServerUrl;
 pub use crate::render::phone::{PhoneFile, check_window, phone_file};
@@ -46,6 +47,7 @@ use crate::selector::Selector;
 
 pub use crate::selection::unknown_models_message;
 pub use shards::{Rendering, Shard};
+pub use slots::DecidedSlots;
 pub use vocabulary::{ConditionType, Phase, Reason, condition, phase, reason};
 
 /// Everything the decision depends on.
@@ -63,7 +65,7 @@ pub struct Inputs<'a> {
     /// Latest progress per phone, from the provisioning server.
     pub progress: &'a MacMap<PhoneProgress>,
     /// The slots the phones were last given (so a phone inside its slot keeps it).
-    pub previous_slots: &'a MacMap<PackedSlot>,
+    pub previous_slots: &'a DecidedSlots,
     /// Rendered-config ConfigMaps the schedule owns now: name → content hash.
     pub existing_shards: &'a BTreeMap<String, String>,
     /// Base URL phones use to reach the provisioning server.
@@ -100,7 +102,7 @@ pub struct Desired {
     /// When the next slot or window boundary makes the decision change, if ever.
     pub wake_at: Option<DateTime<Utc>>,
     /// The slots rendered into the phones' files.
-    pub slots: MacMap<PackedSlot>,
+    pub slots: DecidedSlots,
     /// Minutes of each site's check window inside a slot.
     pub check_minutes: BTreeMap<String, u32>,
 }
@@ -319,7 +321,7 @@ fn decide(
             }),
     );
     let wake_at = wake::next(&slots, &plan, now, gates.active);
-    let slots = slots.to_map(&fleet);
+    let slots = slots.decided(&fleet);
     Desired {
         shards: Some(cut.shards),
         rendering: Some(cut.rendering.keep(fleet)),

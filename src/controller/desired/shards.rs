@@ -241,8 +241,8 @@ impl Desired {
             return BTreeMap::new();
         };
         let files = &r.sites[shard.files];
-        let phones = &fleet.sites[files.site].phones;
-        let slot_of = |i: usize| self.slots.get(&phones[i].mac).copied();
+        let site_slots = self.slots.of_site(&fleet.sites[files.site]);
+        let slot_of = |i: usize| site_slots.get(i).copied().flatten();
         let mut lines = String::new();
         for pos in shard.phones.clone() {
             decision::encode_phone(

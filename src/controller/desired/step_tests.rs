@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::Duration;
 
 use super::*;
-use crate::children::{IndexSlot, PhoneState};
+use crate::children::{IndexSlot, PackedSlot, PhoneState};
 use crate::controller::desired::{
     counts, events, gates, kept, members, shards, status, vocabulary::Phase, wake,
 };
@@ -100,6 +100,7 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
     .collect();
     let m = members::of_fleet(&fleet, &world.progress, None);
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let previous = DecidedSlots::from_map(previous);
     let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
     let kept: MacSet = k.kept_slots().map(|(mac, _)| mac).collect();
     assert_eq!(kept, MacSet::from_iter([busy, announced]));

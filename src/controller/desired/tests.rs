@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
+use crate::children::PackedSlot;
 use crate::children::{self, PhoneProgress, PhoneState};
 use crate::core::MacMap;
 use serde::Deserialize;
@@ -61,7 +62,7 @@ struct World {
     others: Vec<Arc<PhoneSchedule>>,
     sites: Vec<Arc<PhoneSite>>,
     progress: MacMap<PhoneProgress>,
-    previous: MacMap<PackedSlot>,
+    previous: DecidedSlots,
     existing: BTreeMap<String, String>,
     claimed_elsewhere: MacMap<Vec<String>>,
     now: DateTime<Utc>,
@@ -84,7 +85,7 @@ impl World {
                 &["GXP2170", "SIP-T46U"],
             ))],
             progress: MacMap::default(),
-            previous: MacMap::default(),
+            previous: DecidedSlots::default(),
             existing: BTreeMap::new(),
             claimed_elsewhere: MacMap::default(),
             now: at("2026-12-01T12:00:00Z"),
@@ -176,7 +177,7 @@ fn released(d: &Desired) -> Vec<Mac> {
         .slots
         .iter()
         .filter(|(_, s)| !s.held())
-        .map(|(m, _)| *m)
+        .map(|(m, _)| m)
         .collect();
     macs.sort();
     macs
@@ -247,12 +248,12 @@ fn a_phone_inside_its_slot_keeps_it_when_others_finish() {
     let first = world.decide();
     world.settle(&first);
     let mac = released(&first)[0];
-    let slot = first.slots[&mac];
+    let slot = first.slots.get(&mac).expect("a slot");
     let other = released(&first)[1];
     world.now = slot.start() + Duration::minutes(3);
     world.report(other, PhoneState::Upgraded);
     let second = world.decide();
-    assert_eq!(second.slots.get(&mac), Some(&slot));
+    assert_eq!(second.slots.get(&mac), Some(slot));
 }
 
 #[test]
@@ -261,7 +262,7 @@ fn a_phone_that_missed_its_slot_gets_a_later_one() {
     let first = world.decide();
     world.settle(&first);
     let mac = released(&first)[0];
-    let slot = first.slots[&mac];
+    let slot = first.slots.get(&mac).expect("a slot");
     world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
@@ -597,11 +598,11 @@ fn an_announced_slot_is_kept_until_it_is_over() {
     let first = world.decide();
     world.settle(&first);
     let mac = released(&first)[0];
-    let slot = first.slots[&mac];
+    let slot = first.slots.get(&mac).expect("a slot");
     // Half an hour before it starts, a re-plan would put it an hour out: it stays.
     world.now = slot.start() - Duration::minutes(30);
     let second = world.decide();
-    assert_eq!(second.slots.get(&mac), Some(&slot));
+    assert_eq!(second.slots.get(&mac), Some(slot));
 }
 
 #[test]
@@ -665,7 +666,7 @@ fn a_grandstream_phone_that_missed_its_slot_gets_one_after_its_next_daily_check(
     let first = world.decide();
     world.settle(&first);
     let mac = released(&first)[0];
-    let slot = first.slots[&mac];
+    let slot = first.slots.get(&mac).expect("a slot");
     // Its file says "daily at the slot's hours": it hears of a new slot at most a day and an
     // hour later, so the new slot starts no sooner.
     world.now = slot.end() + Duration::minutes(1);
@@ -693,7 +694,7 @@ fn yealink_phones_hear_of_a_new_slot_within_their_repeat_interval() {
     let first = world.decide();
     world.settle(&first);
     let mac = released(&first)[0];
-    let slot = first.slots[&mac];
+    let slot = first.slots.get(&mac).expect("a slot");
     world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
     let again = second.slots.get(&mac).expect("re-planned");
@@ -714,7 +715,7 @@ fn a_yealink_phone_without_repeated_checks_that_missed_its_slot_gets_one_after_i
     let first = world.decide();
     world.settle(&first);
     let mac = released(&first)[0];
-    let slot = first.slots[&mac];
+    let slot = first.slots.get(&mac).expect("a slot");
     // Its slot file checks on the slot's weekday only: it hears of a new slot a week later.
     world.now = slot.end() + Duration::minutes(1);
     let second = world.decide();
@@ -725,9 +726,9 @@ fn a_yealink_phone_without_repeated_checks_that_missed_its_slot_gets_one_after_i
         world.now
     );
     // The others keep the slots they were told.
-    for (m, s) in &first.slots {
-        if *m != mac && s.end() > world.now {
-            assert_eq!(second.slots.get(m), Some(s), "{m}");
+    for (m, s) in first.slots.iter() {
+        if m != mac && s.end() > world.now {
+            assert_eq!(second.slots.get(&m), Some(s), "{m}");
         }
     }
 }
@@ -895,8 +896,8 @@ fn the_example_fleets_second_decision_is_its_first() {
     let mut moved: Vec<String> = first
         .slots
         .iter()
-        .filter(|(mac, slot)| second.slots.get(mac) != Some(slot))
-        .map(|(mac, slot)| format!("{mac}: {slot:?} -> {:?}", second.slots.get(mac)))
+        .filter(|(mac, slot)| second.slots.get(mac) != Some(*slot))
+        .map(|(mac, slot)| format!("{mac}: {slot:?} -> {:?}", second.slots.get(&mac)))
         .collect();
     moved.sort();
     assert!(
@@ -949,7 +950,7 @@ fn remembered_site_validations_decide_exactly_as_validating_each_time() {
             .flatten()
             .map(|s| (s.name.clone(), s.hash.clone()))
             .collect();
-        let mut slots: Vec<(Mac, PackedSlot)> = d.slots.iter().map(|(m, s)| (*m, *s)).collect();
+        let mut slots: Vec<(Mac, PackedSlot)> = d.slots.iter().collect();
         slots.sort_by_key(|(m, _)| *m);
         (format!("{:?}", d.status), shards, slots)
     };
