@@ -12,6 +12,15 @@ use crate::controller::desired::{
     counts, events, gates, kept, members, shards, status, vocabulary::Phase, wake,
 };
 
+/// The plan of `fleet` leaving out the phones `k` leaves out (nothing held, nothing kept).
+fn plan_leaving_out(
+    fleet: &Fleet,
+    now: chrono::DateTime<chrono::Utc>,
+    k: &kept::Kept<'_>,
+) -> core::Plan {
+    core::plan_rollout(fleet, now, &k.not_planned_macs(), &|_| false, &|_| None)
+}
+
 fn fleet_of(world: &World) -> Fleet {
     let candidates: Vec<Candidate<'_>> = world
         .sites
@@ -120,13 +129,7 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     let g = gates::evaluate(&fleet.schedule, None, &m, None);
     let none = MacMap::default();
     let k = kept::Kept::none(&fleet, &none);
-    let plan = core::plan_rollout(
-        &fleet,
-        world.now,
-        &k.not_planned_macs(),
-        &|_| false,
-        &|_| None,
-    );
+    let plan = plan_leaving_out(&fleet, world.now, &k);
     let slots = kept::assign(&k, &plan, &g).to_map(&fleet);
     assert_eq!(slots.len(), 20, "every phone is announced its slot");
     let released: Vec<_> = slots.values().filter(|s| !s.held()).collect();
@@ -178,13 +181,7 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     let previous: MacMap<PackedSlot> = [(canary, late)].into_iter().collect();
     let mut k = kept::Kept::none(&fleet, &previous);
     k.keep(canary);
-    let plan = core::plan_rollout(
-        &fleet,
-        world.now,
-        &k.not_planned_macs(),
-        &|_| false,
-        &|_| None,
-    );
+    let plan = plan_leaving_out(&fleet, world.now, &k);
     let slots = kept::assign(&k, &plan, &g).to_map(&fleet);
     assert!(
         slots.values().all(|s| s.stage() == 0),
@@ -247,13 +244,7 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     k.keep(macs[2]);
     k.leave_out(macs[0]);
     k.leave_out(macs[10]);
-    let plan = core::plan_rollout(
-        &fleet,
-        world.now,
-        &k.not_planned_macs(),
-        &|_| false,
-        &|_| None,
-    );
+    let plan = plan_leaving_out(&fleet, world.now, &k);
     let slots = kept::assign(&k, &plan, &g);
     let c = counts::count(&counts::Decided {
         fleet: &fleet,
@@ -287,13 +278,7 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
     let mut g = gates::evaluate(&fleet.schedule, None, &m, None);
     let none = MacMap::default();
     let k = kept::Kept::none(&fleet, &none);
-    let plan = core::plan_rollout(
-        &fleet,
-        world.now,
-        &k.not_planned_macs(),
-        &|_| false,
-        &|_| None,
-    );
+    let plan = plan_leaving_out(&fleet, world.now, &k);
     let slots = kept::assign(&k, &plan, &g);
     let decided = counts::Decided {
         fleet: &fleet,
