@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use phonefleet::api::{PhoneEntry, PhoneSchedule, PhoneSite, PhoneSiteSpec};
 use phonefleet::children::{PhoneProgress, PhoneState};
-use phonefleet::controller::desired::{DecidedSlots, Desired, Inputs, compute};
+use phonefleet::controller::desired::{CutMemo, DecidedSlots, Desired, Inputs, compute};
 use phonefleet::core::{MacMap, MacSet};
 use phonefleet::render::ServerUrl;
 use phonefleet::selection::{self, Candidate, CheckedSites};
@@ -106,16 +106,20 @@ struct World {
     url: ServerUrl,
     /// As the controller remembers validated sites (each site has a uid and a version).
     checked: CheckedSites,
+    /// How each site was cut by the settled decision, as the controller remembers it.
+    cuts: CutMemo,
 }
 
 impl World {
-    fn decide(&self) -> Desired {
+    /// Decides with `cuts` (a copy of [`World::cuts`], taken before the clock starts).
+    fn decide(&self, cuts: &CutMemo) -> Desired {
         let schedules = vec![Arc::new(self.schedule.clone())];
         compute(&Inputs {
             schedule: &self.schedule,
             schedules: &schedules,
             sites: &self.sites,
             checked_sites: Some(&self.checked),
+            cut_memo: Some(cuts),
             claimed_elsewhere: &MacMap::default(),
             progress: &self.progress,
             previous_slots: &self.previous,
@@ -126,7 +130,8 @@ impl World {
         })
     }
 
-    fn settle(&mut self, desired: &Desired) {
+    fn settle(&mut self, desired: &Desired, cuts: CutMemo) {
+        self.cuts = cuts;
         self.existing = desired
             .shards
             .iter()
@@ -188,24 +193,26 @@ fn reset_peak() -> bool {
 
 /// Times `decide` `runs` times; returns the median, the last decision and the peak RSS growth
 /// over one decision in MiB (when the kernel lets the peak be reset).
-fn measure(world: &World, runs: usize) -> (Duration, Desired, Option<f64>) {
+fn measure(world: &World, runs: usize) -> (Duration, (Desired, CutMemo), Option<f64>) {
+    let mut cuts = world.cuts.clone();
     let before = status_kib("VmRSS:");
     let reset = reset_peak();
     let started = Instant::now();
-    let mut last = world.decide();
+    let mut last = world.decide(&cuts);
     let mut times = vec![started.elapsed()];
     let peak = status_kib("VmHWM:");
     for _ in 1..runs {
         drop(last);
+        cuts = world.cuts.clone();
         let started = Instant::now();
-        last = world.decide();
+        last = world.decide(&cuts);
         times.push(started.elapsed());
     }
     let grew = match (before, peak, reset) {
         (Some(b), Some(p), true) => Some((p - b) / 1024.0),
         _ => None,
     };
-    (median(times), last, grew)
+    (median(times), (last, cuts), grew)
 }
 
 fn main() {
@@ -221,6 +228,7 @@ fn main() {
         now: "2026-12-01T12:00:00Z".parse().expect("RFC 3339"),
         url: "http://prov.example:8080".parse().expect("url"),
         checked: CheckedSites::default(),
+        cuts: CutMemo::default(),
     };
     let phones = count * PHONES_PER_SITE;
     let loaded = status_kib("VmRSS:").map_or(0.0, |k| k / 1024.0);
@@ -239,7 +247,7 @@ fn main() {
         );
     };
 
-    let (took, first, grew) = measure(&world, runs);
+    let (took, (first, cuts), grew) = measure(&world, runs);
     report("first", took, grew);
     let shards = first.shards.as_ref().expect("the bench schedule is valid");
     assert_eq!(shards.len(), count, "one shard per site of 100 phones");
@@ -262,15 +270,15 @@ fn main() {
         bytes as f64 / phones as f64
     );
 
-    world.settle(&first);
+    world.settle(&first, cuts);
     drop(first);
-    let (took, idle, grew) = measure(&world, runs);
+    let (took, (idle, cuts), grew) = measure(&world, runs);
     report("idle", took, grew);
     let rewritten = idle.shards.iter().flatten().filter(|s| s.changed).count();
     assert_eq!(rewritten, 0, "an idle reconcile rewrites no shard");
 
     // 1 % of the phones report an upgrade, as a rollout's first stage does.
-    world.settle(&idle);
+    world.settle(&idle, cuts);
     drop(idle);
     let since = world.now;
     for (mac, _) in world.previous.iter().take(phones / 100) {
@@ -284,7 +292,7 @@ fn main() {
             },
         );
     }
-    let (took, progress, grew) = measure(&world, runs);
+    let (took, (progress, _), grew) = measure(&world, runs);
     report("progress", took, grew);
     let counts = progress
         .status

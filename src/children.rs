@@ -101,7 +101,7 @@ pub struct IndexSlot {
 /// The start is kept to the nanosecond (years 1677–2262) and the length in whole seconds (up to
 /// 136 years); slots the planner makes are whole minutes. A slot outside that range has no
 /// packed form ([`PackedSlot::pack`] is `None`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PackedSlot {
     /// Unix nanoseconds.
     start: i64,

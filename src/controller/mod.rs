@@ -118,6 +118,8 @@ pub struct Context {
     pace: pace::Pace,
     /// Each PhoneSite's validation, per version (see [`crate::selection::CheckedSites`]).
     checked_sites: crate::selection::CheckedSites,
+    /// How each schedule's sites were cut into shards (see [`desired::CutMemo`]).
+    cut_memo: desired::CutMemo,
 }
 
 /// Hooks called around reconciles, so metrics stay out of the pipeline.
@@ -314,6 +316,7 @@ pub async fn run(
         observer,
         pace: pace::Pace::default(),
         checked_sites: crate::selection::CheckedSites::default(),
+        cut_memo: desired::CutMemo::default(),
     });
     // Site status: woken by the site events of the one site watch, reading its cache.
     let site_statuses = Controller::for_stream(
@@ -510,6 +513,18 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         .filter_map(|s| s.uid())
         .collect();
     ctx.checked_sites.retain(|uid| live.contains(uid));
+    // Forget the cuts and slots of deleted schedules.
+    let schedules = ctx.caches.schedules.state();
+    let names: std::collections::HashSet<String> = schedules
+        .iter()
+        .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+        .collect();
+    let uids: std::collections::HashSet<String> =
+        schedules.iter().filter_map(|s| s.uid()).collect();
+    ctx.cut_memo.retain(|key| names.contains(key));
+    if let Ok(mut slots) = ctx.slots.lock() {
+        slots.retain(|uid, _| uids.contains(uid));
+    }
 
     let cached = ctx.slots.lock().ok().and_then(|m| m.get(&uid).cloned());
     let previous_slots = match cached {
@@ -534,6 +549,7 @@ async fn reconcile_inner(schedule: &PhoneSchedule, ctx: &Context) -> Result<Acti
         schedules: &observed.schedules,
         sites: &observed.sites,
         checked_sites: Some(&ctx.checked_sites),
+        cut_memo: Some(&ctx.cut_memo),
         claimed_elsewhere: &observed.claimed_elsewhere,
         progress: &observed.progress,
         previous_slots: &previous_slots,

@@ -101,6 +101,7 @@ pub fn first_decision(manifest: &Manifest, server: &ServerUrl, now: DateTime<Utc
         sites: &sites,
         // One decision: nothing to remember sites for.
         checked_sites: None,
+        cut_memo: None,
         claimed_elsewhere: &claimed_elsewhere,
         progress: &progress,
         previous_slots: &previous,

@@ -46,7 +46,7 @@ use crate::selection::{self, Candidate, Excluded, Selection};
 use crate::selector::Selector;
 
 pub use crate::selection::unknown_models_message;
-pub use shards::{Rendering, Shard};
+pub use shards::{CutMemo, Rendering, Shard};
 pub use slots::DecidedSlots;
 pub use vocabulary::{ConditionType, Phase, Reason, condition, phase, reason};
 
@@ -59,6 +59,8 @@ pub struct Inputs<'a> {
     pub sites: &'a [Arc<PhoneSite>],
     /// Sites validated by earlier decisions, per version (`None`: validate each site now).
     pub checked_sites: Option<&'a selection::CheckedSites>,
+    /// Sites cut into shards by earlier decisions (`None`: cut each site now).
+    pub cut_memo: Option<&'a CutMemo>,
     /// MACs that schedules of other namespaces also select, with those namespaces (sorted):
     /// the provisioning server serves such a phone to no namespace (cluster-wide mode).
     pub claimed_elsewhere: &'a MacMap<Vec<String>>,
@@ -279,6 +281,7 @@ fn decide(
             server_url: inputs.server_url,
             active: gates.active,
             existing: inputs.existing_shards,
+            memo: inputs.cut_memo,
         },
     );
     let counts = counts::count(&counts::Decided {

@@ -207,6 +207,7 @@ fn shards_are_rewritten_only_when_their_hash_changed_and_strays_are_stale() {
                 server_url: &url,
                 active: true,
                 existing,
+                memo: None,
             },
         )
     };

@@ -70,6 +70,9 @@ struct World {
     /// Sites validated by earlier decisions, as the controller remembers them (`None`:
     /// validated in the fleet's model table directly, as `phonefleet plan` does).
     checked: Option<selection::CheckedSites>,
+    /// Sites cut by earlier decisions, as the controller remembers them (`None`: every site
+    /// cut each time).
+    cuts: Option<CutMemo>,
 }
 
 impl World {
@@ -91,6 +94,7 @@ impl World {
             now: at("2026-12-01T12:00:00Z"),
             propagation: Duration::zero(),
             checked: Some(selection::CheckedSites::default()),
+            cuts: Some(CutMemo::default()),
         }
     }
 
@@ -103,6 +107,7 @@ impl World {
             schedules: &schedules,
             sites: &self.sites,
             checked_sites: self.checked.as_ref(),
+            cut_memo: self.cuts.as_ref(),
             claimed_elsewhere: &self.claimed_elsewhere,
             progress: &self.progress,
             previous_slots: &self.previous,
@@ -974,4 +979,112 @@ fn remembered_site_validations_decide_exactly_as_validating_each_time() {
     ));
     direct.sites = remembered.sites.clone();
     assert_eq!(key(&remembered.decide()), key(&direct.decide()));
+}
+
+#[test]
+fn remembered_cuts_give_the_shards_cutting_every_site_gives() {
+    let mut remembered = World::new();
+    remembered.sites = vec![
+        Arc::new(site(
+            "lyon",
+            "Europe/Paris",
+            2,
+            12,
+            &["SIP-T46U", "GXP2170"],
+        )),
+        Arc::new(site(
+            "paris",
+            "Europe/Paris",
+            2,
+            20,
+            &["GXP2170", "SIP-T46U"],
+        )),
+        // More than one shard (as in the big-site test above).
+        Arc::new(site(
+            "big",
+            "America/New_York",
+            3,
+            60_000,
+            &["GXP2170", "SIP-T46U"],
+        )),
+    ];
+    let mut direct = World::new();
+    direct.sites = remembered.sites.clone();
+    direct.cuts = None;
+    // Everything the apply step reads: the shards (names, hashes, changed, phones), their
+    // data, the stale ones.
+    let same = |step: &str, r: &Desired, d: &Desired| {
+        assert_eq!(r.shards, d.shards, "{step}: shards");
+        for (a, b) in r.shards.iter().flatten().zip(d.shards.iter().flatten()) {
+            assert_eq!(
+                r.shard_data(a),
+                d.shard_data(b),
+                "{step}: data of {}",
+                a.name
+            );
+        }
+        assert_eq!(r.stale, d.stale, "{step}: stale");
+    };
+    let step = |name: &str, r: &mut World, d: &mut World| {
+        let (a, b) = (r.decide(), d.decide());
+        same(name, &a, &b);
+        r.settle(&a);
+        d.settle(&b);
+        a
+    };
+    let first = step("first", &mut remembered, &mut direct);
+    assert!(
+        first
+            .shards
+            .iter()
+            .flatten()
+            .filter(|s| s.site == "big")
+            .count()
+            > 1
+    );
+    let memo = remembered.cuts.as_ref().expect("a memo");
+    assert_eq!(memo.sites(), 3);
+    step("unchanged", &mut remembered, &mut direct);
+    // The canary upgrades: its phones' lines lose their slots.
+    for mac in released(&first) {
+        remembered.report(mac, PhoneState::Upgraded);
+        direct.report(mac, PhoneState::Upgraded);
+    }
+    let reported = step("canary reported", &mut remembered, &mut direct);
+    assert!(
+        reported.shards.iter().flatten().any(|s| s.changed),
+        "some site is cut again"
+    );
+    // Same MACs, the models named in the other order: only the header changes.
+    remembered.sites[0] = Arc::new(site(
+        "lyon",
+        "Europe/Paris",
+        2,
+        12,
+        &["GXP2170", "SIP-T46U"],
+    ));
+    direct.sites = remembered.sites.clone();
+    step(
+        "models named in the other order",
+        &mut remembered,
+        &mut direct,
+    );
+    // Same MACs and header, one phone in three of another model: only lines change.
+    remembered.sites[0] = Arc::new(site(
+        "lyon",
+        "Europe/Paris",
+        2,
+        12,
+        &["GXP2170", "SIP-T46U", "SIP-T46U"],
+    ));
+    direct.sites = remembered.sites.clone();
+    step("models changed", &mut remembered, &mut direct);
+    // A day later (new slots everywhere); a removed site's shard is stale and forgotten.
+    remembered.sites.remove(1);
+    direct.sites = remembered.sites.clone();
+    remembered.now += Duration::hours(30);
+    direct.now = remembered.now;
+    let later = step("a day later, one site fewer", &mut remembered, &mut direct);
+    assert_eq!(later.stale, vec!["fw-paris-0".to_owned()]);
+    assert_eq!(remembered.cuts.as_ref().map(CutMemo::sites), Some(2));
 }
