@@ -22,13 +22,27 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    /// One pass over the members (a million at scale: a pass per figure cost ~10 ms each).
     pub fn of(members: &Members<'_>, gates: &Gates) -> Tally {
-        Tally {
-            total: members.count(|_| true),
-            upgraded: members.count(|m| m.is(PhoneState::Upgraded)),
-            failed: members.count(|m| m.is(PhoneState::Failed)),
-            in_progress: members.count(|m| m.busy()),
-            remaining: members.count(|m| !m.is(PhoneState::Upgraded) && !gates.is_halted(m.model)),
+        let mut tally = Tally::default();
+        for m in members.iter() {
+            tally.add(m);
+            if !m.is(PhoneState::Upgraded) && !gates.is_halted(m.model) {
+                tally.remaining += 1;
+            }
+        }
+        tally
+    }
+
+    /// Counts `m` in total, upgraded, failed and in progress (not in remaining).
+    fn add(&mut self, m: &Member<'_>) {
+        self.total += 1;
+        if m.is(PhoneState::Upgraded) {
+            self.upgraded += 1;
+        } else if m.is(PhoneState::Failed) {
+            self.failed += 1;
+        } else if m.busy() {
+            self.in_progress += 1;
         }
     }
 
@@ -111,22 +125,22 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
 }
 
 fn stage_summaries(d: &Decided<'_, '_>) -> Vec<StageSummary> {
-    d.fleet
-        .schedule
-        .rollout
-        .stages
+    let stages = &d.fleet.schedule.rollout.stages;
+    let mut tallies = vec![Tally::default(); stages.len()];
+    for m in d.members.iter() {
+        if let Some(t) = tallies.get_mut(m.stage as usize) {
+            t.add(m);
+        }
+    }
+    stages
         .iter()
-        .enumerate()
-        .map(|(i, stage)| {
-            let of_stage =
-                |f: &dyn Fn(&Member<'_>) -> bool| d.members.count(|m| m.stage == i as u32 && f(m));
-            StageSummary {
-                name: stage.name.clone(),
-                phones: of_stage(&|_| true),
-                in_progress: of_stage(&|m| m.busy()),
-                upgraded: of_stage(&|m| m.is(PhoneState::Upgraded)),
-                failed: of_stage(&|m| m.is(PhoneState::Failed)),
-            }
+        .zip(tallies)
+        .map(|(stage, t)| StageSummary {
+            name: stage.name.clone(),
+            phones: t.total,
+            in_progress: t.in_progress,
+            upgraded: t.upgraded,
+            failed: t.failed,
         })
         .collect()
 }

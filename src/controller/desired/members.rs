@@ -46,11 +46,6 @@ impl<'a> Members<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &Member<'a>> {
         self.by_site.iter().flatten()
     }
-
-    /// How many members satisfy `f`.
-    pub fn count(&self, f: impl Fn(&Member<'a>) -> bool) -> u32 {
-        self.iter().filter(|m| f(m)).count() as u32
-    }
 }
 
 /// The members of `fleet`: every placed phone its firmware applies to (none without firmware),

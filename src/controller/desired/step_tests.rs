@@ -51,7 +51,8 @@ fn members_are_staged_by_rank_and_only_progress_towards_this_version_counts() {
     let mut world = World::new();
     let fleet = fleet_of(&world);
     let first = members::of_fleet(&fleet, &world.progress, None);
-    let per_stage = |m: &members::Members<'_>, s: u32| m.count(|x| x.stage == s);
+    let per_stage =
+        |m: &members::Members<'_>, s: u32| m.iter().filter(|x| x.stage == s).count() as u32;
     // 10 % of 20 phones, rounded up: 2 canaries.
     assert_eq!((per_stage(&first, 0), per_stage(&first, 1)), (2, 18));
     let (a, b) = (first.by_site[0][0].mac, first.by_site[0][1].mac);
