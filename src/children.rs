@@ -181,14 +181,8 @@ impl PackedSlot {
 }
 
 /// `t` in Unix nanoseconds, for comparing with [`PackedSlot::start_nanos`] and
-/// [`PackedSlot::end_nanos`]; saturated outside the years 1677–2262 (no packed slot is).
-pub fn unix_nanos(t: DateTime<Utc>) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
-        i64::MIN
-    } else {
-        i64::MAX
-    })
-}
+/// [`PackedSlot::end_nanos`].
+pub use crate::core::unix_nanos;
 
 /// A phone's rollout state as learnt from its requests.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,7 +13,7 @@ pub use mac::{Mac, MacMap, MacSet};
 pub use plan::{CheckWindow, Plan, SitePlan, Slot, StageSummary, Warning};
 pub use planner::{
     ByMac, KeptSlot, PhoneFacts, plan, plan_rollout, plan_rollout_with, plan_with_leads,
-    stage_order, stage_ranking,
+    stage_order, stage_ranking, unix_nanos,
 };
 pub use policy::*;
 pub use window::{DaySet, LocalTime, LocalWindow, Occurrence};

@@ -76,11 +76,47 @@ impl PhoneFacts for ByMac<'_> {
 /// share of the site's cap, and its stage ends no earlier than the slot does. Without that a
 /// second decision would see the next stage's gate move earlier and re-place phones the first
 /// decision placed, so the decision written would not be the decision made again.
+///
+/// Times are Unix nanoseconds: the planner compares a site's kept slots with each new slot,
+/// and at a million phones building calendar dates for them was a tenth of an idle plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeptSlot {
     pub stage: u32,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+    start: i64,
+    end: i64,
+}
+
+impl KeptSlot {
+    pub fn new(stage: u32, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        KeptSlot {
+            stage,
+            start: unix_nanos(start),
+            end: unix_nanos(end),
+        }
+    }
+
+    /// From Unix nanoseconds (the controller's packed slots hold them).
+    pub fn from_nanos(stage: u32, start: i64, end: i64) -> Self {
+        KeptSlot { stage, start, end }
+    }
+
+    pub fn start(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.start)
+    }
+
+    pub fn end(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.end)
+    }
+}
+
+/// `t` in Unix nanoseconds, saturated outside the years 1677–2262 (no slot is): how the
+/// planner's kept slots and the controller's packed slots compare times.
+pub fn unix_nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// [`plan`], with no slot of a site starting before `now + lead(site)`: how long its phones
@@ -461,7 +497,7 @@ struct SiteWork {
     /// The site's kept slots ([`KeptSlot`]), by start.
     kept: Vec<KeptSlot>,
     /// The longest kept slot, to bound the search for kept slots overlapping a new one.
-    longest_kept: Duration,
+    longest_kept: i64,
 }
 
 impl SiteWork {
@@ -480,9 +516,9 @@ impl SiteWork {
         kept.sort_unstable_by_key(|k| (k.start, k.end));
         let longest_kept = kept
             .iter()
-            .map(|k| k.end - k.start)
+            .map(|k| k.end.saturating_sub(k.start))
             .max()
-            .unwrap_or_else(Duration::zero);
+            .unwrap_or(0);
         let cap = rollout.cap.map_or(site.cap, |c| c.min(site.cap));
         // The families of the phones the firmware is for decide the slot grid: one family that
         // can only be told whole hours puts the whole site on whole-hour slots, so every slot
@@ -583,15 +619,17 @@ impl SiteWork {
             .filter(|k| k.stage == stage)
             .map(|k| k.end)
             .max()
+            .map(DateTime::from_timestamp_nanos)
     }
 
     /// How many kept slots overlap `[start, end)`: phones of the site downloading then already.
     fn kept_overlapping(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> usize {
+        let (start, end) = (unix_nanos(start), unix_nanos(end));
         let upto = self.kept.partition_point(|k| k.start < end);
         self.kept[..upto]
             .iter()
             .rev()
-            .take_while(|k| k.start + self.longest_kept > start)
+            .take_while(|k| k.start.saturating_add(self.longest_kept) > start)
             .filter(|k| k.end > start)
             .count()
     }
@@ -1153,11 +1191,7 @@ mod tests {
         let now = t("2026-06-01T00:00:00Z");
         let kept_mac = ranked[0];
         let kept = |mac: Mac, start: &str, end: &str| {
-            (mac == kept_mac).then(|| KeptSlot {
-                stage: 0,
-                start: t(start),
-                end: t(end),
-            })
+            (mac == kept_mac).then(|| KeptSlot::new(0, t(start), t(end)))
         };
         let slot_of = |p: &Plan, mac: Mac| {
             p.sites[0]

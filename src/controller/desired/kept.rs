@@ -154,11 +154,8 @@ impl PhoneFacts for Kept<'_> {
     }
 
     fn kept(&self, site: usize, phone: usize) -> Option<core::KeptSlot> {
-        Kept::kept(self, site, phone).map(|s| core::KeptSlot {
-            stage: s.stage(),
-            start: s.start(),
-            end: s.end(),
-        })
+        Kept::kept(self, site, phone)
+            .map(|s| core::KeptSlot::from_nanos(s.stage(), s.start_nanos(), s.end_nanos()))
     }
 }
 
