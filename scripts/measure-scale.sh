@@ -30,7 +30,9 @@ if ! command -v wrk >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 fi
 if [ -z "${PHONEFLEET_TEST_KUBECONFIG:-}" ]; then
-  nice cargo build --release --quiet --bin phonefleet --example provisioning-server
+  # CARGO_FLAGS: e.g. "--no-default-features" for a glibc-malloc build heaptrack can follow.
+  # shellcheck disable=SC2086
+  nice cargo build --release --quiet ${CARGO_FLAGS:-} --bin phonefleet --example provisioning-server
   exec tests/cluster/with-cluster.sh "$0" "$@"
 fi
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -123,7 +125,9 @@ log "sites applied"
 storage_before=$(storage)
 read -r ours_before_detail ours_before < <(ours)
 
-# RUN_PREFIX wraps the run (e.g. RUN_PREFIX="heaptrack -o /tmp/run" to see where memory goes).
+# RUN_PREFIX wraps the run (e.g. RUN_PREFIX="heaptrack -o /tmp/run" with
+# CARGO_FLAGS=--no-default-features to see where memory goes: heaptrack follows glibc malloc,
+# not the jemalloc the default build uses).
 ${RUN_PREFIX:-} "$bin" run --namespace "$ns" --server-url "http://127.0.0.1:$prov" \
   --provisioning-listen "127.0.0.1:$prov" --metrics-listen "127.0.0.1:$metrics" \
   >"$work/run.log" 2>&1 &
