@@ -9,6 +9,7 @@
 //! schedule, or of a site a schedule no longer selects, are removed. See `docs/metrics.md`.
 
 pub mod endpoint;
+mod exposition;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,12 +23,14 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use exposition::{Family, Kind};
+
 use crate::api::{PhoneSchedule, PhoneScheduleStatus};
 use crate::controller::ReconcileObserver;
 use crate::controller::desired::{Phase, phase};
 use crate::controller::error::ErrorClass;
 use crate::controller::synced::Synced;
-use crate::server::{Outcome, ServerStats, UpstreamResult};
+use crate::server::{Outcome, ServerStats, SiteStats, UpstreamResult};
 
 /// Phone states of `phonefleet_phones`, as in `status.counts`.
 pub const PHONE_STATES: [&str; 4] = ["pending", "in_progress", "upgraded", "failed"];
@@ -82,7 +85,8 @@ pub enum MetricsError {
 /// Series written for one schedule, so they can all be removed when it goes away.
 #[derive(Clone, Debug, Default)]
 struct ScheduleSeries {
-    sites: BTreeSet<String>,
+    /// Per-site rows, written into the exposition at each scrape (see [`exposition`]).
+    sites: Vec<SiteRow>,
     /// Stage names of `phonefleet_rollout_stage_phones`.
     stages: BTreeSet<String>,
     stage: Option<String>,
@@ -92,11 +96,107 @@ struct ScheduleSeries {
     next_window: bool,
 }
 
+/// One site of a schedule's rollout: the values of its [`CONTROLLER_SITE_FAMILIES`] series.
+#[derive(Clone, Debug, PartialEq)]
+struct SiteRow {
+    site: String,
+    /// Phones by state, in the order of [`PHONE_STATES`].
+    phones: [u32; 4],
+    completion: Option<f64>,
+    next_window: Option<f64>,
+    window_open: bool,
+}
+
+/// A timestamp of a [`SiteRow`] (none: no series, rather than one saying 1970).
+type RowTime = fn(&SiteRow) -> Option<f64>;
+
+/// One per-site value of the server's counters.
+type ServerValue = fn(&SiteStats) -> f64;
+
+/// The per-(schedule, site) families of the leader, written from [`SiteRow`]s.
+pub const CONTROLLER_SITE_FAMILIES: [Family; 4] = [
+    Family {
+        name: "phonefleet_phones",
+        help: "Phones a rollout targets, by site and state (pending, in_progress, upgraded, failed).",
+        kind: Kind::Gauge,
+        labels: &["namespace", "schedule", "site", "state"],
+    },
+    Family {
+        name: "phonefleet_site_predicted_completion_timestamp_seconds",
+        help: "When the site's last phone is predicted to be done (Unix time).",
+        kind: Kind::Gauge,
+        labels: &SITE,
+    },
+    Family {
+        name: "phonefleet_site_next_window_timestamp_seconds",
+        help: "Start of the site's next slot in which some phone may download (Unix time).",
+        kind: Kind::Gauge,
+        labels: &SITE,
+    },
+    Family {
+        name: "phonefleet_site_window_open",
+        help: "1 while some phone of the site is inside its released slot (downloads expected).",
+        kind: Kind::Gauge,
+        labels: &SITE,
+    },
+];
+
+/// The per-site families of the provisioning server, written from its [`ServerStats`].
+pub const SERVER_SITE_FAMILIES: [Family; 8] = [
+    Family {
+        name: "phonefleet_downloads_in_flight",
+        help: "Firmware downloads holding a token of the site now (this replica).",
+        kind: Kind::Gauge,
+        labels: &["site"],
+    },
+    Family {
+        name: "phonefleet_downloads_in_flight_peak",
+        help: "Most firmware downloads this replica held at once for the site since it started.",
+        kind: Kind::Gauge,
+        labels: &["site"],
+    },
+    Family {
+        name: "phonefleet_download_cap",
+        help: "The site's cap of concurrent firmware downloads, as the server enforces it.",
+        kind: Kind::Gauge,
+        labels: &["site"],
+    },
+    Family {
+        name: "phonefleet_downloads_started_total",
+        help: "Firmware downloads started.",
+        kind: Kind::Counter,
+        labels: &["site"],
+    },
+    Family {
+        name: "phonefleet_downloads_completed_total",
+        help: "Firmware downloads whose last byte was sent.",
+        kind: Kind::Counter,
+        labels: &["site"],
+    },
+    Family {
+        name: "phonefleet_downloads_dropped_total",
+        help: "Firmware downloads that ended early (phone gone, token lost).",
+        kind: Kind::Counter,
+        labels: &["site"],
+    },
+    Family {
+        name: "phonefleet_downloads_refused_total",
+        help: "Firmware requests refused with 503: busy (cap reached) or outside_slot.",
+        kind: Kind::Counter,
+        labels: &["reason", "site"],
+    },
+    Family {
+        name: "phonefleet_firmware_sent_bytes_total",
+        help: "Firmware bytes handed to phones' connections.",
+        kind: Kind::Counter,
+        labels: &["site"],
+    },
+];
+
 /// The registry and every metric of the process. Cheap to share behind an [`Arc`].
 pub struct Metrics {
     registry: Registry,
-    // Controller: one rollout per schedule.
-    phones: IntGaugeVec,
+    // Controller: one rollout per schedule (per-site series in `series`).
     stage_phones: IntGaugeVec,
     stage: IntGaugeVec,
     stages: IntGaugeVec,
@@ -104,21 +204,10 @@ pub struct Metrics {
     halted_model: IntGaugeVec,
     completion: GaugeVec,
     next_window: GaugeVec,
-    site_completion: GaugeVec,
-    site_next_window: GaugeVec,
-    site_window_open: IntGaugeVec,
     reconciles: IntCounterVec,
     reconcile_errors: IntCounterVec,
     reconcile_duration: Histogram,
-    // Provisioning server, per site (copied from ServerStats at scrape time).
-    in_flight: IntGaugeVec,
-    peak_in_flight: IntGaugeVec,
-    cap: IntGaugeVec,
-    downloads_started: IntCounterVec,
-    downloads_completed: IntCounterVec,
-    downloads_dropped: IntCounterVec,
-    refused: IntCounterVec,
-    bytes_sent: IntCounterVec,
+    // Provisioning server (per-site series written from `server_stats` at scrape time).
     requests: IntCounterVec,
     upstream_requests: IntCounterVec,
     // Process.
@@ -215,12 +304,6 @@ impl Metrics {
             ])
             .set(1);
         let metrics = Metrics {
-            phones: gauge_vec(
-                &r,
-                "phonefleet_phones",
-                "Phones a rollout targets, by site and state (pending, in_progress, upgraded, failed).",
-                &["namespace", "schedule", "site", "state"],
-            )?,
             stage_phones: gauge_vec(
                 &r,
                 "phonefleet_rollout_stage_phones",
@@ -263,24 +346,6 @@ impl Metrics {
                 "Start of the next slot in which some phone may download (Unix time).",
                 &SCHEDULE,
             )?,
-            site_completion: float_vec(
-                &r,
-                "phonefleet_site_predicted_completion_timestamp_seconds",
-                "When the site's last phone is predicted to be done (Unix time).",
-                &SITE,
-            )?,
-            site_next_window: float_vec(
-                &r,
-                "phonefleet_site_next_window_timestamp_seconds",
-                "Start of the site's next slot in which some phone may download (Unix time).",
-                &SITE,
-            )?,
-            site_window_open: gauge_vec(
-                &r,
-                "phonefleet_site_window_open",
-                "1 while some phone of the site is inside its released slot (downloads expected).",
-                &SITE,
-            )?,
             reconciles: counter_vec(
                 &r,
                 "phonefleet_reconciles_total",
@@ -294,54 +359,6 @@ impl Metrics {
                 &["namespace", "schedule", "reason"],
             )?,
             reconcile_duration,
-            in_flight: gauge_vec(
-                &r,
-                "phonefleet_downloads_in_flight",
-                "Firmware downloads holding a token of the site now (this replica).",
-                &["site"],
-            )?,
-            peak_in_flight: gauge_vec(
-                &r,
-                "phonefleet_downloads_in_flight_peak",
-                "Most firmware downloads this replica held at once for the site since it started.",
-                &["site"],
-            )?,
-            cap: gauge_vec(
-                &r,
-                "phonefleet_download_cap",
-                "The site's cap of concurrent firmware downloads, as the server enforces it.",
-                &["site"],
-            )?,
-            downloads_started: counter_vec(
-                &r,
-                "phonefleet_downloads_started_total",
-                "Firmware downloads started.",
-                &["site"],
-            )?,
-            downloads_completed: counter_vec(
-                &r,
-                "phonefleet_downloads_completed_total",
-                "Firmware downloads whose last byte was sent.",
-                &["site"],
-            )?,
-            downloads_dropped: counter_vec(
-                &r,
-                "phonefleet_downloads_dropped_total",
-                "Firmware downloads that ended early (phone gone, token lost).",
-                &["site"],
-            )?,
-            refused: counter_vec(
-                &r,
-                "phonefleet_downloads_refused_total",
-                "Firmware requests refused with 503: busy (cap reached) or outside_slot.",
-                &["site", "reason"],
-            )?,
-            bytes_sent: counter_vec(
-                &r,
-                "phonefleet_firmware_sent_bytes_total",
-                "Firmware bytes handed to phones' connections.",
-                &["site"],
-            )?,
             requests: counter_vec(
                 &r,
                 "phonefleet_provisioning_requests_total",
@@ -412,11 +429,108 @@ impl Metrics {
         self.forget_deleted_schedules();
         self.copy_server_stats();
         self.ready.set(i64::from(self.is_ready()));
-        TextEncoder::new()
+        let mut out = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.write_controller_sites(&mut out);
+        self.write_server_sites(&mut out);
+        out
     }
 
+    /// The leader's per-site families, from the rows of every schedule's last status.
+    fn write_controller_sites(&self, out: &mut String) {
+        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        if series.values().all(|s| s.sites.is_empty()) {
+            return;
+        }
+        let rows = || {
+            series.iter().flat_map(|((ns, name), s)| {
+                s.sites
+                    .iter()
+                    .map(move |row| (ns.as_str(), name.as_str(), row))
+            })
+        };
+        let [phones, completion, next_window, window_open] = &CONTROLLER_SITE_FAMILIES;
+        phones.header(out);
+        for (ns, name, row) in rows() {
+            for (state, n) in PHONE_STATES.iter().zip(row.phones) {
+                phones.sample(out, &[ns, name, &row.site, state], f64::from(n));
+            }
+        }
+        let times: [(&Family, RowTime); 2] = [
+            (completion, |r| r.completion),
+            (next_window, |r| r.next_window),
+        ];
+        for (family, time) in times {
+            if rows().all(|(_, _, row)| time(row).is_none()) {
+                continue;
+            }
+            family.header(out);
+            for (ns, name, row) in rows() {
+                if let Some(t) = time(row) {
+                    family.sample(out, &[ns, name, &row.site], t);
+                }
+            }
+        }
+        window_open.header(out);
+        for (ns, name, row) in rows() {
+            window_open.sample(
+                out,
+                &[ns, name, &row.site],
+                f64::from(u8::from(row.window_open)),
+            );
+        }
+    }
+
+    /// The provisioning server's per-site families, read from its counters now.
+    fn write_server_sites(&self, out: &mut String) {
+        let Some(stats) = &self.server_stats else {
+            return;
+        };
+        let sites = stats.sites();
+        if sites.is_empty() {
+            return;
+        }
+        let [
+            in_flight,
+            peak,
+            cap,
+            started,
+            completed,
+            dropped,
+            refused,
+            bytes,
+        ] = &SERVER_SITE_FAMILIES;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let per_site: [(&Family, ServerValue); 7] = [
+            (in_flight, |s| f64::from(s.in_flight.load(Ordering::SeqCst))),
+            (peak, |s| f64::from(s.peak_in_flight.load(Ordering::SeqCst))),
+            (cap, |s| f64::from(s.cap.load(Ordering::Relaxed))),
+            (started, |s| {
+                s.downloads_started.load(Ordering::Relaxed) as f64
+            }),
+            (completed, |s| {
+                s.downloads_completed.load(Ordering::Relaxed) as f64
+            }),
+            (dropped, |s| {
+                s.downloads_dropped.load(Ordering::Relaxed) as f64
+            }),
+            (bytes, |s| s.bytes_sent.load(Ordering::Relaxed) as f64),
+        ];
+        for (family, value) in per_site {
+            family.header(out);
+            for (site, s) in &sites {
+                family.sample(out, &[site], value(s));
+            }
+        }
+        refused.header(out);
+        for (site, s) in &sites {
+            refused.sample(out, &["busy", site], load(&s.refused_busy));
+            refused.sample(out, &["outside_slot", site], load(&s.refused_outside_slot));
+        }
+    }
+
+    /// The server's request counters (bounded labels) into the registry.
     fn copy_server_stats(&self) {
         let Some(stats) = &self.server_stats else {
             return;
@@ -434,40 +548,6 @@ impl Metrics {
             bump(
                 self.upstream_requests.with_label_values(&[result.as_str()]),
                 n,
-            );
-        }
-        for (site, s) in stats.sites() {
-            let l = [site.as_str()];
-            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            self.in_flight
-                .with_label_values(&l)
-                .set(i64::from(s.in_flight.load(Ordering::SeqCst)));
-            self.peak_in_flight
-                .with_label_values(&l)
-                .set(i64::from(s.peak_in_flight.load(Ordering::SeqCst)));
-            self.cap
-                .with_label_values(&l)
-                .set(i64::from(s.cap.load(Ordering::Relaxed)));
-            bump(
-                self.downloads_started.with_label_values(&l),
-                load(&s.downloads_started),
-            );
-            bump(
-                self.downloads_completed.with_label_values(&l),
-                load(&s.downloads_completed),
-            );
-            bump(
-                self.downloads_dropped.with_label_values(&l),
-                load(&s.downloads_dropped),
-            );
-            bump(self.bytes_sent.with_label_values(&l), load(&s.bytes_sent));
-            bump(
-                self.refused.with_label_values(&[&site, "busy"]),
-                load(&s.refused_busy),
-            );
-            bump(
-                self.refused.with_label_values(&[&site, "outside_slot"]),
-                load(&s.refused_outside_slot),
             );
         }
     }
@@ -506,9 +586,6 @@ impl Metrics {
 
     fn remove_schedule(&self, ns: &str, name: &str, s: &ScheduleSeries) {
         let key = [ns, name];
-        for site in &s.sites {
-            self.remove_site(ns, name, site);
-        }
         for stage in &s.stages {
             self.remove_stage_phones(ns, name, stage);
         }
@@ -540,52 +617,34 @@ impl Metrics {
         }
     }
 
-    fn remove_site(&self, ns: &str, name: &str, site: &str) {
-        for state in PHONE_STATES {
-            let _ = self.phones.remove_label_values(&[ns, name, site, state]);
-        }
-        let l = [ns, name, site];
-        let _ = self.site_completion.remove_label_values(&l);
-        let _ = self.site_next_window.remove_label_values(&l);
-        let _ = self.site_window_open.remove_label_values(&l);
-    }
-
     /// Sets the series of one schedule from the status its reconcile decided.
     fn record_status(&self, schedule: &PhoneSchedule, status: &PhoneScheduleStatus) {
         let ns = schedule.namespace().unwrap_or_default();
         let name = schedule.name_any();
         let mut all = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = all
-            .get(&(ns.clone(), name.clone()))
-            .cloned()
-            .unwrap_or_default();
+        let old = all.remove(&(ns.clone(), name.clone())).unwrap_or_default();
         let mut new = ScheduleSeries::default();
         let key = [ns.as_str(), name.as_str()];
 
-        for site in &status.sites {
-            let l = [ns.as_str(), name.as_str(), site.name.as_str()];
-            let pending = site
-                .phones
-                .saturating_sub(site.upgraded + site.failed + site.in_progress);
-            for (state, n) in
-                PHONE_STATES
-                    .iter()
-                    .zip([pending, site.in_progress, site.upgraded, site.failed])
-            {
-                self.phones
-                    .with_label_values(&[ns.as_str(), name.as_str(), site.name.as_str(), state])
-                    .set(i64::from(n));
-            }
-            set_time(&self.site_completion, &l, site.completion);
-            set_time(&self.site_next_window, &l, site.next_window);
-            self.site_window_open
-                .with_label_values(&l)
-                .set(i64::from(site.window_open));
-            new.sites.insert(site.name.clone());
-        }
-        for site in old.sites.difference(&new.sites) {
-            self.remove_site(&ns, &name, site);
-        }
+        // A site no longer in the status has no row, so no series at the next scrape.
+        let seconds = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+        new.sites = status
+            .sites
+            .iter()
+            .map(|site| SiteRow {
+                site: site.name.clone(),
+                phones: [
+                    site.phones
+                        .saturating_sub(site.upgraded + site.failed + site.in_progress),
+                    site.in_progress,
+                    site.upgraded,
+                    site.failed,
+                ],
+                completion: site.completion.map(seconds),
+                next_window: site.next_window.map(seconds),
+                window_open: site.window_open,
+            })
+            .collect();
         for stage in &status.stages {
             let pending = stage
                 .phones

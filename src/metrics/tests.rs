@@ -254,16 +254,46 @@ fn server_counters_are_copied_per_site_at_scrape_time() {
     );
 }
 
+/// Every family of a scrape, registry or hand-written: `phonefleet_` names, `_total` for and
+/// only for counters, one `# TYPE` line per family and its samples right after it.
 #[test]
 fn every_name_follows_the_conventions() {
-    let m = Metrics::new(Some(ServerStats::new()), true).unwrap();
+    let stats = ServerStats::new();
+    let m = Metrics::new(Some(stats.clone()), true).unwrap();
     m.reconciled(&schedule("a", "b"), Duration::from_millis(1), None);
-    for family in m.registry.gather() {
-        let name = family.name();
-        assert!(name.starts_with("phonefleet_"), "{name}");
-        let counter = family.get_field_type() == prometheus::proto::MetricType::COUNTER;
-        assert_eq!(counter, name.ends_with("_total"), "{name}");
-        assert!(!name.contains("seconds_total") || counter, "{name}");
+    let mut status = halted_status(vec![site("paris", 10, 4, 1, 2)]);
+    status.sites[0].completion = status.sites[0].next_window;
+    m.status(&schedule("a", "b"), &status);
+    stats.site("paris").enter();
+    let text = m.render();
+    let mut typed = Vec::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = t.split_once(' ').unwrap();
+            assert!(name.starts_with("phonefleet_"), "{name}");
+            let counter = kind == "counter";
+            assert_eq!(counter, name.ends_with("_total"), "{name}");
+            assert!(!name.contains("seconds_total") || counter, "{name}");
+            assert!(!typed.contains(&name), "{name} typed twice");
+            typed.push(name);
+        } else if !line.starts_with('#') {
+            let family = typed.last().expect("a sample before any # TYPE");
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = [
+                family.to_string(),
+                format!("{family}_bucket"),
+                format!("{family}_sum"),
+                format!("{family}_count"),
+            ];
+            assert!(base.iter().any(|b| b == name), "{name} under {family}");
+        }
+    }
+    for f in CONTROLLER_SITE_FAMILIES.iter().chain(&SERVER_SITE_FAMILIES) {
+        assert!(
+            typed.contains(&f.name),
+            "{} missing from a full scrape",
+            f.name
+        );
     }
 }
 
