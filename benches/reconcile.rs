@@ -63,13 +63,14 @@ fn sites(count: usize) -> Vec<Arc<PhoneSite>> {
                             (n >> 16) & 255,
                             (n >> 8) & 255,
                             n & 255
-                        ),
+                        )
+                        .into(),
                         model: if n.is_multiple_of(3) {
                             "SIP-T46U"
                         } else {
                             "GXP2170"
                         }
-                        .to_owned(),
+                        .into(),
                         family: None,
                     }
                 })

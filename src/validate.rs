@@ -182,7 +182,7 @@ pub fn site(
             }),
             None => unplaced_models.push(UnplacedPhone {
                 mac,
-                model: entry.model.clone(),
+                model: entry.model.to_string(),
             }),
         }
     }

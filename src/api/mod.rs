@@ -104,6 +104,25 @@ mod tests {
         assert_eq!(join_wrapped_lines("a b\nc\n\nd\n e"), "a b c\n\nd e");
     }
 
+    /// The controller caches every PhoneSite: a phone's MAC and model, in any written form
+    /// the schema allows and for the models vendors ship, live inside the entry, not in two
+    /// heap strings per phone.
+    #[test]
+    fn a_phone_entry_holds_its_mac_and_model_inline() {
+        for (mac, model) in [
+            ("00:0b:82:12:34:56", "GXP2170"),
+            ("00-0B-82-12-34-56", "SIP-T46U"),
+            ("000b82123456", "Polycom VVX 450 Business"),
+        ] {
+            let entry: PhoneEntry =
+                serde_json::from_value(serde_json::json!({"mac": mac, "model": model}))
+                    .expect("entry");
+            assert!(!entry.mac.is_heap_allocated(), "{mac}");
+            assert!(!entry.model.is_heap_allocated(), "{model}");
+        }
+        assert_eq!(std::mem::size_of::<PhoneEntry>(), 56);
+    }
+
     #[test]
     fn crds_carry_no_format_the_api_server_does_not_know() {
         for crd in crds() {

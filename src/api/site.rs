@@ -1,3 +1,4 @@
+use compact_str::CompactString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -89,11 +90,11 @@ pub struct PhoneEntry {
     /// MAC address, as printed on the phone's label: 12 hex digits, bare or as six pairs
     /// separated by `:` or `-` (e.g. `00:0b:82:12:34:56`). Case does not matter to phonefleet.
     #[schemars(regex(pattern = MAC_PATTERN))]
-    pub mac: String,
+    pub mac: CompactString,
     /// Phone model as it appears in the User-Agent (e.g. `GXP2170`, `SIP-T46U`); firmware
     /// rollouts can be limited to some models.
     #[schemars(length(min = 1, max = 64))]
-    pub model: String,
+    pub model: CompactString,
     /// Whose provisioning keys the phone reads: `xstim`, `yealink` or `grandstream`. Leave it
     /// out to place the phone by its model (Yealink `SIP-…`/`T…`/`CP…`/`VP…`/`W…`/`AX…`,
     /// Grandstream `GXP21xx`/`GRP261x`; see docs/phones.md). XSTIM phones and every other

@@ -105,11 +105,11 @@ pub fn sites_from(phone_sites: &[PhoneSite]) -> Result<Vec<SimSite>, FleetError>
         for p in &s.spec.phones {
             let mac = p.mac.parse().map_err(|_| FleetError::Mac {
                 site: name.clone(),
-                mac: p.mac.clone(),
+                mac: p.mac.to_string(),
             })?;
             phones.push(SimPhone {
                 mac,
-                model: p.model.clone(),
+                model: p.model.to_string(),
                 family: PhoneFamily::resolve(&p.model, p.family),
             });
         }
