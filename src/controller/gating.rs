@@ -48,10 +48,10 @@ pub enum GateEvent {
 
 /// Evaluates the gates for `version`, starting from the previous state (reset when the version
 /// changed). Releases at most one stage per evaluation, so every release is seen in status.
-pub fn evaluate(
+pub fn evaluate<'a>(
     version: &str,
     previous: Option<&RolloutStatus>,
-    phones: &[GatedPhone<'_>],
+    phones: impl Iterator<Item = GatedPhone<'a>> + Clone,
     policy: GatePolicy,
 ) -> (RolloutStatus, Vec<GateEvent>) {
     let mut state = match previous {
@@ -68,7 +68,7 @@ pub fn evaluate(
 
     let released = |p: &GatedPhone<'_>| p.stage <= state.released_stage;
     let mut per_model: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
-    for p in phones.iter().filter(|p| released(p)) {
+    for p in phones.clone().filter(|p| released(p)) {
         let entry = per_model.entry(p.model).or_default();
         entry.0 += 1;
         if p.state == Some(PhoneState::Failed) {
@@ -93,12 +93,9 @@ pub fn evaluate(
     // With no phone at all (a schedule reconciled before its sites are seen) every gate would
     // pass vacuously and release every stage at once.
     let last = policy.stages.saturating_sub(1);
-    if !policy.paused && state.released_stage < last && !phones.is_empty() {
+    if !policy.paused && state.released_stage < last && phones.clone().next().is_some() {
         let (mut total, mut upgraded) = (0u32, 0u32);
-        for p in phones
-            .iter()
-            .filter(|p| released(p) && !halted.contains(p.model))
-        {
+        for p in phones.filter(|p| released(p) && !halted.contains(p.model)) {
             total += 1;
             if p.state == Some(PhoneState::Upgraded) {
                 upgraded += 1;
@@ -153,7 +150,7 @@ mod tests {
             phone(2, "A", 1, None),
             phone(3, "A", 2, None),
         ];
-        let (state, events) = evaluate("2.0", None, &phones, policy());
+        let (state, events) = evaluate("2.0", None, phones.iter().copied(), policy());
         assert_eq!(state.released_stage, 1);
         assert_eq!(
             events,
@@ -164,7 +161,7 @@ mod tests {
             }]
         );
         // Stage 1 not done yet: nothing more.
-        let (again, events) = evaluate("2.0", Some(&state), &phones, policy());
+        let (again, events) = evaluate("2.0", Some(&state), phones.iter().copied(), policy());
         assert_eq!(again, state);
         assert!(events.is_empty());
     }
@@ -176,7 +173,7 @@ mod tests {
             phone(2, "A", 0, None),
             phone(3, "A", 1, None),
         ];
-        let (state, events) = evaluate("2.0", None, &phones, policy());
+        let (state, events) = evaluate("2.0", None, phones.iter().copied(), policy());
         assert_eq!(state.released_stage, 0);
         assert!(events.is_empty());
     }
@@ -189,7 +186,7 @@ mod tests {
             phone(3, "GOOD", 1, None),
             phone(4, "BAD", 1, None),
         ];
-        let (state, events) = evaluate("2.0", None, &phones, policy());
+        let (state, events) = evaluate("2.0", None, phones.iter().copied(), policy());
         assert_eq!(state.halted_models, ["BAD"]);
         assert_eq!(state.released_stage, 1, "GOOD's canary succeeded");
         assert!(events.contains(&GateEvent::ModelHalted {
@@ -208,9 +205,9 @@ mod tests {
             halted_models: vec!["BAD".into()],
             ..RolloutStatus::default()
         };
-        let (same, _) = evaluate("2.0", Some(&previous), &phones, policy());
+        let (same, _) = evaluate("2.0", Some(&previous), phones.iter().copied(), policy());
         assert_eq!(same.halted_models, ["BAD"]);
-        let (fixed, _) = evaluate("2.1", Some(&previous), &phones, policy());
+        let (fixed, _) = evaluate("2.1", Some(&previous), phones.iter().copied(), policy());
         assert!(fixed.halted_models.is_empty());
         assert_eq!(fixed.firmware_version, "2.1");
     }
@@ -222,14 +219,14 @@ mod tests {
             paused: true,
             ..policy()
         };
-        let (state, events) = evaluate("2.0", None, &phones, paused);
+        let (state, events) = evaluate("2.0", None, phones.iter().copied(), paused);
         assert_eq!(state.released_stage, 0);
         assert!(events.is_empty());
     }
 
     #[test]
     fn no_phone_at_all_releases_nothing() {
-        let (state, events) = evaluate("2.0", None, &[], policy());
+        let (state, events) = evaluate("2.0", None, std::iter::empty(), policy());
         assert_eq!(state.released_stage, 0);
         assert!(events.is_empty());
     }
@@ -247,7 +244,7 @@ mod tests {
             halted_models: vec![],
             ..RolloutStatus::default()
         };
-        let (state, events) = evaluate("2.0", Some(&previous), &phones, policy());
+        let (state, events) = evaluate("2.0", Some(&previous), phones.iter().copied(), policy());
         assert_eq!(state.released_stage, 2);
         assert!(events.is_empty());
     }

@@ -23,7 +23,7 @@ pub(super) struct Tally {
 
 impl Tally {
     /// One pass over the members (a million at scale: a pass per figure cost ~10 ms each).
-    pub fn of(members: &Members<'_>, gates: &Gates) -> Tally {
+    pub fn of(members: &Members, gates: &Gates) -> Tally {
         let mut tally = Tally::default();
         for m in members.iter() {
             tally.add(m);
@@ -35,7 +35,7 @@ impl Tally {
     }
 
     /// Counts `m` in total, upgraded, failed and in progress (not in remaining).
-    fn add(&mut self, m: &Member<'_>) {
+    fn add(&mut self, m: &Member) {
         self.total += 1;
         if m.is(PhoneState::Upgraded) {
             self.upgraded += 1;
@@ -68,9 +68,9 @@ pub(super) struct Counts {
 }
 
 /// What the counts are taken over.
-pub(super) struct Decided<'a, 'f> {
+pub(super) struct Decided<'a> {
     pub fleet: &'a Fleet,
-    pub members: &'a Members<'f>,
+    pub members: &'a Members,
     pub gates: &'a Gates,
     pub kept: &'a Kept<'a>,
     pub plan: &'a Plan,
@@ -78,7 +78,7 @@ pub(super) struct Decided<'a, 'f> {
     pub now: DateTime<Utc>,
 }
 
-pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
+pub(super) fn count(d: &Decided<'_>) -> Counts {
     let tally = Tally::of(d.members, d.gates);
     let firmware = d.fleet.schedule.firmware.is_some();
     let now_nanos = unix_nanos(d.now);
@@ -124,7 +124,7 @@ pub(super) fn count(d: &Decided<'_, '_>) -> Counts {
     }
 }
 
-fn stage_summaries(d: &Decided<'_, '_>) -> Vec<StageSummary> {
+fn stage_summaries(d: &Decided<'_>) -> Vec<StageSummary> {
     let stages = &d.fleet.schedule.rollout.stages;
     let mut tallies = vec![Tally::default(); stages.len()];
     for m in d.members.iter() {
@@ -145,7 +145,7 @@ fn stage_summaries(d: &Decided<'_, '_>) -> Vec<StageSummary> {
         .collect()
 }
 
-fn site_summaries(d: &Decided<'_, '_>) -> Vec<SiteSummary> {
+fn site_summaries(d: &Decided<'_>) -> Vec<SiteSummary> {
     let now = d.now;
     let now_nanos = unix_nanos(now);
     d.fleet

@@ -162,7 +162,7 @@ impl PhoneFacts for Kept<'_> {
 /// Decides, for every member, whether its previous slot (in `previous`) is kept.
 pub(super) fn keep<'a>(
     fleet: &'a Fleet,
-    members: &Members<'_>,
+    members: &Members,
     gates: &Gates,
     previous: &super::DecidedSlots,
     now: DateTime<Utc>,

@@ -3,21 +3,23 @@
 
 use crate::children::{PhoneProgress, PhoneState};
 use crate::controller::requests::Requests;
-use crate::core::{Fleet, Mac, MacMap, stage_order};
+use crate::core::{Fleet, Mac, MacMap, ModelId, stage_order};
 
-/// A phone the firmware applies to, with what decides its file.
+/// A phone the firmware applies to, with what decides its file. 24 bytes: a decision holds
+/// one per phone of the fleet at once (with the model as a name it was 40).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Member<'a> {
+pub(super) struct Member {
     pub mac: Mac,
-    /// Position in its site's `phones`: the index of everything the decision keeps per phone.
-    pub phone: u32,
-    pub model: &'a str,
-    pub stage: u32,
     /// Progress towards the current firmware version; `None` before any.
     pub state: Option<PhoneState>,
+    /// Position in its site's `phones`: the index of everything the decision keeps per phone.
+    pub phone: u32,
+    /// Index into the fleet's `models`.
+    pub model: ModelId,
+    pub stage: u32,
 }
 
-impl Member<'_> {
+impl Member {
     /// Upgraded or failed: never planned again for this version.
     pub fn done(&self) -> bool {
         matches!(self.state, Some(PhoneState::Upgraded | PhoneState::Failed))
@@ -38,12 +40,12 @@ impl Member<'_> {
 
 /// The members of each site, in the fleet's site order, each site's in stage-rank order.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Members<'a> {
-    pub by_site: Vec<Vec<Member<'a>>>,
+pub(super) struct Members {
+    pub by_site: Vec<Vec<Member>>,
 }
 
-impl<'a> Members<'a> {
-    pub fn iter(&self) -> impl Iterator<Item = &Member<'a>> {
+impl Members {
+    pub fn iter(&self) -> impl Iterator<Item = &Member> + Clone {
         self.by_site.iter().flatten()
     }
 }
@@ -53,11 +55,11 @@ impl<'a> Members<'a> {
 ///
 /// A failure an operator request (`retry`, `unhalt`) forgives counts as no progress, so the
 /// phone is planned again.
-pub(super) fn of_fleet<'a>(
-    fleet: &'a Fleet,
+pub(super) fn of_fleet(
+    fleet: &Fleet,
     progress: &MacMap<PhoneProgress>,
     requests: Option<&Requests>,
-) -> Members<'a> {
+) -> Members {
     let firmware = fleet.schedule.firmware.as_ref();
     let by_site = fleet
         .sites
@@ -69,6 +71,7 @@ pub(super) fn of_fleet<'a>(
                 for &phone in &order[range[0]..range[1]] {
                     let p = &site.phones[phone as usize];
                     let (mac, model) = (p.mac, fleet.models[p.model.0 as usize].as_str());
+                    let model_id = p.model;
                     let state = firmware.and_then(|fw| {
                         progress
                             .get(&mac)
@@ -81,10 +84,10 @@ pub(super) fn of_fleet<'a>(
                     });
                     members.push(Member {
                         mac,
-                        phone,
-                        model,
-                        stage: stage as u32,
                         state,
+                        phone,
+                        model: model_id,
+                        stage: stage as u32,
                     });
                 }
             }
@@ -92,4 +95,13 @@ pub(super) fn of_fleet<'a>(
         })
         .collect();
     Members { by_site }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A decision holds one member per phone of the fleet: 24 MB at a million phones.
+    #[test]
+    fn a_member_is_twenty_four_bytes() {
+        assert_eq!(std::mem::size_of::<super::Member>(), 24);
+    }
 }

@@ -253,6 +253,7 @@ fn decide(
     let members = members::of_fleet(&fleet, inputs.progress, requests.as_ref());
     let gates = gates::evaluate(
         &fleet.schedule,
+        &fleet.models,
         old.rollout.as_ref(),
         &members,
         requests.as_ref(),

@@ -51,8 +51,7 @@ fn members_are_staged_by_rank_and_only_progress_towards_this_version_counts() {
     let mut world = World::new();
     let fleet = fleet_of(&world);
     let first = members::of_fleet(&fleet, &world.progress, None);
-    let per_stage =
-        |m: &members::Members<'_>, s: u32| m.iter().filter(|x| x.stage == s).count() as u32;
+    let per_stage = |m: &members::Members, s: u32| m.iter().filter(|x| x.stage == s).count() as u32;
     // 10 % of 20 phones, rounded up: 2 canaries.
     assert_eq!((per_stage(&first, 0), per_stage(&first, 1)), (2, 18));
     let (a, b) = (first.by_site[0][0].mac, first.by_site[0][1].mac);
@@ -73,15 +72,21 @@ fn gates_hand_out_slots_only_with_firmware_and_not_paused() {
     let world = World::new();
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
-    let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let g = gates::evaluate(&fleet.schedule, &fleet.models, None, &m, None);
     assert!(g.active && g.halted.is_empty());
     assert_eq!(g.released, 0);
     let mut paused = fleet.schedule.clone();
     paused.rollout.paused = true;
-    assert!(!gates::evaluate(&paused, None, &m, None).active);
+    assert!(!gates::evaluate(&paused, &fleet.models, None, &m, None).active);
     let mut idle = fleet.schedule.clone();
     idle.firmware = None;
-    let g = gates::evaluate(&idle, None, &members::Members::default(), None);
+    let g = gates::evaluate(
+        &idle,
+        &fleet.models,
+        None,
+        &members::Members::default(),
+        None,
+    );
     assert!(!g.active && g.rollout.is_none());
 }
 
@@ -109,7 +114,7 @@ fn kept_slots_are_the_announced_and_the_busy_ones() {
     .into_iter()
     .collect();
     let m = members::of_fleet(&fleet, &world.progress, None);
-    let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let g = gates::evaluate(&fleet.schedule, &fleet.models, None, &m, None);
     let previous = DecidedSlots::from_map(previous);
     let k = kept::keep(&fleet, &m, &g, &previous, world.now, Duration::zero());
     let kept: MacSet = k.kept_slots().map(|(mac, _)| mac).collect();
@@ -127,7 +132,7 @@ fn every_planned_phone_gets_a_slot_held_beyond_the_released_stage_and_none_when_
     let world = World::new();
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
-    let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let g = gates::evaluate(&fleet.schedule, &fleet.models, None, &m, None);
     let none = MacMap::default();
     let k = kept::Kept::none(&fleet, &none);
     let plan = plan_leaving_out(&fleet, world.now, &k);
@@ -159,7 +164,7 @@ fn a_held_slot_before_a_kept_earlier_stage_ends_is_not_announced() {
     let world = World::new();
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
-    let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let g = gates::evaluate(&fleet.schedule, &fleet.models, None, &m, None);
     let none = MacMap::default();
     let first = kept::assign(
         &kept::Kept::none(&fleet, &none),
@@ -239,7 +244,7 @@ fn counts_add_up_and_completion_covers_kept_slots() {
     world.report(macs[10], PhoneState::Failed);
     world.report(macs[2], PhoneState::Rebooting);
     let m = members::of_fleet(&fleet, &world.progress, None);
-    let g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let g = gates::evaluate(&fleet.schedule, &fleet.models, None, &m, None);
     let late = slot("2027-06-01T01:00:00Z", 30);
     let previous: MacMap<PackedSlot> = [(macs[2], late)].into_iter().collect();
     let mut k = kept::Kept::none(&fleet, &previous);
@@ -277,7 +282,7 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
     let world = World::new();
     let fleet = fleet_of(&world);
     let m = members::of_fleet(&fleet, &world.progress, None);
-    let mut g = gates::evaluate(&fleet.schedule, None, &m, None);
+    let mut g = gates::evaluate(&fleet.schedule, &fleet.models, None, &m, None);
     let none = MacMap::default();
     let k = kept::Kept::none(&fleet, &none);
     let plan = plan_leaving_out(&fleet, world.now, &k);
@@ -328,7 +333,13 @@ fn status_phase_follows_its_precedence_and_degraded_names_the_first_cause() {
 fn the_completion_event_is_published_once() {
     let world = World::new();
     let fleet = fleet_of(&world);
-    let g = gates::evaluate(&fleet.schedule, None, &members::Members::default(), None);
+    let g = gates::evaluate(
+        &fleet.schedule,
+        &fleet.models,
+        None,
+        &members::Members::default(),
+        None,
+    );
     let mut new = PhoneScheduleStatus {
         phase: Some(Phase::Completed.as_str().into()),
         ..Default::default()
