@@ -121,6 +121,18 @@ impl Serialize for Mac {
 #[derive(Clone, Copy, Debug)]
 pub struct Bare(Mac);
 
+impl Bare {
+    /// The twelve lower-case hex digits, without the formatter (files are rendered per request).
+    pub fn digits(self) -> [u8; 12] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 12];
+        for (i, digit) in out.iter_mut().enumerate() {
+            *digit = HEX[((self.0.0 >> (44 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for Bare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:012x}", self.0.0)
@@ -141,6 +153,14 @@ mod tests {
             "000B82123456",
         ] {
             assert_eq!(s.parse::<Mac>(), Ok(want), "{s}");
+        }
+    }
+
+    #[test]
+    fn bare_digits_spell_what_display_writes() {
+        for n in [0, 1, 0x000b_82ab_cdef, 0x1234_5678_9abc, (1 << 48) - 1] {
+            let mac = Mac::from_u64(n).unwrap();
+            assert_eq!(mac.bare().digits(), format!("{n:012x}").as_bytes());
         }
     }
 

@@ -12,7 +12,7 @@
 //! [`grandstream_steady`]: never a check the policy does not allow.
 
 use super::Knobs;
-use super::pvalues::xml;
+use super::pvalues::PValues;
 use crate::core::ProvisioningPolicy;
 use crate::core::family::{GrandstreamMode, grandstream_slot_hours, grandstream_steady};
 
@@ -22,7 +22,7 @@ pub const GRANDSTREAM_KEYS: [&str; 9] = [
 ];
 
 /// The file.
-pub(super) fn render(k: &Knobs, policy: &ProvisioningPolicy) -> String {
+pub(super) fn render(k: &Knobs<'_>, policy: &ProvisioningPolicy, out: &mut String) {
     let (steady, _) = grandstream_steady(policy);
     let mode = match k.slot {
         Some(slot) => {
@@ -39,18 +39,6 @@ pub(super) fn render(k: &Knobs, policy: &ProvisioningPolicy) -> String {
         GrandstreamMode::Every { minutes } => minutes,
         _ => super::DEFAULT_REPEAT_MINUTES,
     };
-    let mut p: Vec<(u32, String)> = Vec::with_capacity(10);
-    if let Some(fw) = &k.firmware {
-        // Host and directory without scheme; the phone appends its own image name.
-        p.push((192, fw.dir_without_scheme.clone()));
-    }
-    p.push((193, interval.to_string()));
-    p.push((194, mode.code().to_string()));
-    if k.firmware.is_some() {
-        // 0: always check for new firmware, so the new image is fetched even though the
-        // prefix and postfix (P232/P233, left empty) do not change.
-        p.push((238, "0".to_owned()));
-    }
     let daily = match mode {
         GrandstreamMode::Daily {
             start_hour,
@@ -58,19 +46,25 @@ pub(super) fn render(k: &Knobs, policy: &ProvisioningPolicy) -> String {
         } => Some((start_hour, end_hour)),
         _ => None,
     };
-    if let Some((start, _)) = daily {
-        p.push((285, start.to_string()));
+    let mut p = PValues::start(k, out);
+    if let Some(fw) = k.firmware {
+        p.text(192, &fw.dir_without_scheme());
     }
-    if let Some(fw) = &k.firmware {
-        // Firmware Upgrade Via: 1 HTTP, 2 HTTPS (P212 is the config protocol on this firmware).
-        p.push((6767, if fw.https { "2" } else { "1" }.to_owned()));
-        // No confirmation prompt: an unattended rollout cannot wait for a user.
-        p.push((8375, "0".to_owned()));
+    p.number(193, interval);
+    p.number(194, mode.code());
+    if k.firmware.is_some() {
+        p.number(238, 0);
+    }
+    if let Some((start, _)) = daily {
+        p.number(285, start);
+    }
+    if let Some(fw) = k.firmware {
+        p.number(6767, if fw.https() { 2 } else { 1 });
+        p.number(8375, 0);
     }
     if let Some((_, end)) = daily {
-        // Randomized: each phone checks at its own minute of the window.
-        p.push((8458, "1".to_owned()));
-        p.push((8459, end.to_string()));
+        p.number(8458, 1);
+        p.number(8459, end);
     }
-    xml(&k.comment, k.mac, &p)
+    p.finish();
 }

@@ -251,11 +251,12 @@ pub struct RenderedFile {
 pub fn render(phone: &PhoneConfig<'_>, server: &ServerUrl) -> RenderedFile {
     let knobs = Knobs::new(phone, server);
     let format = Format::of(phone.family);
-    let body = match phone.family {
-        PhoneFamily::Xstim => xstim::render(&knobs),
-        PhoneFamily::Yealink => yealink::render(&knobs),
-        PhoneFamily::Grandstream => grandstream::render(&knobs, phone.provisioning),
-    };
+    let mut body = String::with_capacity(file_capacity(phone.family));
+    match phone.family {
+        PhoneFamily::Xstim => xstim::render(&knobs, &mut body),
+        PhoneFamily::Yealink => yealink::render(&knobs, &mut body),
+        PhoneFamily::Grandstream => grandstream::render(&knobs, phone.provisioning, &mut body),
+    }
     RenderedFile {
         name: format.file_name(phone.mac),
         content_type: format.content_type(),
@@ -264,11 +265,15 @@ pub fn render(phone: &PhoneConfig<'_>, server: &ServerUrl) -> RenderedFile {
 }
 
 /// The phone's knobs with the slot applied: what every format writes, in its own spelling.
+///
+/// Borrowed from the phone's inputs and written straight into the file by the formats: the
+/// provisioning server renders a file on every request its cache does not answer (issue #18),
+/// so a file is one buffer, not a string per value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Knobs {
+struct Knobs<'a> {
     mac: Mac,
-    /// One line for humans, control characters removed.
-    comment: String,
+    /// The model as in the inventory, for the comment.
+    model: &'a str,
     power_on: bool,
     repeat: bool,
     repeat_minutes: u32,
@@ -280,27 +285,48 @@ struct Knobs {
     flexible: bool,
     interval_days: u32,
     flexible_window: LocalWindow,
-    firmware: Option<FirmwareLocation>,
+    /// The rollout slot, inside a slot (for the comment).
+    rollout: Option<&'a RolloutSlot>,
+    firmware: Option<FirmwareLocation<'a>>,
     /// The slot's check window, inside a slot.
     slot: Option<CheckWindow>,
 }
 
-/// The firmware location in the two shapes phones take it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct FirmwareLocation {
-    https: bool,
-    /// Directory without scheme (Grandstream's P192 "Firmware Server Path").
-    dir_without_scheme: String,
-    /// Full URL of the image (Yealink's `static.firmware.url`).
-    url: String,
+/// The firmware location in the two shapes phones take it, as the pieces of its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FirmwareLocation<'a> {
+    server: &'a ServerUrl,
+    path: &'a FirmwarePath,
 }
 
-impl Knobs {
-    fn new(phone: &PhoneConfig<'_>, server: &ServerUrl) -> Self {
+impl<'a> FirmwareLocation<'a> {
+    fn https(self) -> bool {
+        self.server.https
+    }
+
+    /// The directory without scheme (Grandstream's P192 "Firmware Server Path").
+    fn dir_without_scheme(self) -> [&'a str; 3] {
+        [&self.server.rest, "/firmware/", &self.path.site]
+    }
+
+    /// The image's full URL (Yealink's `static.firmware.url`).
+    fn url(self) -> [&'a str; 6] {
+        let scheme = if self.server.https {
+            "https://"
+        } else {
+            "http://"
+        };
+        let [rest, dir, site] = self.dir_without_scheme();
+        [scheme, rest, dir, site, "/", &self.path.file]
+    }
+}
+
+impl<'a> Knobs<'a> {
+    fn new(phone: &PhoneConfig<'a>, server: &'a ServerUrl) -> Self {
         let p = phone.provisioning;
         let steady = Knobs {
             mac: phone.mac,
-            comment: String::new(),
+            model: phone.model,
             power_on: p.power_on,
             repeat: p.repeatedly.is_some(),
             repeat_minutes: p.repeatedly.map_or(DEFAULT_REPEAT_MINUTES, |m| m.get()),
@@ -312,25 +338,13 @@ impl Knobs {
             flexible: p.flexible.enabled,
             interval_days: u32::from(p.flexible.interval_days),
             flexible_window: p.flexible.window,
+            rollout: None,
             firmware: None,
             slot: None,
         };
-        let model = one_line(phone.model);
-        let mac = phone.mac.bare();
         match phone.slot {
-            None => Knobs {
-                comment: format!("phonefleet: {mac} ({model}), steady-state schedule"),
-                ..steady
-            },
+            None => steady,
             Some(slot) => Knobs {
-                comment: format!(
-                    "phonefleet: {mac} ({model}), rollout slot {} {}-{}, firmware {} from {}",
-                    weekday_name(slot.window.weekday),
-                    slot.window.window.start,
-                    slot.window.window.end,
-                    one_line(&slot.firmware_version),
-                    slot.firmware,
-                ),
                 weekly: true,
                 interval_weeks: 0,
                 // The planner sized the slot for the idle time of the windows it planned in.
@@ -338,14 +352,40 @@ impl Knobs {
                 weekly_window: slot.window.window,
                 days: [slot.window.weekday].into_iter().collect(),
                 flexible: false,
+                rollout: Some(slot),
                 firmware: Some(FirmwareLocation {
-                    https: server.https,
-                    dir_without_scheme: format!("{}/{}", server.rest, slot.firmware.dir()),
-                    url: format!("{server}/{}", slot.firmware),
+                    server,
+                    path: &slot.firmware,
                 }),
                 slot: Some(slot.window),
                 ..steady
             },
+        }
+    }
+
+    /// One line for humans: the phone, its model and its slot, each text on one line and
+    /// without `--` (which would end an XML comment).
+    fn write_comment(&self, out: &mut String) {
+        out.push_str("phonefleet: ");
+        push_mac(out, self.mac);
+        out.push_str(" (");
+        push_one_line(out, self.model);
+        match self.rollout {
+            None => out.push_str("), steady-state schedule"),
+            Some(slot) => {
+                out.push_str("), rollout slot ");
+                out.push_str(weekday_name(slot.window.weekday));
+                out.push(' ');
+                push_time(out, slot.window.window.start);
+                out.push('-');
+                push_time(out, slot.window.window.end);
+                out.push_str(", firmware ");
+                push_one_line(out, &slot.firmware_version);
+                out.push_str(" from firmware/");
+                push_one_line(out, &slot.firmware.site);
+                out.push('/');
+                push_one_line(out, &slot.firmware.file);
+            }
         }
     }
 }
@@ -363,13 +403,58 @@ fn weekday_name(day: Weekday) -> &'static str {
     }
 }
 
-/// `s` with control characters replaced, so it cannot end a comment line; `--` is broken up so
-/// it cannot end an XML comment either.
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect::<String>()
-        .replace("--", "-_")
+/// Room for a file of the family with names of usual length, so it is written without
+/// growing (and held in the server's cache without much slack).
+fn file_capacity(family: PhoneFamily) -> usize {
+    match family {
+        PhoneFamily::Grandstream => 640,
+        PhoneFamily::Xstim | PhoneFamily::Yealink => 1024,
+    }
+}
+
+/// `s` with control characters replaced, so it cannot end a comment line, and `--` broken up
+/// (`-_`, pairs from the left) so it cannot end an XML comment either.
+fn push_one_line(out: &mut String, s: &str) {
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b)) && !s.contains("--") {
+        out.push_str(s);
+        return;
+    }
+    let mut dash = false;
+    for c in s.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if c == '-' && dash {
+            out.push('_');
+            dash = false;
+        } else {
+            out.push(c);
+            dash = c == '-';
+        }
+    }
+}
+
+/// The MAC's twelve lower-case digits, as in file names.
+fn push_mac(out: &mut String, mac: Mac) {
+    for digit in mac.bare().digits() {
+        out.push(char::from(digit));
+    }
+}
+
+fn push_u32(out: &mut String, n: u32) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `HH:MM`, as [`LocalTime`](crate::core::LocalTime)'s `Display` writes it.
+fn push_time(out: &mut String, t: crate::core::LocalTime) {
+    push_two_digits(out, t.hour());
+    out.push(':');
+    push_two_digits(out, t.minute());
+}
+
+fn push_two_digits(out: &mut String, n: u32) {
+    if n < 10 {
+        out.push('0');
+    }
+    push_u32(out, n);
 }
 
 #[cfg(test)]
@@ -414,21 +499,27 @@ mod tests {
         }
     }
 
-    fn knobs(slot: Option<&RolloutSlot>) -> Knobs {
-        let policy = policy();
+    static POLICY: std::sync::LazyLock<ProvisioningPolicy> = std::sync::LazyLock::new(policy);
+    static SERVER: std::sync::LazyLock<ServerUrl> =
+        std::sync::LazyLock::new(|| "http://prov:8080/".parse().expect("URL"));
+    static SLOT: std::sync::LazyLock<RolloutSlot> = std::sync::LazyLock::new(slot);
+
+    /// The knobs of a Grandstream phone, in `SLOT` or steady.
+    fn knobs(in_slot: bool) -> Knobs<'static> {
         let phone = PhoneConfig {
             mac: "000b82123456".parse().expect("MAC"),
             model: "GXP2170",
             family: PhoneFamily::Grandstream,
-            provisioning: &policy,
-            slot,
+            provisioning: &POLICY,
+            slot: in_slot.then_some(&*SLOT),
         };
-        Knobs::new(&phone, &"http://prov:8080/".parse().expect("URL"))
+        Knobs::new(&phone, &SERVER)
     }
 
     #[test]
     fn steady_state_carries_the_policy_unchanged_and_no_firmware() {
-        let k = knobs(None);
+        let k = knobs(false);
+        assert_eq!((k.slot, k.firmware), (None, None));
         assert!(k.power_on && k.repeat && k.weekly && k.flexible);
         assert_eq!(
             (k.repeat_minutes, k.interval_weeks, k.inactivity_minutes),
@@ -442,12 +533,11 @@ mod tests {
             (k.interval_days, k.flexible_window),
             (7, window("02:00", "03:00"))
         );
-        assert_eq!(k.firmware, None);
     }
 
     #[test]
     fn a_slot_narrows_checks_to_its_weekday_and_window() {
-        let k = knobs(Some(&slot()));
+        let k = knobs(true);
         assert!(k.weekly && k.interval_weeks == 0);
         assert_eq!(k.days.iter().collect::<Vec<_>>(), vec![Weekday::Wed]);
         assert_eq!(k.weekly_window, window("02:30", "02:55"));
@@ -455,20 +545,23 @@ mod tests {
 
     #[test]
     fn a_slot_turns_flexible_off_and_keeps_power_on_and_repeated_checks() {
-        let k = knobs(Some(&slot()));
+        let k = knobs(true);
         assert!(!k.flexible);
         // Power-on and repeated checks stay as the operator set them: the server refuses
         // firmware outside the slot, and repeated checks carry re-planned slots to the phone.
         assert!(k.power_on);
-        assert_eq!(k.repeat, knobs(None).repeat);
+        assert_eq!(k.repeat, knobs(false).repeat);
     }
 
     #[test]
     fn a_slot_points_at_the_sites_firmware_directory() {
-        let fw = knobs(Some(&slot())).firmware.expect("firmware location");
-        assert_eq!(fw.dir_without_scheme, "prov:8080/firmware/site-a");
-        assert_eq!(fw.url, "http://prov:8080/firmware/site-a/fw.bin");
-        assert!(!fw.https);
+        let fw = knobs(true).firmware.expect("firmware location");
+        assert_eq!(
+            fw.dir_without_scheme().concat(),
+            "prov:8080/firmware/site-a"
+        );
+        assert_eq!(fw.url().concat(), "http://prov:8080/firmware/site-a/fw.bin");
+        assert!(!fw.https());
     }
 
     #[test]
@@ -515,7 +608,46 @@ mod tests {
 
     #[test]
     fn comments_cannot_break_out_of_their_line() {
+        let one_line = |s: &str| {
+            let mut out = String::new();
+            push_one_line(&mut out, s);
+            out
+        };
         assert_eq!(one_line("a\nb--c"), "a?b-_c");
+        assert_eq!(one_line("---x----"), "-_-x-_-_");
+        assert_eq!(one_line("\u{1b}-\n-"), "?-?-");
+    }
+
+    /// XML forbids `--` inside a comment: a strict parser on the phone would refuse the whole
+    /// file. Site and firmware file names may hold `--` (both pass their own checks).
+    #[test]
+    fn xml_comments_hold_no_double_hyphen_whatever_the_names() {
+        let slot = RolloutSlot {
+            firmware_version: "2--0".into(),
+            firmware: FirmwarePath::new("a--b", "fw--1.bin").expect("valid"),
+            ..slot()
+        };
+        let policy = policy();
+        let server = "http://prov--1.example/".parse().expect("URL");
+        for family in [PhoneFamily::Xstim, PhoneFamily::Grandstream] {
+            for slot in [None, Some(&slot)] {
+                let phone = PhoneConfig {
+                    mac: "000b82123456".parse().expect("MAC"),
+                    model: "m--x",
+                    family,
+                    provisioning: &policy,
+                    slot,
+                };
+                let body = render(&phone, &server).body;
+                let comment = body.lines().nth(1).expect("a comment line");
+                let inner = comment
+                    .strip_prefix("<!-- ")
+                    .and_then(|c| c.strip_suffix(" -->"))
+                    .expect("a comment");
+                assert!(!inner.contains("--"), "{family}: {comment}");
+                assert!(inner.contains("m-_x"), "{family}: {comment}");
+            }
+        }
     }
 
     #[test]

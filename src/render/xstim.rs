@@ -10,7 +10,7 @@
 use chrono::Weekday;
 
 use super::Knobs;
-use super::pvalues::{flag, push_window, xml};
+use super::pvalues::PValues;
 
 /// XSTIM's "Day of Week" boxes, P25029 (Sunday) to P25035 (Saturday).
 pub const DAY_PCODES: [(u32, Weekday); 7] = [
@@ -31,26 +31,26 @@ pub const XSTIM_KEYS: [&str; 25] = [
 ];
 
 /// The file, every schedule code always written so nothing a previous file set can linger.
-pub(super) fn render(k: &Knobs) -> String {
-    let mut p: Vec<(u32, String)> = Vec::with_capacity(30);
-    if let Some(fw) = &k.firmware {
-        p.push((192, fw.dir_without_scheme.clone()));
+pub(super) fn render(k: &Knobs<'_>, out: &mut String) {
+    let mut p = PValues::start(k, out);
+    if let Some(fw) = k.firmware {
+        p.text(192, &fw.dir_without_scheme());
     }
-    p.push((193, k.repeat_minutes.to_string()));
-    if let Some(fw) = &k.firmware {
-        p.push((6767, if fw.https { "2" } else { "1" }.to_owned()));
+    p.number(193, k.repeat_minutes);
+    if let Some(fw) = k.firmware {
+        p.number(6767, if fw.https() { 2 } else { 1 });
     }
-    p.push((25020, flag(k.power_on)));
-    p.push((25021, flag(k.repeat)));
-    p.push((25022, flag(k.weekly)));
-    p.push((25023, k.interval_weeks.to_string()));
-    p.push((25024, k.inactivity_minutes.to_string()));
-    push_window(&mut p, 25025, k.weekly_window);
+    p.flag(25020, k.power_on);
+    p.flag(25021, k.repeat);
+    p.flag(25022, k.weekly);
+    p.number(25023, k.interval_weeks);
+    p.number(25024, k.inactivity_minutes);
+    p.window(25025, k.weekly_window);
     for (code, day) in DAY_PCODES {
-        p.push((code, flag(k.days.contains(day))));
+        p.flag(code, k.days.contains(day));
     }
-    p.push((25036, flag(k.flexible)));
-    p.push((25037, k.interval_days.to_string()));
-    push_window(&mut p, 25038, k.flexible_window);
-    xml(&k.comment, k.mac, &p)
+    p.flag(25036, k.flexible);
+    p.number(25037, k.interval_days);
+    p.window(25038, k.flexible_window);
+    p.finish();
 }

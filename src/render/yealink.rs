@@ -1,9 +1,7 @@
 //! Yealink: `static.auto_provision.*` keys and `static.firmware.url` in `<mac>.cfg`, first line
 //! `#!version:1.0.0.1` (Yealink Administrator's Guide, "Auto Provision"; docs/phones.md).
 
-use std::fmt::Write;
-
-use super::Knobs;
+use super::{Knobs, push_time, push_u32};
 use crate::core::{LocalTime, LocalWindow};
 
 /// Every key a Yealink file can carry (docs/phones.md lists each one).
@@ -30,57 +28,86 @@ const ALL_DAYS: &str = "0123456";
 
 /// The file. Yealink numbers the days 0 (Sunday) to 6 (Saturday) and lists the selected ones
 /// as one string of digits, e.g. `0123456`.
-pub(super) fn render(k: &Knobs) -> String {
-    let flag = |b: bool| u32::from(b);
-    let mut days: String = k
-        .days
-        .iter()
-        .map(|d| char::from(b'0' + d.num_days_from_sunday() as u8))
-        .collect();
-    // No day selected means no weekly check: say so with the switch, never with an empty list.
-    let weekly = k.weekly && !days.is_empty();
-    if days.is_empty() {
-        days = ALL_DAYS.to_owned();
+pub(super) fn render(k: &Knobs<'_>, out: &mut String) {
+    let mut days = [0u8; 7];
+    let mut n = 0;
+    for day in k.days.iter() {
+        days[n] = b'0' + day.num_days_from_sunday() as u8;
+        n += 1;
     }
+    let weekly = k.weekly && n > 0;
+    let days = match std::str::from_utf8(&days[..n]) {
+        Ok(days) if n > 0 => days,
+        _ => ALL_DAYS,
+    };
     let weekly_window = explicit(k.weekly_window);
     let flexible_window = explicit(k.flexible_window);
-    let mut out = String::from("#!version:1.0.0.1\n");
-    let _ = writeln!(out, "## {}", k.comment);
-    let mut kv = |key: &str, value: &dyn std::fmt::Display| {
-        let _ = writeln!(out, "{key} = {value}");
+    out.push_str("#!version:1.0.0.1\n## ");
+    k.write_comment(out);
+    out.push('\n');
+    let mut kv = |key: &str, value: Value<'_>| {
+        out.push_str(key);
+        out.push_str(" = ");
+        match value {
+            Value::Number(n) => push_u32(out, n),
+            Value::Time(t) => push_time(out, t),
+            Value::Text(pieces) => pieces.iter().for_each(|p| out.push_str(p)),
+        }
+        out.push('\n');
     };
-    kv("static.auto_provision.power_on", &flag(k.power_on));
-    kv("static.auto_provision.repeat.enable", &flag(k.repeat));
-    kv("static.auto_provision.repeat.minutes", &k.repeat_minutes);
-    kv("static.auto_provision.weekly.enable", &flag(weekly));
+    let flag = |b: bool| Value::Number(u32::from(b));
+    kv("static.auto_provision.power_on", flag(k.power_on));
+    kv("static.auto_provision.repeat.enable", flag(k.repeat));
+    kv(
+        "static.auto_provision.repeat.minutes",
+        Value::Number(k.repeat_minutes),
+    );
+    kv("static.auto_provision.weekly.enable", flag(weekly));
     kv(
         "static.auto_provision.weekly_upgrade_interval",
-        &k.interval_weeks,
+        Value::Number(k.interval_weeks),
     );
     kv(
         "static.auto_provision.inactivity_time_expire",
-        &k.inactivity_minutes,
+        Value::Number(k.inactivity_minutes),
     );
     kv(
         "static.auto_provision.weekly.begin_time",
-        &weekly_window.start,
+        Value::Time(weekly_window.start),
     );
-    kv("static.auto_provision.weekly.end_time", &weekly_window.end);
-    kv("static.auto_provision.weekly.dayofweek", &days);
-    kv("static.auto_provision.flexible.enable", &flag(k.flexible));
-    kv("static.auto_provision.flexible.interval", &k.interval_days);
+    kv(
+        "static.auto_provision.weekly.end_time",
+        Value::Time(weekly_window.end),
+    );
+    kv(
+        "static.auto_provision.weekly.dayofweek",
+        Value::Text(&[days]),
+    );
+    kv("static.auto_provision.flexible.enable", flag(k.flexible));
+    kv(
+        "static.auto_provision.flexible.interval",
+        Value::Number(k.interval_days),
+    );
     kv(
         "static.auto_provision.flexible.begin_time",
-        &flexible_window.start,
+        Value::Time(flexible_window.start),
     );
     kv(
         "static.auto_provision.flexible.end_time",
-        &flexible_window.end,
+        Value::Time(flexible_window.end),
     );
-    if let Some(fw) = &k.firmware {
-        kv("static.firmware.url", &fw.url);
+    if let Some(fw) = k.firmware {
+        kv("static.firmware.url", Value::Text(&fw.url()));
     }
-    out
+}
+
+/// A value as the file spells it.
+enum Value<'a> {
+    Number(u32),
+    /// `HH:MM`.
+    Time(LocalTime),
+    /// Written as is, one piece after the other.
+    Text(&'a [&'a str]),
 }
 
 /// The window as Yealink reads it. phonefleet's start == end is the whole day, but Yealink
