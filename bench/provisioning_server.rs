@@ -22,6 +22,9 @@ use phonefleet::core::{
 use phonefleet::render::{self, PhoneConfig};
 use phonefleet::server::cli::{ClockArgs, ServerArgs};
 
+// The product binary's allocator and options, so this server is the one `phonefleet run` runs.
+phonefleet::global_allocator!();
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]

@@ -233,6 +233,7 @@ PY
   i=$((i + 1))
   sleep 1
 done <"$work/shards.txt"
+progress_written=$i
 progress_end=$(date +%s.%N)
 sleep 5
 buckets >"$work/buckets-after"
@@ -311,7 +312,7 @@ phonefleet at scale: $PHONES phones, $SITES PhoneSites ($(nproc) cores, release 
   phonefleet run: caches listed in ${listed_s}s, all $SITES site statuses written in ${statuses_s}s (before the schedule); RSS with the sites listed, before the schedule: $((rss_idle / 1024)) MiB; peak RSS by phase (1 s samples): $rss_phases; peak RSS (VmHWM): after Ready $((rss_ready / 1024)) MiB, after progress and wrk $((rss_end / 1024)) MiB
   phonefleet's ConfigMaps in the API: before $ours_before B, after Ready $ours_after B = $(per_phone "$ours_after") B/phone ($ours_after_detail)
   apiserver_storage_size_bytes: before $storage_before, after Ready $storage_after (+$(per_phone "$((storage_after - storage_before))") B/phone)
-  API writes: $((writes_ready - writes_before)) until Ready+5s ($(python3 -c "print(round(($writes_ready - $writes_before) / $ready_minutes))")/min); during progress $((writes_progress - writes_progress_before)) ($(python3 -c "print(round(($writes_progress - $writes_progress_before) / $progress_minutes))")/min, $i progress ConfigMaps written)
+  API writes: $((writes_ready - writes_before)) until Ready+5s ($(python3 -c "print(round(($writes_ready - $writes_before) / $ready_minutes))")/min); during progress $((writes_progress - writes_progress_before)) ($(python3 -c "print(round(($writes_progress - $writes_progress_before) / $progress_minutes))")/min, $progress_written progress ConfigMaps written)
   reconciles during ${PROGRESS_SECONDS}s of progress: $reconciles, p50 <= ${p50}s, p99 <= ${p99}s (bucket bounds)
   config req/s (wrk -t2 -c64, ${WRK_SECONDS}s, $WRK_ROUNDS rounds after a warm-up), the same 10,000 phones: warm cache ${warm[*]}; rendered on every request (cache off) ${cold_[*]}; per round ${ratios}(median of each: $(ratio "$(median "${cold_[@]}")" "$(median "${warm[@]}")")x); any of the $PHONES phones, rendered on every request: ${all[*]}
 OUT

@@ -1,5 +1,6 @@
 //! phonefleet: schedules auto-provisioning and firmware rollouts for fleets of IP desk phones.
 
+pub mod allocator;
 pub mod api;
 pub mod children;
 pub mod clock;

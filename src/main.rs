@@ -1,20 +1,6 @@
 use std::path::PathBuf;
 
-/// jemalloc instead of glibc malloc: see Cargo.toml (peak RSS at scale).
-#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options, read from this symbol when it starts (`_RJEM_MALLOC_CONF` in the
-/// environment still overrides them). A decision over a million phones frees ~100 MB within a
-/// second; with jemalloc's defaults (freed pages kept 10 s, returned only when some thread
-/// allocates) every reconcile's garbage stayed resident on top of the next one. Freed pages
-/// go back after 1 s, from a background thread: peak RSS at 1,000,000 phones 660 → 542 MiB
-/// after Ready (docs/controller.md).
-#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
-#[allow(non_upper_case_globals)]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static malloc_conf: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+phonefleet::global_allocator!();
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};

@@ -1,4 +1,4 @@
-//! The binary's jemalloc options (src/main.rs): freed memory goes back to the system after a
+//! The binary's jemalloc options (src/allocator.rs): freed memory goes back to the system after a
 //! second, from a background thread. Read back from jemalloc's own statistics of a real run of
 //! the binary, so a renamed symbol or a malformed option string (jemalloc ignores both
 //! silently) fails here instead of showing up as peak RSS at a million phones.

@@ -27,7 +27,7 @@ use super::auth::{Policy, RequestFacts, SiteRef, Verdict};
 use super::conn::{Meter, PeerAddr, enforce_min_rate};
 use super::coverage::Coverage;
 use super::identity::{PhoneAgent, UserAgentError, parse_user_agent};
-use super::index::{PhoneEntry, SharedIndex};
+use super::index::{ServedPhone, SharedIndex};
 use super::progress::{MapRef, Tracker};
 use super::range::{ByteRange, etag, if_range_holds, parse_range};
 use super::ratelimit::FailureLimiter;
@@ -188,7 +188,7 @@ impl State {
     pub(crate) fn refused(
         &self,
         mac: Mac,
-        phone: &PhoneEntry,
+        phone: &ServedPhone,
         version: Option<&str>,
         reason: RefusalReason,
         (outcome, mut resp): (Outcome, Response<Body>),
@@ -322,7 +322,7 @@ impl State {
         &self,
         req: &Request<B>,
         mac: Mac,
-        phone: Option<&PhoneEntry>,
+        phone: Option<&ServedPhone>,
     ) -> Result<(), Refusal> {
         let policy = self.policy();
         if policy.is_open() {
@@ -445,7 +445,7 @@ impl State {
     pub(crate) fn config_seen(
         &self,
         mac: Mac,
-        phone: Option<&PhoneEntry>,
+        phone: Option<&ServedPhone>,
         agent: Option<&PhoneAgent>,
     ) {
         if let Some(phone) = phone
@@ -741,7 +741,7 @@ impl State {
     /// A download is allowed only inside the phone's planned slot, while a rollout runs.
     fn in_slot(
         &self,
-        phone: &PhoneEntry,
+        phone: &ServedPhone,
         now: DateTime<Utc>,
         site: &SiteStats,
     ) -> Result<(), SlotRefusal> {

@@ -67,7 +67,7 @@ impl ShardMeta {
 
 /// One phone as the server knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PhoneEntry {
+pub struct ServedPhone {
     pub mac: Mac,
     pub shard: Arc<ShardMeta>,
     pub model: Arc<str>,
@@ -611,9 +611,9 @@ impl Index {
     }
 
     /// The phone with this MAC (none while it is in conflict).
-    pub fn phone(&self, mac: Mac) -> Option<PhoneEntry> {
+    pub fn phone(&self, mac: Mac) -> Option<ServedPhone> {
         let (shard, listed) = self.listed(mac)?;
-        Some(PhoneEntry {
+        Some(ServedPhone {
             mac,
             shard: shard.meta.clone(),
             model: shard.models.get(listed.model as usize)?.0.clone(),

@@ -14,7 +14,7 @@ use crate::core::Mac;
 use crate::render::{Format, parse_file_name};
 use crate::server::http::{Refusal, Routed, State, empty, full, text};
 use crate::server::identity::PhoneAgent;
-use crate::server::index::PhoneEntry;
+use crate::server::index::ServedPhone;
 use crate::server::stats::{Outcome, UpstreamResult};
 
 /// `Cache-Control` of merged files: phones may keep them to revalidate (304), shared caches
@@ -272,7 +272,7 @@ impl State {
         served: Served<'_>,
         head: bool,
         mac: Mac,
-        phone: Option<&PhoneEntry>,
+        phone: Option<&ServedPhone>,
         agent: Option<&PhoneAgent>,
     ) -> Routed {
         self.config_seen(mac, phone, agent);
